@@ -1,0 +1,49 @@
+/* error.c - ss_error formatting and checked allocation. */
+#include "safesteer/error.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+int ss_fail(ss_error *err, const char *fmt, ...)
+{
+    if (err) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(err->msg, sizeof err->msg, fmt, ap);
+        va_end(ap);
+    }
+    return -1;
+}
+
+int ss_fail_context(ss_error *err, const char *fmt, ...)
+{
+    if (!err)
+        return -1;
+    char prefix[SS_ERROR_MSG_MAX];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(prefix, sizeof prefix, fmt, ap);
+    va_end(ap);
+    char old[SS_ERROR_MSG_MAX];
+    memcpy(old, err->msg, sizeof old);
+    snprintf(err->msg, sizeof err->msg, "%s: %s", prefix, old);
+    return -1;
+}
+
+void *ss_malloc(size_t bytes, ss_error *err)
+{
+    void *p = malloc(bytes ? bytes : 1);
+    if (!p)
+        ss_fail(err, "out of memory allocating %zu bytes", bytes);
+    return p;
+}
+
+void *ss_calloc(size_t count, size_t size, ss_error *err)
+{
+    void *p = calloc(count ? count : 1, size ? size : 1);
+    if (!p)
+        ss_fail(err, "out of memory allocating %zu x %zu bytes", count, size);
+    return p;
+}

@@ -1,0 +1,168 @@
+/* engine.h - one engine interface, two backends (CPU with OpenBLAS, CUDA).
+ *
+ * An engine owns the weights in compute form and a KV cache of `max_seqs`
+ * slots of `max_ctx` positions.  ss_engine_forward appends tokens to any set
+ * of slots in one call (a batch of sequences of different lengths) and
+ * returns logits.  Steering and capture act inside the forward pass at the
+ * same sites on both backends, so everything above the engine (capture,
+ * sweeps, evaluation) is written once. */
+#ifndef SAFESTEER_ENGINE_H
+#define SAFESTEER_ENGINE_H
+
+#include <stdint.h>
+
+#include "safesteer/error.h"
+#include "safesteer/model.h"
+
+typedef enum { SS_DEVICE_CPU = 0, SS_DEVICE_CUDA = 1 } ss_device;
+
+typedef struct {
+    int device;      /* ss_device */
+    int threads;     /* CPU threads (OpenBLAS and our loops); 0 = all cores */
+    int max_seqs;    /* KV-cache slots */
+    int max_ctx;     /* positions per slot; 0 = min(model context, 4096) */
+    int gpu;         /* CUDA device ordinal */
+} ss_engine_opts;
+
+void ss_engine_opts_default(ss_engine_opts *o);
+int ss_device_parse(const char *name, int *device, ss_error *err);
+
+/* One forward call.  Sequence i appends n_tokens[i] tokens to KV slot
+ * slots[i] at that slot's current position; tokens holds all of them
+ * concatenated in sequence order.  A slot appears at most once. */
+typedef struct {
+    int n_seqs;
+    const int *slots;        /* [n_seqs] */
+    const int *n_tokens;     /* [n_seqs], each >= 1 */
+    const int32_t *tokens;   /* [sum n_tokens] */
+    /* 0: logits[n_seqs][vocab] for each sequence's last token.
+     * 1: logits[sum n_tokens][vocab] for every appended token. */
+    int all_logits;
+} ss_batch;
+
+/* Residual-stream sites (where steering adds and capture reads). */
+typedef enum {
+    SS_SITE_RESID_POST = 0,  /* output of decoder layer l */
+    SS_SITE_ATTN_OUT = 1,    /* attention block output (before its residual add) */
+    SS_SITE_MLP_OUT = 2,     /* MLP block output (before its residual add) */
+    SS_SITE_COUNT = 3,
+} ss_site;
+
+const char *ss_site_name(int site);
+int ss_site_parse(const char *name, int *site, ss_error *err);
+
+typedef enum { SS_STEER_ADD = 0, SS_STEER_ABLATE = 1 } ss_steer_op;
+
+/* Steering state of one KV slot.  At `site` of every layer l with
+ * alpha[l] != 0, for token positions p with pos_begin <= p < pos_end:
+ *   ADD:    h[p] += alpha[l] * vectors[l]
+ *   ABLATE: h[p] -= (h[p] . vectors[l]) vectors[l]   (vectors[l] unit norm)
+ * The engine copies the arrays; pos_end < 0 means no end. */
+typedef struct {
+    int site;               /* ss_site */
+    int op;                 /* ss_steer_op */
+    const float *alpha;     /* [n_layers] */
+    const float *vectors;   /* [n_layers][d_model] */
+    int pos_begin, pos_end;
+} ss_steer_slot;
+
+/* Capture: after each forward computes `site` at layer l for a sequence,
+ * the callback receives h[n_tok][d_model] (f32, host memory) for its
+ * appended tokens, whose first position is pos.  layers_mask[l] != 0
+ * selects layers. */
+typedef void (*ss_capture_fn)(void *user, int slot, int site, int layer, int pos,
+                              const float *h, int n_tok, int d_model);
+
+typedef struct ss_engine ss_engine;
+
+int ss_engine_create(const ss_model *m, const ss_engine_opts *o, ss_engine **out, ss_error *err);
+void ss_engine_free(ss_engine *e);
+const ss_config *ss_engine_config(const ss_engine *e);
+int ss_engine_max_seqs(const ss_engine *e);
+int ss_engine_max_ctx(const ss_engine *e);
+const char *ss_engine_device_name(const ss_engine *e);
+
+/* Forgets a slot's KV contents (next forward starts at position 0). */
+void ss_engine_reset_slot(ss_engine *e, int slot);
+int ss_engine_slot_pos(const ss_engine *e, int slot);
+
+/* Runs the batch; positions advance by n_tokens.  Errors: slot out of range,
+ * context overflow ("prompt of N tokens exceeds context M"), token id out of
+ * vocabulary. */
+int ss_engine_forward(ss_engine *e, const ss_batch *b, float *logits, ss_error *err);
+
+/* Installs (s != NULL) or clears (s == NULL) a slot's steering. */
+int ss_engine_set_steering(ss_engine *e, int slot, const ss_steer_slot *s, ss_error *err);
+/* Installs (fn != NULL) or clears a capture hook. */
+int ss_engine_set_capture(ss_engine *e, int site, const uint8_t *layers_mask, ss_capture_fn fn,
+                          void *user, ss_error *err);
+
+/* ------------------------------------------------------------- backends */
+
+/* Each backend fills this table; ss_engine_create dispatches on device. */
+typedef struct {
+    const char *name;
+    void (*destroy)(ss_engine *e);
+    int (*forward)(ss_engine *e, const ss_batch *b, float *logits, ss_error *err);
+    /* Steering and capture state changed: a backend that mirrors it in
+     * device memory uploads it here. */
+    int (*sync_hooks)(ss_engine *e, ss_error *err);
+    void (*reset_slot)(ss_engine *e, int slot);
+} ss_engine_ops;
+
+/* Fields every backend shares; a backend's private state hangs off impl. */
+struct ss_engine {
+    const ss_engine_ops *ops;
+    const ss_model *model;
+    ss_config cfg;
+    int max_seqs, max_ctx, threads;
+    int *slot_pos;                 /* [max_seqs] tokens in each slot */
+    /* steering, per slot (host copies; backends mirror what they need) */
+    struct {
+        int active, site, op, pos_begin, pos_end;
+        float *alpha;              /* [n_layers] */
+        float *vectors;            /* [n_layers][d_model] */
+    } *steer;                      /* [max_seqs] */
+    /* capture hooks, one per site */
+    struct {
+        ss_capture_fn fn;
+        void *user;
+        uint8_t *layers;           /* [n_layers] */
+    } capture[SS_SITE_COUNT];
+    void *impl;
+};
+
+int ss_engine_cpu_create(ss_engine *e, const ss_engine_opts *o, ss_error *err);
+/* Defined in cuda/ when built with CUDA, else a stub that reports why. */
+int ss_engine_cuda_create(ss_engine *e, const ss_engine_opts *o, ss_error *err);
+
+/* Shared by backends: validates a batch against slots, context, vocab. */
+int ss_engine_check_batch(const ss_engine *e, const ss_batch *b, ss_error *err);
+
+/* ------------------------------------------------------------- sampling */
+
+typedef struct {
+    float temperature;   /* 0 = greedy (argmax) */
+    float top_p;         /* 1 = off */
+    uint64_t seed;
+} ss_sampler_params;
+
+typedef struct {
+    ss_sampler_params p;
+    uint64_t rng;        /* splitmix64/xorshift state */
+    float *scratch;      /* [vocab] probabilities */
+    int *order;          /* [vocab] sort indices for top-p */
+    int vocab;
+} ss_sampler;
+
+int ss_sampler_init(ss_sampler *s, const ss_sampler_params *p, int vocab, ss_error *err);
+void ss_sampler_free(ss_sampler *s);
+int ss_sample(ss_sampler *s, const float *logits);
+/* Index of the largest logit (lowest index on ties). */
+int ss_argmax(const float *logits, int n);
+/* log-softmax of logits into out[n]. */
+void ss_log_softmax(const float *logits, float *out, int n);
+/* The k largest entries of v (descending), ids[k] and vals[k]. */
+void ss_top_k(const float *v, int n, int k, int *ids, float *vals);
+
+#endif
