@@ -18,6 +18,12 @@ typedef enum { SS_TOK_BYTE_BPE = 0, SS_TOK_SPM_BPE = 1 } ss_tokenizer_kind;
  * tokenizer.json + tokenizer_config.json. */
 int ss_tokenizer_load(const ss_model *m, ss_tokenizer **out, ss_error *err);
 void ss_tokenizer_free(ss_tokenizer *t);
+/* From a folder's tokenizer.json (+ tokenizer_config.json for add_bos,
+ * bos/eos tokens and chat_template) alone, without model weights. */
+int ss_tokenizer_load_json(const char *folder, ss_tokenizer **out, ss_error *err);
+/* The chat template stored with the tokenizer (GGUF tokenizer.chat_template
+ * or tokenizer_config.json chat_template), or NULL. */
+const char *ss_tokenizer_chat_template(const ss_tokenizer *t);
 
 int ss_tokenizer_kind_of(const ss_tokenizer *t);
 int ss_tokenizer_vocab_size(const ss_tokenizer *t);
@@ -93,5 +99,23 @@ int ss_chat_render(int family, const ss_chat_msg *msgs, int n_msgs, int add_gene
 /* The default system prompt written in a ChatML template (SmolLM2's
  * "You are a helpful AI assistant named SmolLM, ..."), malloc'd, or NULL. */
 char *ss_chat_default_system(const char *template_str);
+
+/* ---------------------------------------------------------------- prompts */
+
+/* Token ids for one prompt, shared by generate, capture and sweeps.
+ * chat_family SS_CHAT_NONE: the text as is (BOS first when the tokenizer
+ * adds it).  Otherwise the text is the user turn, rendered through the
+ * template with the generation prompt, after an optional system turn (NULL:
+ * the template's own default, if any); special-token text in the rendered
+ * template is parsed, in the user's text too (as the reference chat
+ * implementations do).  *ids is malloc'd. */
+int ss_encode_prompt(const ss_model *m, const ss_tokenizer *t, int chat_family,
+                     const char *system, const char *text, int32_t **ids, int *n_ids,
+                     ss_error *err);
+/* The chat family to use: override_name if given ("chatml", ...), else
+ * detected from the model's template; a model without a template is an
+ * error naming the model file and suggesting --chat-template. */
+int ss_chat_family_for_model(const ss_model *m, const char *override_name, int *family,
+                             ss_error *err);
 
 #endif

@@ -1,0 +1,232 @@
+/* cmd_generate.c - `safesteer generate`: one prompt, streamed or as JSON. */
+#include <getopt.h>
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli.h"
+#include "safesteer/engine.h"
+#include "safesteer/generate.h"
+#include "safesteer/model.h"
+#include "safesteer/tokenizer.h"
+
+#define MAX_STOP_STRINGS 16
+
+static const char *const usage_text =
+    "usage: safesteer generate [--model M] --prompt TEXT [options]\n"
+    "  --model M            GGUF file or Hugging Face folder (default: %s)\n"
+    "  --prompt TEXT        the prompt (the user turn with --chat)\n"
+    "  --chat               apply the model's chat template\n"
+    "  --system TEXT        system turn (with --chat; default: the template's own)\n"
+    "  --chat-template F    chatml | llama2 | llama3 (overrides detection)\n"
+    "  --max-new N          tokens to generate at most (default 128)\n"
+    "  --temperature T      0 = greedy (default 0)\n"
+    "  --top-p P            nucleus sampling mass (default 1)\n"
+    "  --seed S             sampling seed (default 0)\n"
+    "  --stop STR           stop string (repeatable, up to 16)\n"
+    "  --threads N          CPU threads (default: all cores)\n"
+    "  --device D           cpu | cuda (default cpu)\n"
+    "  --ctx N              KV-cache positions (default min(model context, 4096))\n"
+    "  --logprobs K         with --json: top-K log-probabilities at every step\n"
+    "  --json               print one JSON record instead of streaming text\n";
+
+typedef struct {
+    const char *model, *prompt, *system, *chat_template;
+    int chat, json, logprobs_k, device, threads, ctx;
+    ss_gen_params gen;
+    const char *stops[MAX_STOP_STRINGS];
+} gen_opts;
+
+static int parse_opts(int argc, char **argv, gen_opts *o, ss_error *err)
+{
+    static const struct option longopts[] = {
+        {"model", required_argument, 0, 'm'},       {"prompt", required_argument, 0, 'p'},
+        {"chat", no_argument, 0, 'c'},              {"system", required_argument, 0, 's'},
+        {"chat-template", required_argument, 0, 'T'}, {"max-new", required_argument, 0, 'n'},
+        {"temperature", required_argument, 0, 't'}, {"top-p", required_argument, 0, 'P'},
+        {"seed", required_argument, 0, 'S'},        {"stop", required_argument, 0, 'x'},
+        {"threads", required_argument, 0, 'j'},     {"device", required_argument, 0, 'd'},
+        {"ctx", required_argument, 0, 'C'},         {"logprobs", required_argument, 0, 'L'},
+        {"json", no_argument, 0, 'J'},              {"help", no_argument, 0, 'h'},
+        {0, 0, 0, 0}};
+    memset(o, 0, sizeof *o);
+    o->model = ss_cli_default_model();
+    o->gen.max_new = 128;
+    o->gen.sampler.top_p = 1.0f;
+    o->gen.stop_strings = o->stops;
+    long v;
+    double f;
+    int c;
+    optind = 1;
+    while ((c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
+        switch (c) {
+        case 'm': o->model = optarg; break;
+        case 'p': o->prompt = optarg; break;
+        case 'c': o->chat = 1; break;
+        case 's': o->system = optarg; break;
+        case 'T': o->chat_template = optarg; break;
+        case 'J': o->json = 1; break;
+        case 'n':
+            if (ss_cli_int("--max-new", optarg, 0, 1 << 20, &v, err) < 0) return -1;
+            o->gen.max_new = (int)v;
+            break;
+        case 't':
+            if (ss_cli_float("--temperature", optarg, 0, 100, &f, err) < 0) return -1;
+            o->gen.sampler.temperature = (float)f;
+            break;
+        case 'P':
+            if (ss_cli_float("--top-p", optarg, 1e-6, 1, &f, err) < 0) return -1;
+            o->gen.sampler.top_p = (float)f;
+            break;
+        case 'S':
+            if (ss_cli_int("--seed", optarg, 0, 0x7fffffffffffffffL, &v, err) < 0) return -1;
+            o->gen.sampler.seed = (uint64_t)v;
+            break;
+        case 'x':
+            if (o->gen.n_stop_strings == MAX_STOP_STRINGS)
+                return ss_fail(err, "--stop: at most %d stop strings", MAX_STOP_STRINGS);
+            if (!*optarg)
+                return ss_fail(err, "--stop: empty stop string");
+            o->stops[o->gen.n_stop_strings++] = optarg;
+            break;
+        case 'j':
+            if (ss_cli_int("--threads", optarg, 0, 1024, &v, err) < 0) return -1;
+            o->threads = (int)v;
+            break;
+        case 'd':
+            if (ss_device_parse(optarg, &o->device, err) < 0) return -1;
+            break;
+        case 'C':
+            if (ss_cli_int("--ctx", optarg, 1, 1 << 24, &v, err) < 0) return -1;
+            o->ctx = (int)v;
+            break;
+        case 'L':
+            if (ss_cli_int("--logprobs", optarg, 1, 100, &v, err) < 0) return -1;
+            o->gen.logprobs_k = (int)v;
+            break;
+        case 'h': printf(usage_text, ss_cli_default_model()); exit(SS_EXIT_OK);
+        default: return ss_fail(err, "unknown option (see safesteer generate --help)");
+        }
+    }
+    if (optind < argc)
+        return ss_fail(err, "unexpected argument \"%s\"", argv[optind]);
+    if (!o->prompt)
+        return ss_fail(err, "--prompt is required");
+    if (o->gen.logprobs_k && !o->json)
+        return ss_fail(err, "--logprobs needs --json");
+    return 0;
+}
+
+static void stream_text(void *user, int seq, const char *text, size_t len)
+{
+    (void)user;
+    (void)seq;
+    fwrite(text, 1, len, stdout);
+    fflush(stdout);
+}
+
+static json_t *ids_json(const int32_t *ids, int n)
+{
+    json_t *a = json_array();
+    for (int i = 0; i < n; i++)
+        json_array_append_new(a, json_integer(ids[i]));
+    return a;
+}
+
+static const char *stop_reason_name(int r)
+{
+    static const char *const names[] = {"length", "eos", "stop_string", "context"};
+    return names[r];
+}
+
+static void print_json(const gen_opts *o, const ss_model *m, const int32_t *prompt_ids,
+                       int n_prompt, const ss_gen_result *r, const ss_gen_timing *tm)
+{
+    json_t *rec = json_object();
+    json_object_set_new(rec, "model", json_string(m->path));
+    json_object_set_new(rec, "prompt", json_string(o->prompt));
+    json_object_set_new(rec, "chat", json_boolean(o->chat));
+    json_object_set_new(rec, "prompt_ids", ids_json(prompt_ids, n_prompt));
+    json_object_set_new(rec, "ids", ids_json(r->ids, r->n_ids));
+    json_object_set_new(rec, "text", json_string(r->text));
+    json_object_set_new(rec, "stop_reason", json_string(stop_reason_name(r->stop_reason)));
+    if (o->gen.logprobs_k) {
+        json_t *steps = json_array();
+        int k = o->gen.logprobs_k;
+        for (int s = 0; s < r->n_steps; s++) {
+            json_t *step = json_object(), *ids = json_array(), *lps = json_array();
+            for (int j = 0; j < k; j++) {
+                json_array_append_new(ids, json_integer(r->top_ids[s * k + j]));
+                json_array_append_new(lps, json_real(r->top_logprobs[s * k + j]));
+            }
+            json_object_set_new(step, "top_ids", ids);
+            json_object_set_new(step, "top_logprobs", lps);
+            json_array_append_new(steps, step);
+        }
+        json_object_set_new(rec, "logprobs", steps);
+    }
+    json_t *timing = json_object();
+    json_object_set_new(timing, "prefill_seconds", json_real(tm->prefill_seconds));
+    json_object_set_new(timing, "prefill_tokens", json_integer(tm->prefill_tokens));
+    json_object_set_new(timing, "decode_seconds", json_real(tm->decode_seconds));
+    json_object_set_new(timing, "decode_tokens", json_integer(tm->decode_tokens));
+    json_object_set_new(rec, "timing", timing);
+    json_dumpf(rec, stdout, JSON_COMPACT | JSON_ENSURE_ASCII);
+    fputc('\n', stdout);
+    json_decref(rec);
+}
+
+int ss_cmd_generate(int argc, char **argv)
+{
+    ss_error err = {{0}};
+    gen_opts o;
+    if (parse_opts(argc, argv, &o, &err) < 0)
+        return ss_cli_error("generate", SS_EXIT_USAGE, err.msg);
+
+    ss_model *m = NULL;
+    ss_tokenizer *tok = NULL;
+    ss_engine *e = NULL;
+    int32_t *prompt_ids = NULL;
+    int n_prompt = 0, rc = SS_EXIT_FAIL, family = SS_CHAT_NONE;
+    ss_gen_result res = {0};
+    ss_gen_timing tm;
+    if (ss_model_load(o.model, &m, &err) < 0 || ss_tokenizer_load(m, &tok, &err) < 0)
+        goto out;
+    if (o.chat && ss_chat_family_for_model(m, o.chat_template, &family, &err) < 0)
+        goto out;
+    if (ss_encode_prompt(m, tok, family, o.system, o.prompt, &prompt_ids, &n_prompt, &err) < 0)
+        goto out;
+    ss_engine_opts eo;
+    ss_engine_opts_default(&eo);
+    eo.device = o.device;
+    eo.threads = o.threads;
+    eo.max_seqs = 1;
+    eo.max_ctx = o.ctx;
+    if (ss_engine_create(m, &eo, &e, &err) < 0)
+        goto out;
+    const int32_t *prompts[1] = {prompt_ids};
+    if (ss_generate(e, tok, 1, prompts, &n_prompt, &o.gen, o.json ? NULL : stream_text, NULL,
+                    &res, &tm, &err) < 0)
+        goto out;
+    if (o.json)
+        print_json(&o, m, prompt_ids, n_prompt, &res, &tm);
+    else
+        fputc('\n', stdout);
+    fprintf(stderr, "[%s] prompt %ld tokens in %.3f s (%.1f tok/s); generated %d tokens, "
+                    "decode %.1f tok/s; stop: %s\n",
+            ss_engine_device_name(e), tm.prefill_tokens, tm.prefill_seconds,
+            tm.prefill_seconds > 0 ? tm.prefill_tokens / tm.prefill_seconds : 0.0, res.n_ids,
+            tm.decode_seconds > 0 ? tm.decode_tokens / tm.decode_seconds : 0.0,
+            stop_reason_name(res.stop_reason));
+    rc = SS_EXIT_OK;
+out:
+    if (rc != SS_EXIT_OK)
+        ss_cli_error("generate", rc, err.msg);
+    ss_gen_result_free(&res);
+    free(prompt_ids);
+    ss_engine_free(e);
+    ss_tokenizer_free(tok);
+    ss_model_free(m);
+    return rc;
+}

@@ -1,0 +1,60 @@
+/* main.c - the safesteer command: dispatches to one file per subcommand. */
+#include <stdio.h>
+#include <string.h>
+
+#include "cli.h"
+
+/* TEMPORARY while subcommands are written in parallel: unresolved ones are
+ * NULL and report that they are not built yet. */
+#pragma weak ss_cmd_info
+#pragma weak ss_cmd_tensor
+#pragma weak ss_cmd_tokenize
+#pragma weak ss_cmd_detokenize
+#pragma weak ss_cmd_bench
+
+typedef struct {
+    const char *name;
+    int (*run)(int argc, char **argv);
+    const char *summary;
+} command;
+
+static const command commands[] = {
+    {"generate", ss_cmd_generate, "generate text from a prompt (optionally as a chat turn)"},
+    {"info", ss_cmd_info, "describe a model file or folder"},
+    {"tensor", ss_cmd_tensor, "write one dequantised tensor as .npy"},
+    {"tokenize", ss_cmd_tokenize, "print the token ids of text"},
+    {"detokenize", ss_cmd_detokenize, "print the text of token ids"},
+    {"bench", ss_cmd_bench, "measure prefill / decode speed and steering cost"},
+};
+#define N_COMMANDS (sizeof commands / sizeof commands[0])
+
+static void usage(FILE *f)
+{
+    fprintf(f, "usage: safesteer COMMAND [options]   (safesteer COMMAND --help for options)\n\n"
+               "commands:\n");
+    for (size_t i = 0; i < N_COMMANDS; i++)
+        fprintf(f, "  %-11s %s\n", commands[i].name, commands[i].summary);
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
+        usage(argc < 2 ? stderr : stdout);
+        return argc < 2 ? SS_EXIT_USAGE : SS_EXIT_OK;
+    }
+    if (!strcmp(argv[1], "--version")) {
+        printf("safesteer %s\n", SAFESTEER_VERSION);
+        return SS_EXIT_OK;
+    }
+    for (size_t i = 0; i < N_COMMANDS; i++)
+        if (!strcmp(argv[1], commands[i].name)) {
+            if (!commands[i].run) {
+                fprintf(stderr, "safesteer: %s is not built yet\n", argv[1]);
+                return SS_EXIT_FAIL;
+            }
+            return commands[i].run(argc - 1, argv + 1);
+        }
+    fprintf(stderr, "safesteer: unknown command \"%s\"\n\n", argv[1]);
+    usage(stderr);
+    return SS_EXIT_USAGE;
+}

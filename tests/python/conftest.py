@@ -1,0 +1,47 @@
+"""Shared fixtures: where the safesteer binary and the default model are."""
+import json
+import os
+import pathlib
+import subprocess
+
+import pytest
+
+REPO = pathlib.Path(__file__).resolve().parents[2]
+GOLDEN = REPO / "tests" / "golden"
+
+
+def _default_model():
+    if os.environ.get("SAFESTEER_MODEL"):
+        return pathlib.Path(os.environ["SAFESTEER_MODEL"])
+    cache = os.environ.get("SAFESTEER_CACHE") or os.path.expanduser("~/.cache/safesteer")
+    return pathlib.Path(cache) / "models" / "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+@pytest.fixture(scope="session")
+def safesteer_bin():
+    path = pathlib.Path(os.environ.get("SAFESTEER_BIN", REPO / "build" / "safesteer"))
+    if not path.exists():
+        pytest.fail(f"safesteer binary not found at {path} (build first or set SAFESTEER_BIN)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def default_model():
+    path = _default_model()
+    if not path.exists():
+        pytest.skip(f"default model not found at {path} (run scripts/fetch-model.sh)")
+    return path
+
+
+def run_safesteer(binary, *args, check=True, timeout=600):
+    """Runs the CLI and returns the CompletedProcess (text mode)."""
+    proc = subprocess.run([str(binary), *map(str, args)], capture_output=True, text=True,
+                          timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"safesteer {' '.join(map(str, args))} exited "
+                             f"{proc.returncode}: {proc.stderr}")
+    return proc
+
+
+def run_json(binary, *args, **kw):
+    return json.loads(run_safesteer(binary, *args, **kw).stdout)
