@@ -2,7 +2,7 @@
  * Llama-family architecture description every engine runs.
  *
  * Weights stay in the file's own encoding, memory-mapped; engines convert
- * them with ss_tensor_to_f32 (CPU: once at load; CUDA: row blocks on the way
+ * them with ss_tensor_rows_f32 (CPU: once at load; CUDA: row blocks on the way
  * to bf16).  Shapes follow GGUF: dims[0] is the contiguous (innermost) axis,
  * so a linear layer W with y = W x has dims = {in, out} and is stored as
  * `out` rows of `in` values. */
