@@ -26,9 +26,16 @@ int ss_fail_context(ss_error *err, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(prefix, sizeof prefix, fmt, ap);
     va_end(ap);
-    char old[SS_ERROR_MSG_MAX];
-    memcpy(old, err->msg, sizeof old);
-    snprintf(err->msg, sizeof err->msg, "%s: %s", prefix, old);
+    /* "prefix: old", cut to the buffer; the old message moves right. */
+    size_t plen = strlen(prefix), olen = strlen(err->msg), cap = sizeof err->msg - 1;
+    if (plen + 2 > cap)
+        plen = cap - 2;
+    if (plen + 2 + olen > cap)
+        olen = cap - plen - 2;
+    memmove(err->msg + plen + 2, err->msg, olen);
+    memcpy(err->msg, prefix, plen);
+    memcpy(err->msg + plen, ": ", 2);
+    err->msg[plen + 2 + olen] = '\0';
     return -1;
 }
 

@@ -86,9 +86,9 @@ const char *ss_engine_device_name(const ss_engine *e);
 void ss_engine_reset_slot(ss_engine *e, int slot);
 int ss_engine_slot_pos(const ss_engine *e, int slot);
 
-/* Runs the batch; positions advance by n_tokens.  Errors: slot out of range,
- * context overflow ("prompt of N tokens exceeds context M"), token id out of
- * vocabulary. */
+/* Runs the batch; positions advance by n_tokens (not on failure).  Errors:
+ * slot out of range or repeated, context overflow ("sequence in slot S: N
+ * tokens at position P exceed the context of M"), token id out of vocabulary. */
 int ss_engine_forward(ss_engine *e, const ss_batch *b, float *logits, ss_error *err);
 
 /* Installs (s != NULL) or clears (s == NULL) a slot's steering. */

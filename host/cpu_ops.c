@@ -1,0 +1,184 @@
+/* cpu_ops.c - f32 building blocks of the CPU engine (see cpu_ops.h).
+ *
+ * Reductions that decide accuracy (norms, dot products for ablation, rotary
+ * angles) run in double; the bulk arithmetic stays f32 and goes through
+ * OpenBLAS where it is a matrix product. */
+#include "cpu_ops.h"
+
+#include <cblas.h>
+#include <math.h>
+#include <omp.h>
+
+void ss_cpu_rmsnorm(float *out, const float *x, const float *w, int n, int d, float eps)
+{
+    for (int i = 0; i < n; i++) {
+        const float *xi = x + (size_t)i * d;
+        float *oi = out + (size_t)i * d;
+        double ss = 0.0;
+        for (int j = 0; j < d; j++)
+            ss += (double)xi[j] * xi[j];
+        /* scale computed before any write, so out may alias x */
+        float scale = (float)(1.0 / sqrt(ss / d + eps));
+        for (int j = 0; j < d; j++)
+            oi[j] = xi[j] * scale * w[j];
+    }
+}
+
+/* Threads split the output columns (rows of W) and each calls BLAS on its
+ * slice: one OpenMP pool does all the parallel work, and OpenBLAS (set to
+ * one thread by the engine) never spins against it for the same cores. */
+void ss_cpu_matmul(float *y, const float *x, const float *w, int n, int in, int out)
+{
+    /* below ~256k multiply-adds a fork/join costs more than it saves */
+#pragma omp parallel if ((long)n * in * out >= (1L << 18))
+    {
+        int nt = omp_get_num_threads(), t = omp_get_thread_num();
+        /* slices of whole 16-column groups keep the BLAS kernels aligned */
+        int groups = (out + 15) / 16;
+        int o0 = (int)((long)groups * t / nt) * 16, o1 = (int)((long)groups * (t + 1) / nt) * 16;
+        if (o1 > out)
+            o1 = out;
+        int m = o1 - o0;
+        if (m > 0 && n == 1)
+            cblas_sgemv(CblasRowMajor, CblasNoTrans, m, in, 1.0f, w + (size_t)o0 * in, in, x,
+                        1, 0.0f, y + o0, 1);
+        else if (m > 0)
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, m, in, 1.0f, x, in,
+                        w + (size_t)o0 * in, in, 0.0f, y + o0, out);
+    }
+}
+
+/* Llama 3.1 frequency remapping: long wavelengths are slowed by `factor`,
+ * short ones kept, the band between interpolated smoothly. */
+static double llama3_scale(const ss_config *cfg, double freq)
+{
+    const double pi = 3.14159265358979323846;
+    double wavelen = 2.0 * pi / freq;
+    double orig = cfg->rope_orig_ctx;
+    double low = cfg->rope_low_freq_factor, high = cfg->rope_high_freq_factor;
+    if (wavelen < orig / high)
+        return freq;
+    if (wavelen > orig / low)
+        return freq / cfg->rope_factor;
+    double smooth = (orig / wavelen - low) / (high - low);
+    return (1.0 - smooth) * freq / cfg->rope_factor + smooth * freq;
+}
+
+void ss_cpu_rope_inv_freq(const ss_config *cfg, float *inv_freq)
+{
+    int half = cfg->head_dim / 2;
+    for (int j = 0; j < half; j++) {
+        double f = pow((double)cfg->rope_theta, -2.0 * j / cfg->head_dim);
+        if (cfg->rope_scaling == SS_ROPE_SCALING_LLAMA3)
+            f = llama3_scale(cfg, f);
+        inv_freq[j] = (float)f;
+    }
+}
+
+void ss_cpu_rope(float *x, const int *pos, int n, int n_heads, const ss_config *cfg,
+                 const float *inv_freq)
+{
+    int hd = cfg->head_dim, half = hd / 2;
+    /* partner of element j is j+1 (interleaved) or j+half (split halves) */
+    int stride = cfg->rope_neox ? 1 : 2;
+    int partner = cfg->rope_neox ? half : 1;
+#pragma omp parallel for schedule(static) if (n > 8)
+    for (int i = 0; i < n; i++) {
+        float *row = x + (size_t)i * n_heads * hd;
+        for (int j = 0; j < half; j++) {
+            /* angle in double: pos * freq loses digits in f32 past a few
+             * thousand positions */
+            double a = (double)pos[i] * inv_freq[j];
+            float c = (float)cos(a), s = (float)sin(a);
+            for (int h = 0; h < n_heads; h++) {
+                float *p = row + (size_t)h * hd + (size_t)j * stride;
+                float x0 = p[0], x1 = p[partner];
+                p[0] = x0 * c - x1 * s;
+                p[partner] = x0 * s + x1 * c;
+            }
+        }
+    }
+}
+
+void ss_cpu_swiglu(float *out, const float *gate, const float *up, int n)
+{
+#pragma omp parallel for schedule(static) if (n > 65536)
+    for (int i = 0; i < n; i++) {
+        float g = gate[i];
+        out[i] = g / (1.0f + expf(-g)) * up[i];
+    }
+}
+
+void ss_cpu_attention_head(float *out, const float *q, const float *k, const float *v, int n_q,
+                           int q_pos0, int head, int n_heads, int n_kv_heads, int head_dim)
+{
+    int kvh = head / (n_heads / n_kv_heads);
+    size_t q_stride = (size_t)n_heads * head_dim, kv_stride = (size_t)n_kv_heads * head_dim;
+    float scale = 1.0f / sqrtf((float)head_dim);
+    for (int i = 0; i < n_q; i++) {
+        const float *qi = q + i * q_stride + (size_t)head * head_dim;
+        float *acc = out + i * q_stride + (size_t)head * head_dim;
+        const float *kp = k + (size_t)kvh * head_dim, *vp = v + (size_t)kvh * head_dim;
+        /* online softmax: running max m and normaliser l, so no score
+         * buffer of context length is needed */
+        float m = -INFINITY, l = 0.0f;
+        for (int d = 0; d < head_dim; d++)
+            acc[d] = 0.0f;
+        int n_keys = q_pos0 + i + 1;
+        for (int t = 0; t < n_keys; t++, kp += kv_stride, vp += kv_stride) {
+            float s = 0.0f;
+#pragma omp simd reduction(+ : s)
+            for (int d = 0; d < head_dim; d++)
+                s += qi[d] * kp[d];
+            s *= scale;
+            if (s > m) {
+                float r = expf(m - s);
+                l *= r;
+                for (int d = 0; d < head_dim; d++)
+                    acc[d] *= r;
+                m = s;
+            }
+            float p = expf(s - m);
+            l += p;
+#pragma omp simd
+            for (int d = 0; d < head_dim; d++)
+                acc[d] += p * vp[d];
+        }
+        float inv = 1.0f / l;
+        for (int d = 0; d < head_dim; d++)
+            acc[d] *= inv;
+    }
+}
+
+void ss_cpu_attention(float *out, const float *q, const float *k, const float *v, int n_q,
+                      int q_pos0, int n_heads, int n_kv_heads, int head_dim)
+{
+    long work = (long)n_q * (q_pos0 + n_q) * n_heads * head_dim;
+#pragma omp parallel for schedule(dynamic, 1) if (work >= (1L << 16))
+    for (int h = 0; h < n_heads; h++)
+        ss_cpu_attention_head(out, q, k, v, n_q, q_pos0, h, n_heads, n_kv_heads, head_dim);
+}
+
+void ss_cpu_steer(float *h, int n, int d, int pos0, int op, float alpha, const float *v,
+                  int pos_begin, int pos_end)
+{
+    if (alpha == 0.0f)
+        return;
+    for (int i = 0; i < n; i++) {
+        int p = pos0 + i;
+        if (p < pos_begin || (pos_end >= 0 && p >= pos_end))
+            continue;
+        float *hi = h + (size_t)i * d;
+        if (op == SS_STEER_ADD) {
+            for (int j = 0; j < d; j++)
+                hi[j] += alpha * v[j];
+        } else {
+            double dot = 0.0;
+            for (int j = 0; j < d; j++)
+                dot += (double)hi[j] * v[j];
+            float c = (float)dot;
+            for (int j = 0; j < d; j++)
+                hi[j] -= c * v[j];
+        }
+    }
+}

@@ -1,0 +1,424 @@
+/* engine_cpu.c - the CPU backend: f32 weights, OpenBLAS matrix products,
+ * OpenMP attention.
+ *
+ * All tokens of a batch are stacked into one [T][d_model] activation, so
+ * every linear layer is one matrix product over all T rows (decode of many
+ * sequences becomes a small GEMM); only attention and the steering/capture
+ * hooks run per sequence.  See docs/cpu-engine.md. */
+#include "cpu_ops.h"
+#include "safesteer/engine.h"
+
+#include <cblas.h>
+#include <omp.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* queries per attention work item: small enough to balance a long prefill
+ * across threads, large enough to amortise the scheduling */
+#define SS_ATTN_QBLOCK 32
+
+typedef struct {
+    float *attn_norm;           /* [d_model] */
+    float *wq;                  /* [n_heads*head_dim][d_model] */
+    float *wk, *wv;             /* [n_kv_heads*head_dim][d_model] */
+    float *wo;                  /* [d_model][n_heads*head_dim] */
+    float *ffn_norm;            /* [d_model] */
+    float *w_gate, *w_up;       /* [d_ff][d_model] */
+    float *w_down;              /* [d_model][d_ff] */
+} cpu_layer;
+
+typedef struct {
+    float *k, *v;               /* [n_layers][cap][n_kv_heads*head_dim] */
+    int cap;                    /* positions allocated; grows up to max_ctx */
+} cpu_kv;
+
+typedef struct {
+    int seq, head, i0, n;       /* queries i0..i0+n-1 of sequence seq */
+} attn_item;
+
+typedef struct {
+    float *tok_embd;            /* [vocab][d_model] */
+    float *output;              /* [vocab][d_model]; == tok_embd when tied */
+    float *output_norm;         /* [d_model] */
+    cpu_layer *layers;          /* [n_layers] */
+    float *inv_freq;            /* [head_dim/2] */
+    cpu_kv *kv;                 /* [max_seqs] */
+    /* per-forward scratch, grown to the largest batch seen */
+    int cap_t;
+    float *h, *xn, *tmp;        /* [cap_t][d_model] */
+    float *q, *att;             /* [cap_t][n_heads*head_dim] */
+    float *k, *v;               /* [cap_t][n_kv_heads*head_dim] */
+    float *gate, *up;           /* [cap_t][d_ff] */
+    int *pos;                   /* [cap_t] */
+    int *off;                   /* [max_seqs+1] first row of each sequence */
+    attn_item *items;           /* [n_heads*(cap_t/QBLOCK + max_seqs)] */
+} cpu_impl;
+
+/* ---------------------------------------------------------------- weights */
+
+/* Checks t is present with dims {in, out} (out == 1: a vector) and a
+ * decodable type, then decodes it to f32 [out][in]. */
+static int load_tensor(const ss_model *m, const ss_tensor *t, const char *what, int64_t in,
+                       int64_t out, float **dst, ss_error *err)
+{
+    if (!t->data)
+        return ss_fail(err, "%s: tensor %s (%s) is missing", m->path, t->name, what);
+    if (!ss_type_supported(t->type))
+        return ss_fail(err, "%s: tensor %s has type %s, which safesteer cannot decode",
+                       m->path, t->name, ss_type_name(t->type));
+    if (t->dims[0] != in || ss_tensor_nelem(t) != in * out)
+        return ss_fail(err,
+                       "%s: tensor %s (%s) has dims {%lld, %lld, %lld, %lld}, expected "
+                       "{%lld, %lld}",
+                       m->path, t->name, what, (long long)t->dims[0], (long long)t->dims[1],
+                       (long long)t->dims[2], (long long)t->dims[3], (long long)in,
+                       (long long)out);
+    float *w = ss_malloc((size_t)(in * out) * sizeof(float), err);
+    if (!w)
+        return ss_fail_context(err, "%s: tensor %s", m->path, t->name);
+    const int64_t block = 256;
+    int64_t n_blocks = (out + block - 1) / block;
+#pragma omp parallel for schedule(dynamic, 1)
+    for (int64_t b = 0; b < n_blocks; b++) {
+        int64_t r0 = b * block, nr = out - r0 < block ? out - r0 : block;
+        ss_tensor_rows_f32(t, r0, nr, w + r0 * in);
+    }
+    *dst = w;
+    return 0;
+}
+
+static int load_layer(const ss_model *m, int l, cpu_layer *w, ss_error *err)
+{
+    const ss_config *c = &m->cfg;
+    const ss_layer_weights *t = &m->layers[l];
+    int64_t d = c->d_model, qd = (int64_t)c->n_heads * c->head_dim;
+    int64_t kvd = (int64_t)c->n_kv_heads * c->head_dim, ff = c->d_ff;
+    if (load_tensor(m, &t->attn_norm, "attn_norm", d, 1, &w->attn_norm, err) ||
+        load_tensor(m, &t->wq, "wq", d, qd, &w->wq, err) ||
+        load_tensor(m, &t->wk, "wk", d, kvd, &w->wk, err) ||
+        load_tensor(m, &t->wv, "wv", d, kvd, &w->wv, err) ||
+        load_tensor(m, &t->wo, "wo", qd, d, &w->wo, err) ||
+        load_tensor(m, &t->ffn_norm, "ffn_norm", d, 1, &w->ffn_norm, err) ||
+        load_tensor(m, &t->w_gate, "w_gate", d, ff, &w->w_gate, err) ||
+        load_tensor(m, &t->w_up, "w_up", d, ff, &w->w_up, err) ||
+        load_tensor(m, &t->w_down, "w_down", ff, d, &w->w_down, err))
+        return ss_fail_context(err, "layer %d", l);
+    return 0;
+}
+
+static int load_weights(const ss_model *m, cpu_impl *c, ss_error *err)
+{
+    const ss_config *cfg = &m->cfg;
+    int64_t d = cfg->d_model, V = cfg->vocab_size;
+    if (load_tensor(m, &m->tok_embd, "tok_embd", d, V, &c->tok_embd, err) ||
+        load_tensor(m, &m->output_norm, "output_norm", d, 1, &c->output_norm, err))
+        return -1;
+    /* a tied head reuses the embedding copy instead of a second vocab x d */
+    int tied = cfg->tied_embeddings || !m->output.data || m->output.data == m->tok_embd.data;
+    if (tied)
+        c->output = c->tok_embd;
+    else if (load_tensor(m, &m->output, "output", d, V, &c->output, err))
+        return -1;
+    c->layers = ss_calloc((size_t)cfg->n_layers, sizeof *c->layers, err);
+    if (!c->layers)
+        return -1;
+    for (int l = 0; l < cfg->n_layers; l++)
+        if (load_layer(m, l, &c->layers[l], err))
+            return -1;
+    return 0;
+}
+
+/* ---------------------------------------------------------------- buffers */
+
+static void free_scratch(cpu_impl *c)
+{
+    free(c->h);
+    free(c->xn);
+    free(c->tmp);
+    free(c->q);
+    free(c->att);
+    free(c->k);
+    free(c->v);
+    free(c->gate);
+    free(c->up);
+    free(c->pos);
+    free(c->items);
+    c->h = c->xn = c->tmp = c->q = c->att = c->k = c->v = c->gate = c->up = NULL;
+    c->pos = NULL;
+    c->items = NULL;
+    c->cap_t = 0;
+}
+
+static int ensure_scratch(const ss_engine *e, cpu_impl *c, int T, ss_error *err)
+{
+    if (T <= c->cap_t)
+        return 0;
+    free_scratch(c);
+    const ss_config *g = &e->cfg;
+    size_t t = (size_t)T, qd = (size_t)g->n_heads * g->head_dim;
+    size_t kvd = (size_t)g->n_kv_heads * g->head_dim, f = sizeof(float);
+    size_t n_items = (size_t)g->n_heads * (t / SS_ATTN_QBLOCK + (size_t)e->max_seqs);
+    if (!(c->h = ss_malloc(t * g->d_model * f, err)) ||
+        !(c->xn = ss_malloc(t * g->d_model * f, err)) ||
+        !(c->tmp = ss_malloc(t * g->d_model * f, err)) ||
+        !(c->q = ss_malloc(t * qd * f, err)) || !(c->att = ss_malloc(t * qd * f, err)) ||
+        !(c->k = ss_malloc(t * kvd * f, err)) || !(c->v = ss_malloc(t * kvd * f, err)) ||
+        !(c->gate = ss_malloc(t * g->d_ff * f, err)) ||
+        !(c->up = ss_malloc(t * g->d_ff * f, err)) ||
+        !(c->pos = ss_malloc(t * sizeof(int), err)) ||
+        !(c->items = ss_malloc(n_items * sizeof(attn_item), err))) {
+        free_scratch(c);
+        return ss_fail_context(err, "CPU engine: scratch for a batch of %d tokens", T);
+    }
+    c->cap_t = T;
+    return 0;
+}
+
+/* Grows a slot's cache to hold `need` positions (doubling, at most
+ * max_ctx), keeping the positions already written. */
+static int ensure_kv(const ss_engine *e, cpu_kv *kv, int slot, int need, ss_error *err)
+{
+    if (need <= kv->cap)
+        return 0;
+    int cap = kv->cap ? kv->cap : 64;
+    while (cap < need)
+        cap *= 2;
+    if (cap > e->max_ctx)
+        cap = e->max_ctx;
+    size_t L = (size_t)e->cfg.n_layers, kvd = (size_t)e->cfg.n_kv_heads * e->cfg.head_dim;
+    size_t bytes = L * (size_t)cap * kvd * sizeof(float);
+    float *k = ss_malloc(bytes, err), *v = k ? ss_malloc(bytes, err) : NULL;
+    if (!v) {
+        free(k);
+        return ss_fail_context(err, "KV cache of slot %d (%d positions)", slot, cap);
+    }
+    size_t used = (size_t)e->slot_pos[slot] * kvd * sizeof(float);
+    for (size_t l = 0; l < L && used; l++) {
+        memcpy(k + l * cap * kvd, kv->k + l * kv->cap * kvd, used);
+        memcpy(v + l * cap * kvd, kv->v + l * kv->cap * kvd, used);
+    }
+    free(kv->k);
+    free(kv->v);
+    kv->k = k;
+    kv->v = v;
+    kv->cap = cap;
+    return 0;
+}
+
+static void cpu_destroy(ss_engine *e)
+{
+    cpu_impl *c = e->impl;
+    if (!c)
+        return;
+    if (c->layers) {
+        for (int l = 0; l < e->cfg.n_layers; l++) {
+            cpu_layer *w = &c->layers[l];
+            free(w->attn_norm);
+            free(w->wq);
+            free(w->wk);
+            free(w->wv);
+            free(w->wo);
+            free(w->ffn_norm);
+            free(w->w_gate);
+            free(w->w_up);
+            free(w->w_down);
+        }
+        free(c->layers);
+    }
+    if (c->output != c->tok_embd)
+        free(c->output);
+    free(c->tok_embd);
+    free(c->output_norm);
+    free(c->inv_freq);
+    if (c->kv) {
+        for (int s = 0; s < e->max_seqs; s++) {
+            free(c->kv[s].k);
+            free(c->kv[s].v);
+        }
+        free(c->kv);
+    }
+    free_scratch(c);
+    free(c->off);
+    free(c);
+    e->impl = NULL;
+}
+
+/* ---------------------------------------------------------------- forward */
+
+/* Steering, then capture, of one site's activation x[T][d_model] at
+ * layer l, sequence by sequence. */
+static void run_hooks(ss_engine *e, const ss_batch *b, const int *off, int site, int l,
+                      float *x)
+{
+    int d = e->cfg.d_model;
+    for (int i = 0; i < b->n_seqs; i++) {
+        int slot = b->slots[i], n = b->n_tokens[i], pos0 = e->slot_pos[slot];
+        float *rows = x + (size_t)off[i] * d;
+        if (e->steer[slot].active && e->steer[slot].site == site &&
+            e->steer[slot].alpha[l] != 0.0f)
+            ss_cpu_steer(rows, n, d, pos0, e->steer[slot].op, e->steer[slot].alpha[l],
+                         e->steer[slot].vectors + (size_t)l * d, e->steer[slot].pos_begin,
+                         e->steer[slot].pos_end);
+        if (e->capture[site].fn && e->capture[site].layers[l])
+            e->capture[site].fn(e->capture[site].user, slot, site, l, pos0, rows, n, d);
+    }
+}
+
+/* One work item per (sequence, head, block of queries); *work counts the
+ * query-key multiply-adds of a layer, to skip threading tiny batches. */
+static int build_attn_items(const ss_engine *e, const ss_batch *b, attn_item *items, long *work)
+{
+    int n_items = 0;
+    *work = 0;
+    for (int i = 0; i < b->n_seqs; i++) {
+        long n = b->n_tokens[i];
+        *work += n * (e->slot_pos[b->slots[i]] + n) * e->cfg.n_heads * e->cfg.head_dim;
+    }
+    for (int i = 0; i < b->n_seqs; i++)
+        for (int h = 0; h < e->cfg.n_heads; h++)
+            for (int i0 = 0; i0 < b->n_tokens[i]; i0 += SS_ATTN_QBLOCK) {
+                int rest = b->n_tokens[i] - i0;
+                items[n_items++] =
+                    (attn_item){i, h, i0, rest < SS_ATTN_QBLOCK ? rest : SS_ATTN_QBLOCK};
+            }
+    return n_items;
+}
+
+/* Appends this layer's k, v rows to each slot's cache, then attends. */
+static void attention_layer(ss_engine *e, cpu_impl *c, const ss_batch *b, int l, int n_items,
+                            long work)
+{
+    const ss_config *g = &e->cfg;
+    size_t qd = (size_t)g->n_heads * g->head_dim, kvd = (size_t)g->n_kv_heads * g->head_dim;
+    for (int i = 0; i < b->n_seqs; i++) {
+        cpu_kv *kv = &c->kv[b->slots[i]];
+        size_t at = ((size_t)l * kv->cap + e->slot_pos[b->slots[i]]) * kvd;
+        size_t bytes = (size_t)b->n_tokens[i] * kvd * sizeof(float);
+        memcpy(kv->k + at, c->k + (size_t)c->off[i] * kvd, bytes);
+        memcpy(kv->v + at, c->v + (size_t)c->off[i] * kvd, bytes);
+    }
+#pragma omp parallel for schedule(dynamic, 1) if (work >= (1L << 16))
+    for (int it = 0; it < n_items; it++) {
+        attn_item w = c->items[it];
+        int slot = b->slots[w.seq];
+        const cpu_kv *kv = &c->kv[slot];
+        size_t row = (size_t)c->off[w.seq] + w.i0;
+        ss_cpu_attention_head(c->att + row * qd, c->q + row * qd,
+                              kv->k + (size_t)l * kv->cap * kvd,
+                              kv->v + (size_t)l * kv->cap * kvd, w.n,
+                              e->slot_pos[slot] + w.i0, w.head, g->n_heads, g->n_kv_heads,
+                              g->head_dim);
+    }
+}
+
+static void add_rows(float *h, const float *x, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        h[i] += x[i];
+}
+
+static void decoder_layer(ss_engine *e, cpu_impl *c, const ss_batch *b, int l, int T,
+                          int n_items, long attn_work)
+{
+    const ss_config *g = &e->cfg;
+    const cpu_layer *w = &c->layers[l];
+    int d = g->d_model, qd = g->n_heads * g->head_dim, kvd = g->n_kv_heads * g->head_dim;
+    size_t td = (size_t)T * d;
+
+    ss_cpu_rmsnorm(c->xn, c->h, w->attn_norm, T, d, g->rms_eps);
+    ss_cpu_matmul(c->q, c->xn, w->wq, T, d, qd);
+    ss_cpu_matmul(c->k, c->xn, w->wk, T, d, kvd);
+    ss_cpu_matmul(c->v, c->xn, w->wv, T, d, kvd);
+    ss_cpu_rope(c->q, c->pos, T, g->n_heads, g, c->inv_freq);
+    ss_cpu_rope(c->k, c->pos, T, g->n_kv_heads, g, c->inv_freq);
+    attention_layer(e, c, b, l, n_items, attn_work);
+    ss_cpu_matmul(c->tmp, c->att, w->wo, T, qd, d);
+    run_hooks(e, b, c->off, SS_SITE_ATTN_OUT, l, c->tmp);
+    add_rows(c->h, c->tmp, td);
+
+    ss_cpu_rmsnorm(c->xn, c->h, w->ffn_norm, T, d, g->rms_eps);
+    ss_cpu_matmul(c->gate, c->xn, w->w_gate, T, d, g->d_ff);
+    ss_cpu_matmul(c->up, c->xn, w->w_up, T, d, g->d_ff);
+    ss_cpu_swiglu(c->gate, c->gate, c->up, T * g->d_ff);
+    ss_cpu_matmul(c->tmp, c->gate, w->w_down, T, g->d_ff, d);
+    run_hooks(e, b, c->off, SS_SITE_MLP_OUT, l, c->tmp);
+    add_rows(c->h, c->tmp, td);
+    run_hooks(e, b, c->off, SS_SITE_RESID_POST, l, c->h);
+}
+
+/* Final norm and output projection for the rows that need logits. */
+static void output_logits(ss_engine *e, cpu_impl *c, const ss_batch *b, int T, float *logits)
+{
+    const ss_config *g = &e->cfg;
+    int d = g->d_model, n = T;
+    if (b->all_logits) {
+        ss_cpu_rmsnorm(c->xn, c->h, c->output_norm, T, d, g->rms_eps);
+    } else {
+        n = b->n_seqs;
+        for (int i = 0; i < n; i++)
+            memcpy(c->xn + (size_t)i * d, c->h + (size_t)(c->off[i + 1] - 1) * d,
+                   (size_t)d * sizeof(float));
+        ss_cpu_rmsnorm(c->xn, c->xn, c->output_norm, n, d, g->rms_eps);
+    }
+    ss_cpu_matmul(logits, c->xn, c->output, n, d, g->vocab_size);
+}
+
+static int cpu_forward(ss_engine *e, const ss_batch *b, float *logits, ss_error *err)
+{
+    cpu_impl *c = e->impl;
+    int d = e->cfg.d_model, T = 0;
+    for (int i = 0; i < b->n_seqs; i++) {
+        c->off[i] = T;
+        T += b->n_tokens[i];
+        int slot = b->slots[i];
+        if (ensure_kv(e, &c->kv[slot], slot, e->slot_pos[slot] + b->n_tokens[i], err))
+            return -1;
+    }
+    c->off[b->n_seqs] = T;
+    if (ensure_scratch(e, c, T, err))
+        return -1;
+    for (int i = 0; i < b->n_seqs; i++)
+        for (int t = 0; t < b->n_tokens[i]; t++) {
+            int row = c->off[i] + t;
+            c->pos[row] = e->slot_pos[b->slots[i]] + t;
+            memcpy(c->h + (size_t)row * d, c->tok_embd + (size_t)b->tokens[row] * d,
+                   (size_t)d * sizeof(float));
+        }
+    long attn_work;
+    int n_items = build_attn_items(e, b, c->items, &attn_work);
+    for (int l = 0; l < e->cfg.n_layers; l++)
+        decoder_layer(e, c, b, l, T, n_items, attn_work);
+    output_logits(e, c, b, T, logits);
+    return 0;
+}
+
+static const ss_engine_ops cpu_ops = {
+    .name = "cpu",
+    .destroy = cpu_destroy,
+    .forward = cpu_forward,
+    .sync_hooks = NULL, /* forward reads e->steer and e->capture directly */
+    .reset_slot = NULL, /* slot_pos alone marks the valid cache rows */
+};
+
+int ss_engine_cpu_create(ss_engine *e, const ss_engine_opts *o, ss_error *err)
+{
+    /* OpenMP owns the threads; BLAS runs single-threaded inside them (see
+     * ss_cpu_matmul), so two spinning pools never fight for the cores */
+    int threads = o->threads > 0 ? o->threads : omp_get_num_procs();
+    openblas_set_num_threads(1);
+    omp_set_num_threads(threads);
+    e->threads = threads;
+
+    cpu_impl *c = ss_calloc(1, sizeof *c, err);
+    if (!c)
+        return -1;
+    e->impl = c;
+    e->ops = &cpu_ops; /* from here on, destroy frees whatever was built */
+    const ss_config *g = &e->cfg;
+    if (!(c->inv_freq = ss_malloc((size_t)(g->head_dim / 2) * sizeof(float), err)) ||
+        !(c->kv = ss_calloc((size_t)e->max_seqs, sizeof *c->kv, err)) ||
+        !(c->off = ss_malloc((size_t)(e->max_seqs + 1) * sizeof(int), err)))
+        return -1;
+    ss_cpu_rope_inv_freq(g, c->inv_freq);
+    return load_weights(e->model, c, err);
+}
