@@ -39,25 +39,25 @@ nvidia-smi >"$OUT/nvidia-smi.txt" 2>&1
 head -15 "$OUT/nvidia-smi.txt"
 
 # ---- device tests (Criterion; one job so GPU logs stay in order)
-timeout 150 build-device/test_cuda_kernels --jobs 1 --verbose=1 >"$OUT/test_cuda_kernels.log" 2>&1
+timeout 90 build-device/test_cuda_kernels --jobs 1 --verbose=1 >"$OUT/test_cuda_kernels.log" 2>&1
 rc_k=$?
-timeout 150 build-device/test_cuda_engine --jobs 1 --verbose=1 >"$OUT/test_cuda_engine.log" 2>&1
+timeout 110 build-device/test_cuda_engine --jobs 1 --verbose=1 >"$OUT/test_cuda_engine.log" 2>&1
 rc_e=$?
 
 # ---- memcheck on the kernel tests, in two runs so that a slow cuBLAS sweep
 # under the sanitizer cannot starve the other kernels of their check
-timeout 120 compute-sanitizer --tool memcheck --error-exitcode 9 \
+timeout 80 compute-sanitizer --tool memcheck --error-exitcode 9 \
     build-device/test_cuda_kernels --jobs 1 --filter '!(*matmul*)' >"$OUT/memcheck.log" 2>&1
 rc_m=$?
-timeout 60 compute-sanitizer --tool memcheck --error-exitcode 9 \
+timeout 40 compute-sanitizer --tool memcheck --error-exitcode 9 \
     build-device/test_cuda_kernels --jobs 1 --filter '*matmul*' >"$OUT/memcheck_matmul.log" 2>&1
 rc_mm=$?
 
 # ---- benchmarks
-timeout 150 build-device/safesteer bench --device cuda --shape llama3-8b --prompt-len 512 \
+timeout 100 build-device/safesteer bench --device cuda --shape llama3-8b --prompt-len 512 \
     --batches 1,8,32 --steps 32 --json "$OUT/bench_llama3-8b.json" >"$OUT/bench_llama3-8b.txt" 2>&1
 rc_b1=$?
-timeout 60 build-device/safesteer bench --device cuda --shape smollm2-135m --prompt-len 512 \
+timeout 40 build-device/safesteer bench --device cuda --shape smollm2-135m --prompt-len 512 \
     --batches 1,8,32 --steps 32 --json "$OUT/bench_smollm2-135m.json" \
     >"$OUT/bench_smollm2-135m.txt" 2>&1
 rc_b2=$?
