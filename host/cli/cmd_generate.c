@@ -1,6 +1,7 @@
 /* cmd_generate.c - `safesteer generate`: one prompt, streamed or as JSON. */
 #include <getopt.h>
 #include <jansson.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -8,7 +9,9 @@
 #include "cli.h"
 #include "safesteer/engine.h"
 #include "safesteer/generate.h"
+#include "safesteer/capture.h"
 #include "safesteer/model.h"
+#include "safesteer/steer.h"
 #include "safesteer/tokenizer.h"
 
 #define MAX_STOP_STRINGS 16
@@ -29,10 +32,22 @@ static const char *const usage_text =
     "  --device D           cpu | cuda (default cpu)\n"
     "  --ctx N              KV-cache positions (default min(model context, 4096))\n"
     "  --logprobs K         with --json: top-K log-probabilities at every step\n"
-    "  --json               print one JSON record instead of streaming text\n";
+    "  --json               print one JSON record instead of streaming text\n"
+    "steering (docs/steering.md):\n"
+    "  --steer FILE[:NAME]  vector file (safesteer HDF5 or llama.cpp control-vector GGUF);\n"
+    "                       NAME picks a category of a multi-vector file\n"
+    "  --layers SPEC        layers to steer: 10,14 | 8-12 | all (default: every layer in FILE)\n"
+    "  --strength S[,S...]  one strength for all layers or one per layer (default 1)\n"
+    "  --ablate             project the (unit) directions out instead of adding\n"
+    "  --positions P        all | prompt | generated | from:K (default all)\n"
+    "  --normalize ACTS.h5  scale unit directions by the layer's mean activation norm\n"
+    "                       recorded in a capture file\n";
 
 typedef struct {
     const char *model, *prompt, *system, *chat_template;
+    const char *steer, *layers, *strength, *normalize;
+    int ablate;
+    ss_positions positions;
     int chat, json, logprobs_k, device, threads, ctx;
     ss_gen_params gen;
     const char *stops[MAX_STOP_STRINGS];
@@ -49,6 +64,9 @@ static int parse_opts(int argc, char **argv, gen_opts *o, ss_error *err)
         {"threads", required_argument, 0, 'j'},     {"device", required_argument, 0, 'd'},
         {"ctx", required_argument, 0, 'C'},         {"logprobs", required_argument, 0, 'L'},
         {"json", no_argument, 0, 'J'},              {"help", no_argument, 0, 'h'},
+        {"steer", required_argument, 0, 'V'},       {"layers", required_argument, 0, 'Y'},
+        {"strength", required_argument, 0, 'a'},    {"ablate", no_argument, 0, 'A'},
+        {"positions", required_argument, 0, 'Q'},   {"normalize", required_argument, 0, 'N'},
         {0, 0, 0, 0}};
     memset(o, 0, sizeof *o);
     o->model = ss_cli_default_model();
@@ -105,6 +123,14 @@ static int parse_opts(int argc, char **argv, gen_opts *o, ss_error *err)
             if (ss_cli_int("--logprobs", optarg, 1, 100, &v, err) < 0) return -1;
             o->gen.logprobs_k = (int)v;
             break;
+        case 'V': o->steer = optarg; break;
+        case 'Y': o->layers = optarg; break;
+        case 'a': o->strength = optarg; break;
+        case 'A': o->ablate = 1; break;
+        case 'Q':
+            if (ss_positions_parse(optarg, &o->positions, err) < 0) return -1;
+            break;
+        case 'N': o->normalize = optarg; break;
         case 'h': printf(usage_text, ss_cli_default_model()); exit(SS_EXIT_OK);
         default: return ss_fail(err, "unknown option (see safesteer generate --help)");
         }
@@ -115,7 +141,135 @@ static int parse_opts(int argc, char **argv, gen_opts *o, ss_error *err)
         return ss_fail(err, "--prompt is required");
     if (o->gen.logprobs_k && !o->json)
         return ss_fail(err, "--logprobs needs --json");
+    if (!o->steer && (o->layers || o->strength || o->ablate || o->normalize ||
+                      o->positions.rule != SS_POS_ALL))
+        return ss_fail(err, "--layers, --strength, --ablate, --positions and --normalize need "
+                            "--steer FILE");
+    if (o->ablate && o->normalize)
+        return ss_fail(err, "--normalize scales added vectors; --ablate uses unit directions");
     return 0;
+}
+
+/* Splits "FILE:NAME" (NAME optional; a FILE that exists as given wins). */
+static void split_steer(const char *arg, char *file, size_t cap, const char **name)
+{
+    snprintf(file, cap, "%s", arg);
+    *name = NULL;
+    char *colon = strrchr(file, ':');
+    FILE *f = fopen(file, "rb");
+    if (f) {
+        fclose(f);
+        return;
+    }
+    if (colon) {
+        *colon = '\0';
+        *name = arg + (colon - file) + 1;
+    }
+}
+
+/* --strength: one value for every layer, or one per layer. */
+static int parse_strengths(const char *spec, int n, float *out, ss_error *err)
+{
+    int k = 0;
+    const char *p = spec ? spec : "1";
+    while (*p) {
+        char buf[64];
+        size_t len = strcspn(p, ",");
+        if (len == 0 || len >= sizeof buf)
+            return ss_fail(err, "--strength \"%s\": empty or overlong value", spec);
+        memcpy(buf, p, len);
+        buf[len] = '\0';
+        double v;
+        if (k == n)
+            return ss_fail(err, "--strength \"%s\": more values than the %d steered layers",
+                           spec, n);
+        if (ss_cli_float("--strength", buf, -1e6, 1e6, &v, err) < 0)
+            return -1;
+        out[k++] = (float)v;
+        p += len + (p[len] == ',');
+    }
+    if (k == 1)
+        for (int i = 1; i < n; i++)
+            out[i] = out[0];
+    else if (k != n)
+        return ss_fail(err, "--strength \"%s\": %d values for %d layers (give one, or one per "
+                            "layer)", spec, k, n);
+    return 0;
+}
+
+/* Builds the steering plan of --steer/--layers/--strength/... */
+static int build_plan(const gen_opts *o, const ss_model *m, ss_steer_plan *plan, ss_error *err)
+{
+    char file[1024];
+    const char *name;
+    split_steer(o->steer, file, sizeof file, &name);
+    ss_vector_set v;
+    if (ss_vectors_load(file, &v, err) < 0)
+        return -1;
+    int rc = -1, cat, *layers = NULL, n = 0;
+    float *str = NULL, *vec = NULL;
+    int d = m->cfg.d_model;
+    if (ss_vectors_category(&v, name, &cat, err) < 0)
+        goto out;
+    if (v.d_model != d) {
+        ss_fail(err, "%s: vectors have d_model %d, the model %d", file, v.d_model, d);
+        goto out;
+    }
+    if (o->layers) {
+        if (ss_layers_parse(o->layers, m->cfg.n_layers, &layers, &n, err) < 0)
+            goto out;
+    } else {
+        if (!(layers = ss_malloc((size_t)v.n_layers * sizeof(int), err)))
+            goto out;
+        for (int i = 0; i < v.n_layers; i++)
+            if (v.layers[i] >= 0 && v.layers[i] < m->cfg.n_layers)
+                layers[n++] = v.layers[i];
+        if (n == 0) {
+            ss_fail(err, "%s: none of its layers exists in the model (%d layers)", file,
+                    m->cfg.n_layers);
+            goto out;
+        }
+    }
+    str = ss_malloc((size_t)n * sizeof(float), err);
+    vec = ss_malloc((size_t)d * sizeof(float), err);
+    if (!str || !vec || parse_strengths(o->strength, n, str, err) < 0)
+        goto out;
+    ss_steer_plan_init(plan, m->cfg.n_layers, d);
+    plan->positions = o->positions;
+    for (int i = 0; i < n; i++) {
+        int row = ss_vectors_layer_row(&v, layers[i]);
+        if (row < 0) {
+            ss_fail(err, "%s: no vector for layer %d", file, layers[i]);
+            goto out;
+        }
+        memcpy(vec, v.vectors + ((size_t)cat * v.n_layers + row) * d, (size_t)d * sizeof(float));
+        if (o->normalize) {
+            float norm;
+            double nn = 0;
+            for (int j = 0; j < d; j++)
+                nn += (double)vec[j] * vec[j];
+            if (nn == 0) {
+                ss_fail(err, "%s: vector of layer %d is zero; cannot normalise", file, layers[i]);
+                goto out;
+            }
+            if (ss_capture_layer_norm(o->normalize, layers[i], d, &norm, err) < 0)
+                goto out;
+            for (int j = 0; j < d; j++)
+                vec[j] = (float)(vec[j] / sqrt(nn) * norm);
+        }
+        if (ss_steer_plan_add(plan, v.site, layers[i], o->ablate ? SS_STEER_ABLATE : SS_STEER_ADD,
+                              str[i], vec, err) < 0)
+            goto out;
+    }
+    rc = 0;
+out:
+    if (rc < 0)
+        ss_steer_plan_free(plan);
+    free(layers);
+    free(str);
+    free(vec);
+    ss_vectors_free(&v);
+    return rc;
 }
 
 static void stream_text(void *user, int seq, const char *text, size_t len)
@@ -191,6 +345,7 @@ int ss_cmd_generate(int argc, char **argv)
     int n_prompt = 0, rc = SS_EXIT_FAIL, family = SS_CHAT_NONE;
     ss_gen_result res = {0};
     ss_gen_timing tm;
+    ss_steer_plan plan = {0};
     if (ss_model_load(o.model, &m, &err) < 0 || ss_tokenizer_load(m, &tok, &err) < 0)
         goto out;
     if (o.chat && ss_chat_family_for_model(m, o.chat_template, &family, &err) < 0)
@@ -204,6 +359,9 @@ int ss_cmd_generate(int argc, char **argv)
     eo.max_seqs = 1;
     eo.max_ctx = o.ctx;
     if (ss_engine_create(m, &eo, &e, &err) < 0)
+        goto out;
+    if (o.steer && (build_plan(&o, m, &plan, &err) < 0 ||
+                    ss_steer_apply(e, 0, &plan, n_prompt, &err) < 0))
         goto out;
     const int32_t *prompts[1] = {prompt_ids};
     if (ss_generate(e, tok, 1, prompts, &n_prompt, &o.gen, o.json ? NULL : stream_text, NULL,
@@ -224,6 +382,7 @@ out:
     if (rc != SS_EXIT_OK)
         ss_cli_error("generate", rc, err.msg);
     ss_gen_result_free(&res);
+    ss_steer_plan_free(&plan);
     free(prompt_ids);
     ss_engine_free(e);
     ss_tokenizer_free(tok);

@@ -11,6 +11,7 @@
 #pragma weak ss_cmd_tokenize
 #pragma weak ss_cmd_detokenize
 #pragma weak ss_cmd_bench
+#pragma weak ss_cmd_cluster
 
 typedef struct {
     const char *name;
@@ -25,6 +26,9 @@ static const command commands[] = {
     {"tokenize", ss_cmd_tokenize, "print the token ids of text"},
     {"detokenize", ss_cmd_detokenize, "print the text of token ids"},
     {"bench", ss_cmd_bench, "measure prefill / decode speed and steering cost"},
+    {"capture", ss_cmd_capture, "capture activations of a prompt set to HDF5"},
+    {"vectors", ss_cmd_vectors, "steering vectors from captures; export/import GGUF control vectors"},
+    {"cluster", ss_cmd_cluster, "k-means clusters of captured activations with NMI/ARI/purity"},
 };
 #define N_COMMANDS (sizeof commands / sizeof commands[0])
 

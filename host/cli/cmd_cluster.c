@@ -1,0 +1,108 @@
+/* cmd_cluster.c - `safesteer cluster`: k-means over one captured layer with
+ * silhouette-chosen k and purity / NMI / ARI against the categories. */
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli.h"
+#include "safesteer/cluster.h"
+
+#define CMD "cluster"
+
+static void usage(FILE *f)
+{
+    fprintf(f,
+            "usage: safesteer cluster --acts ACTS.h5 --layer L (--k K | --k-range A..B)\n"
+            "                         --out CLUSTERS.h5 [options]\n\n"
+            "  --metric cosine|l2        distance (default cosine: rows scaled to unit length)\n"
+            "  --seed N                  k-means++ and silhouette sample seed (default 0)\n"
+            "  --restarts R              k-means runs per k, best inertia kept (default 10)\n"
+            "  --max-iter N              Lloyd iterations per run (default 300)\n"
+            "  --silhouette-samples N    points used for the silhouette (default 5000)\n"
+            "  --safe-label S            prompts with this label form the safe pool and are\n"
+            "                            not clustered (default safe)\n");
+}
+
+static int parse_range(const char *s, int *a, int *b, ss_error *err)
+{
+    char buf[64];
+    snprintf(buf, sizeof buf, "%s", s);
+    char *dots = strstr(buf, "..");
+    if (!dots)
+        return ss_fail(err, "--k-range: \"%s\" is not A..B", s);
+    *dots = 0;
+    long lo, hi;
+    if (ss_cli_int("--k-range", buf, 2, 100000, &lo, err) < 0 ||
+        ss_cli_int("--k-range", dots + 2, lo, 100000, &hi, err) < 0)
+        return -1;
+    *a = (int)lo;
+    *b = (int)hi;
+    return 0;
+}
+
+int ss_cmd_cluster(int argc, char **argv)
+{
+    static const struct option opts[] = {
+        {"acts", required_argument, 0, 'a'},     {"layer", required_argument, 0, 'l'},
+        {"k", required_argument, 0, 'k'},        {"k-range", required_argument, 0, 'K'},
+        {"metric", required_argument, 0, 'm'},   {"seed", required_argument, 0, 'e'},
+        {"restarts", required_argument, 0, 'r'}, {"max-iter", required_argument, 0, 'i'},
+        {"silhouette-samples", required_argument, 0, 'S'},
+        {"safe-label", required_argument, 0, 's'}, {"out", required_argument, 0, 'o'},
+        {"help", no_argument, 0, 'h'},           {0, 0, 0, 0}};
+    ss_cluster_options o;
+    ss_cluster_options_init(&o);
+    ss_error err = {{0}};
+    const char *out = NULL;
+    int have_layer = 0, opt;
+    long v;
+    optind = 1;
+    while ((opt = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+        int rc = 0;
+        switch (opt) {
+        case 'a': o.acts_path = optarg; break;
+        case 'o': out = optarg; break;
+        case 's': o.safe_label = optarg; break;
+        case 'm': rc = ss_metric_parse(optarg, &o.metric, &err); break;
+        case 'K': rc = parse_range(optarg, &o.k_min, &o.k_max, &err); break;
+        case 'l':
+            rc = ss_cli_int("--layer", optarg, 0, 1 << 20, &v, &err);
+            o.layer = (int)v;
+            have_layer = 1;
+            break;
+        case 'k':
+            rc = ss_cli_int("--k", optarg, 2, 100000, &v, &err);
+            o.k_min = o.k_max = (int)v;
+            break;
+        case 'e':
+            rc = ss_cli_int("--seed", optarg, 0, 0x7fffffffL, &v, &err);
+            o.seed = (uint64_t)v;
+            break;
+        case 'r':
+            rc = ss_cli_int("--restarts", optarg, 1, 10000, &v, &err);
+            o.restarts = (int)v;
+            break;
+        case 'i':
+            rc = ss_cli_int("--max-iter", optarg, 1, 1000000, &v, &err);
+            o.max_iter = (int)v;
+            break;
+        case 'S':
+            rc = ss_cli_int("--silhouette-samples", optarg, 2, 1L << 40, &v, &err);
+            o.silhouette_samples = v;
+            break;
+        case 'h': usage(stdout); return SS_EXIT_OK;
+        default: usage(stderr); return SS_EXIT_USAGE;
+        }
+        if (rc)
+            return ss_cli_error(CMD, SS_EXIT_USAGE, err.msg);
+    }
+    if (optind < argc)
+        return ss_cli_error(CMD, SS_EXIT_USAGE, "unexpected argument (see --help)");
+    if (!o.acts_path || !out || !have_layer || !o.k_min)
+        return ss_cli_error(CMD, SS_EXIT_USAGE,
+                            "--acts, --layer, --out and --k or --k-range are required");
+    if (ss_cluster_run(&o, out, &err) < 0)
+        return ss_cli_error(CMD, SS_EXIT_FAIL, err.msg);
+    return SS_EXIT_OK;
+}

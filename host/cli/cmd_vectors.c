@@ -1,0 +1,318 @@
+/* cmd_vectors.c - `safesteer vectors`: category steering vectors from a
+ * capture file, and `vectors export` / `vectors import` for llama.cpp
+ * control-vector GGUF files (docs/vectors.md). */
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli.h"
+#include "safesteer/model.h"
+#include "safesteer/sha256.h"
+#include "safesteer/steer.h"
+#include "safesteer/vectors.h"
+
+#define CMD "vectors"
+
+static void usage(FILE *f)
+{
+    fprintf(f,
+            "usage: safesteer vectors --acts ACTS.h5 --out VECTORS.h5 [options]\n"
+            "       safesteer vectors export --in VECTORS.h5 --out CV.gguf [--category C]\n"
+            "                                [--scale S] [--model-hint ARCH] [--model PATH]\n"
+            "                                [--skip-layer0]\n"
+            "       safesteer vectors import --in CV.gguf --out VECTORS.h5 [--category NAME]\n"
+            "                                [--model PATH]\n\n"
+            "options (compute):\n"
+            "  --method M           mean-diff (default), pruned or pca\n"
+            "  --safe-acts FILE     every prompt of another capture forms the safe pool\n"
+            "  --safe-category C    prompts of category C form the safe pool\n"
+            "  --unsafe-label S     label of unsafe prompts (default unsafe)\n"
+            "  --safe-label S       label of safe prompts (default safe)\n"
+            "  --categories a,b,c   categories to compute (default: all with unsafe prompts)\n"
+            "  --layers 3,5,10-12   model layers (default: all captured)\n"
+            "  --holdout F          fraction held out for separability (default 0.2)\n"
+            "  --seed N             split seed (default 0)\n"
+            "  --pca-iters N        maximum power iterations (default 200)\n"
+            "  --chunk-rows N       prompts per HDF5 read (default 64)\n");
+}
+
+/* Splits "a,b,c" in place into items[*n] (at most cap). */
+static int split_list(char *s, char **items, int cap, int *n, ss_error *err)
+{
+    *n = 0;
+    for (char *tok = strtok(s, ","); tok; tok = strtok(NULL, ",")) {
+        if (*n == cap)
+            return ss_fail(err, "list has more than %d items", cap);
+        items[(*n)++] = tok;
+    }
+    return *n ? 0 : ss_fail(err, "empty list");
+}
+
+/* "3,5,10-12" into layers[*n]. */
+static int parse_layers(const char *arg, int *layers, int cap, int *n, ss_error *err)
+{
+    char buf[1024];
+    snprintf(buf, sizeof buf, "%s", arg);
+    char *items[256];
+    int ni;
+    if (split_list(buf, items, 256, &ni, err) < 0)
+        return ss_fail_context(err, "--layers");
+    *n = 0;
+    for (int i = 0; i < ni; i++) {
+        long a, b;
+        char *dash = strchr(items[i], '-');
+        if (dash)
+            *dash = 0;
+        if (ss_cli_int("--layers", items[i], 0, 1 << 20, &a, err) < 0 ||
+            ss_cli_int("--layers", dash ? dash + 1 : items[i], a, 1 << 20, &b, err) < 0)
+            return -1;
+        for (long l = a; l <= b; l++) {
+            if (*n == cap)
+                return ss_fail(err, "--layers: more than %d layers", cap);
+            layers[(*n)++] = (int)l;
+        }
+    }
+    return 0;
+}
+
+static void print_summary(const ss_vec_result *r, const char *out)
+{
+    int L = r->n_layers;
+    if (!strcmp(r->method, "pca") && r->pca_residual > 1e-12)
+        fprintf(stderr, "safesteer vectors: warning: power iteration stopped after %d iterations "
+                        "with residual %.3g (small eigengap; raise --pca-iters)\n",
+                r->pca_iterations, r->pca_residual);
+    printf("wrote %s: %d categories x %d layers x d_model %d, method %s, %d passes\n", out,
+           r->n_categories, L, r->d_model, r->method, r->passes);
+    for (int c = 0; c < r->n_categories; c++) {
+        int best = 0;
+        for (int l = 1; l < L; l++)
+            if (r->separability[c * L + l] > r->separability[c * L + best])
+                best = l;
+        printf("  %-28s unsafe %6lld  safe %6lld  best layer %d (separability %.3f, "
+               "norm %.3f)  pool %s\n", r->categories[c], (long long)r->counts_unsafe[c],
+               (long long)r->counts_safe[c], r->layers[best], r->separability[c * L + best],
+               r->norms[c * L + best], r->safe_pool[c]);
+    }
+}
+
+static int cmd_compute(int argc, char **argv)
+{
+    static const struct option opts[] = {
+        {"acts", required_argument, 0, 'a'},      {"method", required_argument, 0, 'm'},
+        {"out", required_argument, 0, 'o'},       {"safe-acts", required_argument, 0, 'S'},
+        {"unsafe-label", required_argument, 0, 'u'}, {"safe-label", required_argument, 0, 's'},
+        {"safe-category", required_argument, 0, 'C'}, {"categories", required_argument, 0, 'c'},
+        {"layers", required_argument, 0, 'l'},    {"holdout", required_argument, 0, 'H'},
+        {"seed", required_argument, 0, 'e'},      {"pca-iters", required_argument, 0, 'p'},
+        {"chunk-rows", required_argument, 0, 'r'}, {"help", no_argument, 0, 'h'},
+        {0, 0, 0, 0}};
+    ss_vec_options o;
+    ss_vec_options_init(&o);
+    o.holdout = 0.2;
+    ss_error err = {{0}};
+    const char *out = NULL;
+    char cats_buf[4096];
+    char *cats[512];
+    int layers[4096];
+    long v;
+    double f;
+    int opt;
+    optind = 1;
+    while ((opt = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+        int rc = 0;
+        switch (opt) {
+        case 'a': o.acts_path = optarg; break;
+        case 'o': out = optarg; break;
+        case 'S': o.safe_acts_path = optarg; break;
+        case 'u': o.unsafe_label = optarg; break;
+        case 's': o.safe_label = optarg; break;
+        case 'C': o.safe_category = optarg; break;
+        case 'm': rc = ss_vec_method_parse(optarg, &o.method, &err); break;
+        case 'c':
+            snprintf(cats_buf, sizeof cats_buf, "%s", optarg);
+            rc = split_list(cats_buf, cats, 512, &o.n_categories, &err);
+            o.categories = (const char *const *)cats;
+            if (rc)
+                ss_fail_context(&err, "--categories");
+            break;
+        case 'l':
+            rc = parse_layers(optarg, layers, 4096, &o.n_layers, &err);
+            o.layers = layers;
+            break;
+        case 'H':
+            rc = ss_cli_float("--holdout", optarg, 0, 0.99, &f, &err);
+            o.holdout = f;
+            break;
+        case 'e':
+            rc = ss_cli_int("--seed", optarg, 0, 0x7fffffffL, &v, &err);
+            o.seed = (uint64_t)v;
+            break;
+        case 'p':
+            rc = ss_cli_int("--pca-iters", optarg, 1, 100000, &v, &err);
+            o.pca_iters = (int)v;
+            break;
+        case 'r':
+            rc = ss_cli_int("--chunk-rows", optarg, 1, 1 << 20, &v, &err);
+            o.chunk_rows = (int)v;
+            break;
+        case 'h': usage(stdout); return SS_EXIT_OK;
+        default: usage(stderr); return SS_EXIT_USAGE;
+        }
+        if (rc)
+            return ss_cli_error(CMD, SS_EXIT_USAGE, err.msg);
+    }
+    if (optind < argc)
+        return ss_cli_error(CMD, SS_EXIT_USAGE, "unexpected argument (see --help)");
+    if (!o.acts_path || !out)
+        return ss_cli_error(CMD, SS_EXIT_USAGE, "--acts and --out are required");
+    ss_vec_result r;
+    if (ss_vec_compute(&o, &r, &err) < 0)
+        return ss_cli_error(CMD, SS_EXIT_FAIL, err.msg);
+    int code = SS_EXIT_OK;
+    if (ss_vec_write(out, &r, &err) < 0)
+        code = ss_cli_error(CMD, SS_EXIT_FAIL, err.msg);
+    else
+        print_summary(&r, out);
+    ss_vec_result_free(&r);
+    return code;
+}
+
+/* Loads a model only for its config (d_model, layers, architecture). */
+static int check_against_model(const ss_vector_set *vs, const char *model_path, char *hint,
+                               size_t hint_cap, ss_error *err)
+{
+    ss_model *m;
+    if (ss_model_load(model_path, &m, err) < 0)
+        return -1;
+    int rc = ss_vec_check_model(vs, &m->cfg, model_path, err);
+    ss_gguf_str arch;
+    if (!rc && hint && m->gguf && ss_gguf_get_str(m->gguf, "general.architecture", &arch, NULL) == 0)
+        snprintf(hint, hint_cap, "%.*s", (int)arch.len, arch.ptr);
+    ss_model_free(m);
+    return rc;
+}
+
+static int cmd_export(int argc, char **argv)
+{
+    static const struct option opts[] = {
+        {"in", required_argument, 0, 'i'},         {"out", required_argument, 0, 'o'},
+        {"category", required_argument, 0, 'c'},   {"scale", required_argument, 0, 's'},
+        {"model-hint", required_argument, 0, 'M'}, {"model", required_argument, 0, 'm'},
+        {"skip-layer0", no_argument, 0, 'z'},      {"help", no_argument, 0, 'h'},
+        {0, 0, 0, 0}};
+    const char *in = NULL, *out = NULL, *cat = NULL, *model = NULL;
+    char hint[64] = "llama";
+    double scale = 1.0;
+    int skip0 = 0, opt;
+    ss_error err = {{0}};
+    optind = 1;
+    while ((opt = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+        switch (opt) {
+        case 'i': in = optarg; break;
+        case 'o': out = optarg; break;
+        case 'c': cat = optarg; break;
+        case 'M': snprintf(hint, sizeof hint, "%s", optarg); break;
+        case 'm': model = optarg; break;
+        case 'z': skip0 = 1; break;
+        case 's':
+            if (ss_cli_float("--scale", optarg, -1e6, 1e6, &scale, &err) < 0)
+                return ss_cli_error(CMD, SS_EXIT_USAGE, err.msg);
+            break;
+        case 'h': usage(stdout); return SS_EXIT_OK;
+        default: usage(stderr); return SS_EXIT_USAGE;
+        }
+    }
+    if (!in || !out || optind < argc)
+        return ss_cli_error(CMD, SS_EXIT_USAGE, "export needs --in and --out (see --help)");
+    ss_vector_set vs;
+    int idx, skipped = 0, code = SS_EXIT_OK;
+    if (ss_vectors_load(in, &vs, &err) < 0)
+        return ss_cli_error(CMD, SS_EXIT_FAIL, err.msg);
+    if (ss_vectors_category(&vs, cat, &idx, &err) < 0 ||
+        (model && check_against_model(&vs, model, hint, sizeof hint, &err) < 0) ||
+        ss_control_vector_write(out, &vs, idx, (float)scale, hint, skip0, &skipped, &err) < 0)
+        code = ss_cli_error(CMD, SS_EXIT_FAIL, err.msg);
+    else
+        printf("wrote %s: category %s, %d direction tensors (model_hint %s, scale %g)%s\n", out,
+               vs.categories[idx], vs.n_layers - skipped, hint, scale,
+               skipped ? ", layer 0 skipped" : "");
+    ss_vectors_free(&vs);
+    return code;
+}
+
+/* A single-category result from a loaded vector set (no data statistics). */
+static int result_from_set(const ss_vector_set *vs, const char *name, const char *src,
+                           ss_vec_result *r, ss_error *err)
+{
+    memset(r, 0, sizeof *r);
+    size_t L = (size_t)vs->n_layers, d = (size_t)vs->d_model;
+    r->n_categories = 1;
+    r->n_layers = vs->n_layers;
+    r->d_model = vs->d_model;
+    r->categories = ss_calloc(1, sizeof(char *), err);
+    r->layers = ss_malloc(L * sizeof(int32_t), err);
+    r->vectors = ss_malloc(L * d * sizeof(float), err);
+    if (!r->categories || !r->layers || !r->vectors || !(r->categories[0] = strdup(name)))
+        return ss_fail(err, "out of memory");
+    memcpy(r->layers, vs->layers, L * sizeof(int32_t));
+    memcpy(r->vectors, vs->vectors, L * d * sizeof(float));
+    snprintf(r->method, sizeof r->method, "%s", vs->method);
+    snprintf(r->site, sizeof r->site, "%s", ss_site_name(vs->site));
+    snprintf(r->model_name, sizeof r->model_name, "%s", vs->model_hint);
+    if (ss_sha256_file(src, r->source_sha256, err) < 0)
+        return -1;
+    return ss_vec_fill_stats(r, err);
+}
+
+static int cmd_import(int argc, char **argv)
+{
+    static const struct option opts[] = {
+        {"in", required_argument, 0, 'i'},       {"out", required_argument, 0, 'o'},
+        {"category", required_argument, 0, 'c'}, {"model", required_argument, 0, 'm'},
+        {"help", no_argument, 0, 'h'},           {0, 0, 0, 0}};
+    const char *in = NULL, *out = NULL, *name = "control", *model = NULL;
+    int opt;
+    ss_error err = {{0}};
+    optind = 1;
+    while ((opt = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+        switch (opt) {
+        case 'i': in = optarg; break;
+        case 'o': out = optarg; break;
+        case 'c': name = optarg; break;
+        case 'm': model = optarg; break;
+        case 'h': usage(stdout); return SS_EXIT_OK;
+        default: usage(stderr); return SS_EXIT_USAGE;
+        }
+    }
+    if (!in || !out || optind < argc)
+        return ss_cli_error(CMD, SS_EXIT_USAGE, "import needs --in and --out (see --help)");
+    ss_vector_set vs;
+    ss_vec_result r;
+    memset(&r, 0, sizeof r);
+    int code = SS_EXIT_OK;
+    if (ss_vectors_load(in, &vs, &err) < 0)
+        return ss_cli_error(CMD, SS_EXIT_FAIL, err.msg);
+    if (vs.n_categories != 1)
+        code = ss_cli_error(CMD, SS_EXIT_FAIL, "import expects a control-vector GGUF (one "
+                                               "direction per layer)");
+    else if ((model && check_against_model(&vs, model, NULL, 0, &err) < 0) ||
+             result_from_set(&vs, name, in, &r, &err) < 0 || ss_vec_write(out, &r, &err) < 0)
+        code = ss_cli_error(CMD, SS_EXIT_FAIL, err.msg);
+    else
+        printf("wrote %s: category %s, %d layers x d_model %d from %s\n", out, name,
+               r.n_layers, r.d_model, in);
+    ss_vec_result_free(&r);
+    ss_vectors_free(&vs);
+    return code;
+}
+
+int ss_cmd_vectors(int argc, char **argv)
+{
+    if (argc > 1 && !strcmp(argv[1], "export"))
+        return cmd_export(argc - 1, argv + 1);
+    if (argc > 1 && !strcmp(argv[1], "import"))
+        return cmd_import(argc - 1, argv + 1);
+    return cmd_compute(argc, argv);
+}

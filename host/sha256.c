@@ -1,0 +1,148 @@
+/* sha256.c - SHA-256 per FIPS 180-4, written for fingerprints (not for
+ * secrets: no constant-time concerns). */
+#include "safesteer/sha256.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+static const uint32_t K[64] = {
+    0x428a2f98, 0x71374491, 0xb5c0fbcf, 0xe9b5dba5, 0x3956c25b, 0x59f111f1, 0x923f82a4,
+    0xab1c5ed5, 0xd807aa98, 0x12835b01, 0x243185be, 0x550c7dc3, 0x72be5d74, 0x80deb1fe,
+    0x9bdc06a7, 0xc19bf174, 0xe49b69c1, 0xefbe4786, 0x0fc19dc6, 0x240ca1cc, 0x2de92c6f,
+    0x4a7484aa, 0x5cb0a9dc, 0x76f988da, 0x983e5152, 0xa831c66d, 0xb00327c8, 0xbf597fc7,
+    0xc6e00bf3, 0xd5a79147, 0x06ca6351, 0x14292967, 0x27b70a85, 0x2e1b2138, 0x4d2c6dfc,
+    0x53380d13, 0x650a7354, 0x766a0abb, 0x81c2c92e, 0x92722c85, 0xa2bfe8a1, 0xa81a664b,
+    0xc24b8b70, 0xc76c51a3, 0xd192e819, 0xd6990624, 0xf40e3585, 0x106aa070, 0x19a4c116,
+    0x1e376c08, 0x2748774c, 0x34b0bcb5, 0x391c0cb3, 0x4ed8aa4a, 0x5b9cca4f, 0x682e6ff3,
+    0x748f82ee, 0x78a5636f, 0x84c87814, 0x8cc70208, 0x90befffa, 0xa4506ceb, 0xbef9a3f7,
+    0xc67178f2};
+
+static uint32_t rotr(uint32_t x, int n) { return (x >> n) | (x << (32 - n)); }
+
+static void compress(uint32_t h[8], const uint8_t b[64])
+{
+    uint32_t w[64];
+    for (int i = 0; i < 16; i++)
+        w[i] = (uint32_t)b[4 * i] << 24 | (uint32_t)b[4 * i + 1] << 16 |
+               (uint32_t)b[4 * i + 2] << 8 | b[4 * i + 3];
+    for (int i = 16; i < 64; i++) {
+        uint32_t s0 = rotr(w[i - 15], 7) ^ rotr(w[i - 15], 18) ^ (w[i - 15] >> 3);
+        uint32_t s1 = rotr(w[i - 2], 17) ^ rotr(w[i - 2], 19) ^ (w[i - 2] >> 10);
+        w[i] = w[i - 16] + s0 + w[i - 7] + s1;
+    }
+    uint32_t a = h[0], bb = h[1], c = h[2], d = h[3], e = h[4], f = h[5], g = h[6], hh = h[7];
+    for (int i = 0; i < 64; i++) {
+        uint32_t t1 = hh + (rotr(e, 6) ^ rotr(e, 11) ^ rotr(e, 25)) + ((e & f) ^ (~e & g)) +
+                      K[i] + w[i];
+        uint32_t t2 = (rotr(a, 2) ^ rotr(a, 13) ^ rotr(a, 22)) + ((a & bb) ^ (a & c) ^ (bb & c));
+        hh = g;
+        g = f;
+        f = e;
+        e = d + t1;
+        d = c;
+        c = bb;
+        bb = a;
+        a = t1 + t2;
+    }
+    h[0] += a;
+    h[1] += bb;
+    h[2] += c;
+    h[3] += d;
+    h[4] += e;
+    h[5] += f;
+    h[6] += g;
+    h[7] += hh;
+}
+
+void ss_sha256_init(ss_sha256 *s)
+{
+    static const uint32_t iv[8] = {0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a,
+                                   0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19};
+    memcpy(s->h, iv, sizeof iv);
+    s->n_bytes = 0;
+    s->n_block = 0;
+}
+
+void ss_sha256_update(ss_sha256 *s, const void *data, size_t len)
+{
+    const uint8_t *p = data;
+    s->n_bytes += len;
+    while (len) {
+        size_t take = 64 - s->n_block < len ? 64 - s->n_block : len;
+        memcpy(s->block + s->n_block, p, take);
+        s->n_block += take;
+        p += take;
+        len -= take;
+        if (s->n_block == 64) {
+            compress(s->h, s->block);
+            s->n_block = 0;
+        }
+    }
+}
+
+void ss_sha256_final_hex(ss_sha256 *s, char hex[65])
+{
+    uint64_t bits = s->n_bytes * 8;
+    uint8_t pad[72] = {0x80};
+    size_t n_pad = (s->n_block < 56 ? 56 : 120) - s->n_block;
+    for (int i = 0; i < 8; i++)
+        pad[n_pad + i] = (uint8_t)(bits >> (56 - 8 * i));
+    ss_sha256_update(s, pad, n_pad + 8);
+    for (int i = 0; i < 8; i++)
+        snprintf(hex + 8 * i, 9, "%08x", s->h[i]);
+}
+
+static int hash_into(ss_sha256 *s, const char *path, ss_error *err)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return ss_fail(err, "%s: cannot open for hashing: %s", path, strerror(errno));
+    enum { BUF = 1 << 20 };
+    char *buf = ss_malloc(BUF, err);
+    if (!buf) {
+        fclose(f);
+        return -1;
+    }
+    size_t n;
+    while ((n = fread(buf, 1, BUF, f)) > 0)
+        ss_sha256_update(s, buf, n);
+    int bad = ferror(f);
+    free(buf);
+    fclose(f);
+    return bad ? ss_fail(err, "%s: read error while hashing", path) : 0;
+}
+
+int ss_sha256_file(const char *path, char hex[65], ss_error *err)
+{
+    ss_sha256 s;
+    ss_sha256_init(&s);
+    if (hash_into(&s, path, err) < 0)
+        return -1;
+    ss_sha256_final_hex(&s, hex);
+    return 0;
+}
+
+int ss_sha256_model(const char *path, char hex[65], ss_error *err)
+{
+    struct stat st;
+    if (stat(path, &st) < 0)
+        return ss_fail(err, "%s: %s", path, strerror(errno));
+    if (!S_ISDIR(st.st_mode))
+        return ss_sha256_file(path, hex, err);
+    char p[2048];
+    ss_sha256 s;
+    ss_sha256_init(&s);
+    snprintf(p, sizeof p, "%s/config.json", path);
+    if (hash_into(&s, p, err) < 0)
+        return -1;
+    snprintf(p, sizeof p, "%s/model.safetensors.index.json", path);
+    if (stat(p, &st) < 0)
+        snprintf(p, sizeof p, "%s/model.safetensors", path);
+    if (hash_into(&s, p, err) < 0)
+        return -1;
+    ss_sha256_final_hex(&s, hex);
+    return 0;
+}
