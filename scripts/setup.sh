@@ -27,8 +27,21 @@ if [ "${SAFESTEER_NO_APT:-0}" != 1 ]; then
     fi
 fi
 
-# Python oracles and test tools (pinned); skipped when already satisfied.
-if ! python3 -c "import numpy, gguf, tokenizers, h5py, jinja2, pytest" 2>/dev/null; then
+# Python oracles, test tools and the analysis package's needs, pinned; pip runs
+# only when an installed version differs from requirements-dev.txt.
+if ! python3 - "$repo/requirements-dev.txt" <<'PY'
+import sys
+from importlib.metadata import PackageNotFoundError, version
+for line in open(sys.argv[1]):
+    line = line.split("#")[0].strip()
+    if line:
+        name, want = line.split("==")
+        try:
+            assert version(name) == want
+        except (PackageNotFoundError, AssertionError):
+            sys.exit(1)
+PY
+then
     echo "setup: installing Python packages from requirements-dev.txt" >&2
     python3 -m pip install -q -r "$repo/requirements-dev.txt" 2>&1 | grep -v "running pip as the 'root'" >&2 || true
 fi

@@ -1,0 +1,73 @@
+"""`safesteer generate` behaviour on the default model: streaming equals the
+JSON record, seeded sampling is reproducible, stop strings cut the text, and
+bad input fails with a clear message and a non-zero exit."""
+import json
+
+from conftest import run_json, run_safesteer
+
+PROMPT = "Write a short poem about the sea."
+
+
+def test_streamed_text_equals_json_text(safesteer_bin, default_model):
+    args = ["generate", "--model", default_model, "--chat", "--prompt", PROMPT, "--max-new", 24]
+    streamed = run_safesteer(safesteer_bin, *args)
+    record = run_json(safesteer_bin, *args, "--json")
+    assert streamed.stdout == record["text"] + "\n"
+    assert len(record["ids"]) == 24 or record["stop_reason"] == "eos"
+    assert "decode" in streamed.stderr and "tok/s" in streamed.stderr
+
+
+def test_seeded_sampling_is_reproducible(safesteer_bin, default_model):
+    args = ["generate", "--model", default_model, "--chat", "--prompt", PROMPT, "--max-new", 32,
+            "--temperature", 1.0, "--top-p", 0.95, "--json"]
+    a = run_json(safesteer_bin, *args, "--seed", 11)
+    b = run_json(safesteer_bin, *args, "--seed", 11)
+    assert a["ids"] == b["ids"]
+    others = [run_json(safesteer_bin, *args, "--seed", s)["ids"] for s in (12, 13, 14)]
+    assert any(o != a["ids"] for o in others), "four seeds gave the same sample"
+
+
+def test_stop_string_cuts_the_text(safesteer_bin, default_model):
+    full = run_json(safesteer_bin, "generate", "--model", default_model, "--prompt",
+                    "The capital of France is", "--max-new", 16, "--json")
+    assert "." in full["text"]
+    cut = run_json(safesteer_bin, "generate", "--model", default_model, "--prompt",
+                   "The capital of France is", "--max-new", 16, "--json", "--stop", ".")
+    assert cut["stop_reason"] == "stop_string"
+    assert cut["text"] == full["text"][:full["text"].index(".")]
+
+
+def test_logprobs_are_normalised_and_sorted(safesteer_bin, default_model):
+    rec = run_json(safesteer_bin, "generate", "--model", default_model, "--prompt", "Hello",
+                   "--max-new", 4, "--logprobs", 5, "--json")
+    assert len(rec["logprobs"]) >= 4
+    for step, chosen in zip(rec["logprobs"], rec["ids"]):
+        lps = step["top_logprobs"]
+        assert lps == sorted(lps, reverse=True) and all(lp <= 0 for lp in lps)
+        assert step["top_ids"][0] == chosen  # greedy picks the most likely token
+
+
+def test_prompt_longer_than_context_is_an_error(safesteer_bin, default_model):
+    proc = run_safesteer(safesteer_bin, "generate", "--model", default_model, "--ctx", 16,
+                         "--prompt", "word " * 40, check=False)
+    assert proc.returncode == 1
+    assert "prompt 0 has 41 tokens; the context holds 16" in proc.stderr
+
+
+def test_missing_model_names_the_file(safesteer_bin, tmp_path):
+    missing = tmp_path / "nope.gguf"
+    proc = run_safesteer(safesteer_bin, "generate", "--model", missing, "--prompt", "hi",
+                         check=False)
+    assert proc.returncode == 1
+    assert str(missing) in proc.stderr
+
+
+def test_bad_option_values_are_usage_errors(safesteer_bin, default_model):
+    for args, text in ((["--temperature", "-1"], "--temperature"),
+                       (["--top-p", "0"], "--top-p"),
+                       (["--max-new", "ten"], "not an integer"),
+                       (["--device", "tpu"], "tpu")):
+        proc = run_safesteer(safesteer_bin, "generate", "--model", default_model, "--prompt",
+                             "hi", *args, check=False)
+        assert proc.returncode == 2, args
+        assert text in proc.stderr, (args, proc.stderr)
