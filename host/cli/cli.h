@@ -28,5 +28,7 @@ int ss_cmd_bench(int argc, char **argv);
 int ss_cmd_capture(int argc, char **argv);
 int ss_cmd_vectors(int argc, char **argv);
 int ss_cmd_cluster(int argc, char **argv);
+int ss_cmd_sweep(int argc, char **argv);
+int ss_cmd_merge(int argc, char **argv);
 
 #endif

@@ -29,6 +29,8 @@ static const command commands[] = {
     {"capture", ss_cmd_capture, "capture activations of a prompt set to HDF5"},
     {"vectors", ss_cmd_vectors, "steering vectors from captures; export/import GGUF control vectors"},
     {"cluster", ss_cmd_cluster, "k-means clusters of captured activations with NMI/ARI/purity"},
+    {"sweep", ss_cmd_sweep, "run a config-driven steering sweep with evaluation (docs/sweeps.md)"},
+    {"merge", ss_cmd_merge, "join the run folders of a sharded sweep"},
 };
 #define N_COMMANDS (sizeof commands / sizeof commands[0])
 

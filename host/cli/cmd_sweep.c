@@ -1,0 +1,103 @@
+/* cmd_sweep.c - `safesteer sweep`: run a config-driven steering sweep. */
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "cli.h"
+#include "safesteer/config.h"
+#include "safesteer/engine.h"
+#include "safesteer/sweep.h"
+
+static const char *const usage_text =
+    "usage: safesteer sweep FILE.yaml [options]\n"
+    "  --out DIR          run folder (default: the config's output.dir, else runs/<name>)\n"
+    "  --model M          override the config's model (default: config, else %s)\n"
+    "  --resume           continue an interrupted run in DIR (same config)\n"
+    "  --shard i/N        run only work units u with u %% N == i (merge with safesteer merge)\n"
+    "  --threads N        CPU threads (default: the config's, 0 = all cores)\n"
+    "  --device D         cpu | cuda (default: the config's)\n"
+    "  --quiet            no progress bar\n"
+    "See docs/sweeps.md for the file format.\n";
+
+static int parse_shard(const char *s, ss_sweep_opts *o, ss_error *err)
+{
+    int i, n, k = 0;
+    if (sscanf(s, "%d/%d%n", &i, &n, &k) != 2 || s[k] || n < 1 || i < 0 || i >= n)
+        return ss_fail(err, "--shard: \"%s\" is not i/N with 0 <= i < N", s);
+    o->shard_i = i;
+    o->shard_n = n;
+    return 0;
+}
+
+/* runs/<config file name without .yaml> */
+static void default_out(const char *cfg, char *out, size_t cap)
+{
+    const char *base = strrchr(cfg, '/');
+    base = base ? base + 1 : cfg;
+    size_t n = strcspn(base, ".");
+    snprintf(out, cap, "runs/%.*s", (int)n, base);
+}
+
+int ss_cmd_sweep(int argc, char **argv)
+{
+    static const struct option longopts[] = {
+        {"out", required_argument, 0, 'o'},     {"model", required_argument, 0, 'm'},
+        {"resume", no_argument, 0, 'r'},        {"shard", required_argument, 0, 's'},
+        {"threads", required_argument, 0, 'j'}, {"device", required_argument, 0, 'd'},
+        {"quiet", no_argument, 0, 'q'},         {"help", no_argument, 0, 'h'},
+        {0, 0, 0, 0}};
+    ss_error err = {{0}};
+    ss_sweep_opts o;
+    ss_sweep_opts_default(&o);
+    o.progress = isatty(2);
+    const char *out = NULL;
+    long v;
+    int c;
+    optind = 1;
+    while ((c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
+        switch (c) {
+        case 'o': out = optarg; break;
+        case 'm': o.model = optarg; break;
+        case 'r': o.resume = 1; break;
+        case 's':
+            if (parse_shard(optarg, &o, &err) < 0)
+                return ss_cli_error("sweep", SS_EXIT_USAGE, err.msg);
+            break;
+        case 'j':
+            if (ss_cli_int("--threads", optarg, 0, 1024, &v, &err) < 0)
+                return ss_cli_error("sweep", SS_EXIT_USAGE, err.msg);
+            o.threads = (int)v;
+            break;
+        case 'd':
+            if (ss_device_parse(optarg, &o.device, &err) < 0)
+                return ss_cli_error("sweep", SS_EXIT_USAGE, err.msg);
+            break;
+        case 'q': o.progress = 0; break;
+        case 'h': printf(usage_text, ss_cli_default_model()); return SS_EXIT_OK;
+        default: return ss_cli_error("sweep", SS_EXIT_USAGE, "unknown option (see --help)");
+        }
+    }
+    if (optind != argc - 1)
+        return ss_cli_error("sweep", SS_EXIT_USAGE, "expected one config file (see --help)");
+    ss_sweep_config cfg;
+    if (ss_config_load(argv[optind], &cfg, &err) < 0) {
+        ss_config_free(&cfg);
+        return ss_cli_error("sweep", SS_EXIT_USAGE, err.msg);
+    }
+    if (!o.model && !cfg.model)
+        o.model = ss_cli_default_model();
+    char dflt[1024];
+    default_out(argv[optind], dflt, sizeof dflt);
+    if (!out)
+        out = cfg.out_dir ? cfg.out_dir : dflt;
+    o.out_dir = out;
+    int rc = ss_sweep_run(&cfg, &o, &err);
+    ss_config_free(&cfg);
+    if (rc < 0)
+        return ss_cli_error("sweep", SS_EXIT_FAIL, err.msg);
+    fprintf(stderr, "safesteer sweep: results in %s (results.h5, summary.csv, generations.jsonl)\n",
+            out);
+    return SS_EXIT_OK;
+}
