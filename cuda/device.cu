@@ -64,6 +64,11 @@ extern "C" int ss_cuda_ctx_create(int gpu, ss_cuda_ctx **out, ss_error *err)
     const char *sync = getenv("SAFESTEER_CUDA_SYNC");
     c->sync_each = sync && sync[0] == '1';
     c->workspace_bytes = 32u << 20;
+    c->matvec = SS_CUDA_MM_V2;
+    c->matvec_max_rows = SS_CUDA_MMA_MAX_ROWS;
+    c->residual = 2;
+    c->attention = 2;
+    c->rope = 2;
     if (ss_cuda_ctx_init(c, err)) {
         ss_cuda_ctx_free(c);
         return -1;
@@ -85,6 +90,20 @@ extern "C" void ss_cuda_ctx_free(ss_cuda_ctx *c)
         cudaStreamDestroy(c->stream);
     free(c);
 }
+
+extern "C" void ss_cuda_set_matvec(ss_cuda_ctx *c, int path, int max_rows)
+{
+    c->matvec = path;
+    c->matvec_max_rows = max_rows;
+}
+
+extern "C" void ss_cuda_set_residual(ss_cuda_ctx *c, int version) { c->residual = version; }
+
+extern "C" void ss_cuda_set_attention(ss_cuda_ctx *c, int version) { c->attention = version; }
+
+extern "C" void ss_cuda_set_rope(ss_cuda_ctx *c, int version) { c->rope = version; }
+
+extern "C" int ss_cuda_rope_version(const ss_cuda_ctx *c) { return c->rope; }
 
 extern "C" int ss_cuda_sync(ss_cuda_ctx *c, ss_error *err)
 {
@@ -237,6 +256,66 @@ extern "C" double ss_cuda_bf16_peak_tflops(int gpu)
     /* dense bf16 FLOPs per SM per clock (tensor cores, f32 accumulate) */
     int per_clk = major == 9 ? 4096 : (major == 8 && minor == 0) ? 2048 : major == 8 ? 512 : 0;
     return (double)sms * khz * 1e3 * per_clk / 1e12;
+}
+
+/* Times reps GEMMs C = A B (size^3, bf16, random data: zeros run faster). */
+static int ss_gemm_time(ss_cuda_ctx *c, uint16_t *a, uint16_t *b, uint16_t *d, int size, int reps,
+                        double *ms, ss_error *err)
+{
+    const float one = 1.0f, zero = 0.0f;
+    ss_cuda_timer *t = NULL;
+    if (ss_cuda_timer_create(&t, err))
+        return -1;
+    int rc = -1;
+    for (int r = -2; r < reps; r++) { /* two warm-ups: heuristics, clocks */
+        double x;
+        if (ss_cuda_timer_start(t, err))
+            goto done;
+        cublasStatus_t s = cublasGemmEx(c->blas, CUBLAS_OP_N, CUBLAS_OP_N, size, size, size, &one,
+                                        a, CUDA_R_16BF, size, b, CUDA_R_16BF, size, &zero, d,
+                                        CUDA_R_16BF, size, CUBLAS_COMPUTE_32F,
+                                        CUBLAS_GEMM_DEFAULT);
+        if (s != CUBLAS_STATUS_SUCCESS) {
+            ss_fail(err, "ss_cuda_gemm_tflops: cublasGemmEx (%d^3): status %d", size, (int)s);
+            goto done;
+        }
+        if (ss_cuda_timer_stop(t, &x, err))
+            goto done;
+        if (r >= 0)
+            ms[r] = x;
+    }
+    rc = 0;
+done:
+    ss_cuda_timer_free(t);
+    return rc;
+}
+
+extern "C" int ss_cuda_gemm_tflops(int size, int reps, double *tflops, ss_error *err)
+{
+    int gpu = 0;
+    SS_CU(cudaGetDevice(&gpu), err);
+    size_t n = (size_t)size * size;
+    ss_cuda_ctx *c = NULL;
+    uint16_t *a = NULL, *b = NULL, *d = NULL;
+    double *ms = (double *)ss_calloc((size_t)reps, sizeof(double), err);
+    int rc = -1;
+    if (!ms || ss_cuda_ctx_create(gpu, &c, err) || !(a = (uint16_t *)ss_cuda_malloc(n * 2, err)) ||
+        !(b = (uint16_t *)ss_cuda_malloc(n * 2, err)) ||
+        !(d = (uint16_t *)ss_cuda_malloc(n * 2, err)) ||
+        ss_cuda_fill_random_bf16(c, a, n, 11, 0.0f, 1.0f, err) ||
+        ss_cuda_fill_random_bf16(c, b, n, 12, 0.0f, 1.0f, err) ||
+        ss_gemm_time(c, a, b, d, size, reps, ms, err))
+        goto done;
+    qsort(ms, (size_t)reps, sizeof *ms, ss_cmp_double);
+    *tflops = 2.0 * (double)size * size * size / (ms[reps / 2] * 1e-3) / 1e12;
+    rc = 0;
+done:
+    free(ms);
+    ss_cuda_free(a);
+    ss_cuda_free(b);
+    ss_cuda_free(d);
+    ss_cuda_ctx_free(c);
+    return rc;
 }
 
 extern "C" int ss_cuda_device_info(int gpu, char *name, size_t cap, double *mem_gib,

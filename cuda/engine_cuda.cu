@@ -7,9 +7,11 @@
  * The residual stream is f32; matmul inputs are bf16.  A forward runs its
  * rows in chunks of up to SS_CU_ROWS tokens (sequence order, so a chunk's
  * attention finds every earlier position of its sequence already cached):
- *   embed -> rmsnorm -> per layer { qkv matmul, rope, kv store, attention,
+ *   embed -> rmsnorm -> per layer { qkv matmul, rope + kv store, attention,
  *   wo matmul, residual+steer+norm, gate/up matmul, swiglu, down matmul,
  *   residual+steer+norm } -> final norm of the output rows -> lm head.
+ * Kernel versions come from the context (ss_engine_cuda_set_variants);
+ * with the v2 matvec and <= 8 rows swiglu is fused into the down matmul. 
  * Steering happens inside the residual kernels (device mirror of
  * e->steer, uploaded by sync_hooks); capture hooks copy rows to the host.
  * Decode steps can replay a captured CUDA graph (ss_engine_cuda_set_graphs).
@@ -483,11 +485,16 @@ static int ss_cu_run_chunk(ss_engine *e, const ss_cu_chunk *ch, int hooks, ss_er
     for (int l = 0; l < L; l++) {
         const ss_cu_layer *w = &c->layers[l];
         as.layer = l;
-        if (ss_cuda_matmul_bf16(cx, c->qkv, c->xb, w->wqkv, n, d, c->qkv_dim, 0, err) ||
-            ss_cuda_rope(cx, c->qkv, c->qkv_dim, pos, n, g->n_heads + g->n_kv_heads, g->head_dim,
-                         g->rope_neox, c->inv_freq, err) ||
-            ss_cuda_kv_store(cx, c->kc, c->vc, c->qkv, c->qkv_dim, c->q_dim, c->kv_dim, slot, pos,
-                             n, l, L, e->max_ctx, err))
+        if (ss_cuda_matmul_bf16(cx, c->qkv, c->xb, w->wqkv, n, d, c->qkv_dim, 0, err))
+            return -1;
+        if (ss_cuda_rope_version(cx) == 2
+                ? ss_cuda_rope_kv_store(cx, c->qkv, c->qkv_dim, slot, pos, n, g->n_heads,
+                                        g->n_kv_heads, g->head_dim, g->rope_neox, c->inv_freq,
+                                        c->kc, c->vc, l, L, e->max_ctx, err)
+                : ss_cuda_rope(cx, c->qkv, c->qkv_dim, pos, n, g->n_heads + g->n_kv_heads,
+                               g->head_dim, g->rope_neox, c->inv_freq, err) ||
+                      ss_cuda_kv_store(cx, c->kc, c->vc, c->qkv, c->qkv_dim, c->q_dim, c->kv_dim,
+                                       slot, pos, n, l, L, e->max_ctx, err))
             return -1;
         int rc = ch->decode ? ss_cuda_attention_decode(cx, c->att, c->qkv, c->kc, c->vc, slot, pos,
                                                        n, ch->n_splits, c->partial, &as, err)
@@ -502,10 +509,14 @@ static int ss_cu_run_chunk(ss_engine *e, const ss_cu_chunk *ch, int hooks, ss_er
         if (hooks && ss_cu_capture(e, ch, SS_SITE_ATTN_OUT, l, c->delta, err))
             return -1;
         const float *next_norm = l + 1 < L ? c->layers[l + 1].attn_norm : NULL;
-        if (ss_cuda_matmul_bf16(cx, c->gu, c->xb, w->wgu, n, d, 2 * ff, 0, err) ||
-            ss_cuda_swiglu(cx, c->xb, c->gu, n, ff, err) ||
-            ss_cuda_matmul_bf16(cx, c->delta, c->xb, w->wdown, n, ff, d, 0, err) ||
-            ss_cuda_residual_steer(cx, c->x, c->delta, c->xb, next_norm, g->rms_eps, slot, pos,
+        if (ss_cuda_matmul_bf16(cx, c->gu, c->xb, w->wgu, n, d, 2 * ff, 0, err))
+            return -1;
+        if (ss_cuda_swiglu_fusable(cx, n, ff)
+                ? ss_cuda_matmul_swiglu_bf16(cx, c->delta, c->gu, w->wdown, n, ff, d, err)
+                : ss_cuda_swiglu(cx, c->xb, c->gu, n, ff, err) ||
+                      ss_cuda_matmul_bf16(cx, c->delta, c->xb, w->wdown, n, ff, d, 0, err))
+            return -1;
+        if (ss_cuda_residual_steer(cx, c->x, c->delta, c->xb, next_norm, g->rms_eps, slot, pos,
                                    n, d, SS_SITE_MLP_OUT, l, &sp, err))
             return -1;
         if (hooks && (ss_cu_capture(e, ch, SS_SITE_MLP_OUT, l, c->delta, err) ||
@@ -717,7 +728,7 @@ extern "C" int ss_engine_cuda_create(ss_engine *e, const ss_engine_opts *o, ss_e
     c->kv_dim = g->n_kv_heads * g->head_dim;
     c->qkv_dim = c->q_dim + 2 * c->kv_dim;
     const char *gr = getenv("SAFESTEER_CUDA_GRAPHS");
-    c->graphs_on = gr && gr[0] == '1';
+    c->graphs_on = !(gr && gr[0] == '0'); /* confirmed bit-identical on an H200 */
 
     size_t wb, kvb, sb, free_b = 0, total_b = 0;
     ss_cu_sizes(e, &wb, &kvb, &sb);
@@ -760,4 +771,23 @@ extern "C" int ss_engine_cuda_forward_argmax(ss_engine *e, const ss_batch *b, in
 extern "C" size_t ss_engine_cuda_weight_bytes(const ss_engine *e)
 {
     return e->ops == &ss_cuda_ops ? ss_cu(e)->weight_bytes : 0;
+}
+
+extern "C" size_t ss_engine_cuda_weight_bytes_read(const ss_engine *e)
+{
+    if (e->ops != &ss_cuda_ops)
+        return 0;
+    size_t table = (size_t)e->cfg.vocab_size * e->cfg.d_model * 2;
+    return ss_cu(e)->weight_bytes - (ss_cu_tied(e) ? 0 : table);
+}
+
+extern "C" void ss_engine_cuda_set_variants(ss_engine *e, int matvec_path, int matvec_max_rows,
+                                            int residual, int attention, int rope)
+{
+    ss_cu_impl *c = ss_cu(e);
+    ss_cu_drop_graph(c); /* the graph holds the old kernels */
+    ss_cuda_set_matvec(c->ctx, matvec_path, matvec_max_rows);
+    ss_cuda_set_residual(c->ctx, residual);
+    ss_cuda_set_attention(c->ctx, attention);
+    ss_cuda_set_rope(c->ctx, rope);
 }

@@ -79,6 +79,16 @@ int ss_cuda_kv_store(ss_cuda_ctx *c, uint16_t *d_kcache, uint16_t *d_vcache, con
                      int qkv_stride, int k_col, int kv_dim, const int *d_slot, const int *d_pos,
                      int n, int layer, int n_layers, int max_ctx, ss_error *err);
 
+/* ss_cuda_rope on the n_heads q heads and n_kv_heads k heads of each row of
+ * d_qkv[n][qkv_stride] (q at column 0, k at n_heads * head_dim, v after
+ * k), then ss_cuda_kv_store of the rotated k and of v, in one launch.  The
+ * rotated q stays in d_qkv; k goes only to the cache. */
+int ss_cuda_rope_kv_store(ss_cuda_ctx *c, float *d_qkv, int qkv_stride, const int *d_slot,
+                          const int *d_pos, int n, int n_heads, int n_kv_heads, int head_dim,
+                          int neox, const float *d_inv_freq, uint16_t *d_kcache,
+                          uint16_t *d_vcache, int layer, int n_layers, int max_ctx,
+                          ss_error *err);
+
 /* Attention geometry shared by both attention kernels.  Query row i is
  * d_q[i * q_stride + h * head_dim ...] (f32, rope applied), at position
  * d_pos[i] of slot d_slot[i]; it attends to cache positions 0..d_pos[i] of
@@ -95,7 +105,7 @@ int ss_cuda_attention_prefill(ss_cuda_ctx *c, uint16_t *d_out, const float *d_q,
                               const uint16_t *d_kcache, const uint16_t *d_vcache,
                               const int *d_slot, const int *d_pos, const int *d_tiles,
                               int n_tiles, const ss_cuda_attn_shape *s, ss_error *err);
-/* Decode: one block per (row, head, split of 256 positions); n_splits must
+/* Decode: one block per (row, head, split of 128 positions); n_splits must
  * cover max(d_pos)+1 positions; d_partial holds
  * ss_cuda_attention_partial_floats(n, ...) floats. */
 size_t ss_cuda_attention_partial_floats(int n, int n_heads, int head_dim, int n_splits);
@@ -136,11 +146,39 @@ int ss_cuda_residual_steer(ss_cuda_ctx *c, float *d_x, float *d_delta, uint16_t 
                            const ss_cuda_steer_params *sp, ss_error *err);
 
 /* d_y[n][out] = x[n][in] . W^T, x bf16, W bf16 stored [out][in], y f32,
- * f32 accumulation.  path 0 picks (matvec for n <= 8, else cuBLAS),
- * 1 forces the matvec kernel (n <= 8, in % 8 == 0), 2 forces cuBLAS. */
+ * f32 accumulation.  path: SS_CUDA_MM_AUTO uses the context's matvec
+ * variant (ss_cuda_set_matvec) when n allows, else cuBLAS; the others force
+ * one path: V1 warp-per-row matvec (n <= 8, in % 8 == 0), V2 tensor-core
+ * matvec (n <= 32, in % 8 == 0), CUBLAS. */
+#define SS_CUDA_MM_AUTO 0
+#define SS_CUDA_MM_V1 1
+#define SS_CUDA_MM_CUBLAS 2
+#define SS_CUDA_MM_V2 3
 int ss_cuda_matmul_bf16(ss_cuda_ctx *c, float *d_y, const uint16_t *d_x, const uint16_t *d_w,
                         int n, int in, int out, int path, ss_error *err);
 #define SS_CUDA_MATVEC_MAX_ROWS 8
+#define SS_CUDA_MMA_MAX_ROWS 32
+/* d_y[n][out] = swiglu(gu) . W^T with gu [n][2 d_ff] f32 (as ss_cuda_swiglu
+ * takes it) and W bf16 [out][d_ff]: ss_cuda_swiglu then the v2 matvec in
+ * one launch (n <= 32, d_ff % 8 == 0). */
+int ss_cuda_matmul_swiglu_bf16(ss_cuda_ctx *c, float *d_y, const float *d_gu,
+                               const uint16_t *d_w, int n, int d_ff, int out, ss_error *err);
+/* 1 when the engine fuses swiglu into the down projection: SS_CUDA_MM_AUTO
+ * takes v2 for n rows and n <= 8. */
+int ss_cuda_swiglu_fusable(const ss_cuda_ctx *c, int n, int d_ff);
+/* Which path SS_CUDA_MM_AUTO takes for n <= max_rows (SS_CUDA_MM_V1, V2 or
+ * CUBLAS; default V2 up to 32 rows). */
+void ss_cuda_set_matvec(ss_cuda_ctx *c, int path, int max_rows);
+/* Residual + steering kernel: 1 = one pass per step over memory (the first
+ * version), 2 = the row held in registers (default; d <= 8192, else 1). */
+void ss_cuda_set_residual(ss_cuda_ctx *c, int version);
+/* Prefill attention kernel: 1 = K/V read from shared memory once per
+ * query, 2 = once per 4 queries (default). */
+void ss_cuda_set_attention(ss_cuda_ctx *c, int version);
+/* Engine's rope + cache store: 1 = ss_cuda_rope then ss_cuda_kv_store,
+ * 2 = ss_cuda_rope_kv_store (default). */
+void ss_cuda_set_rope(ss_cuda_ctx *c, int version);
+int ss_cuda_rope_version(const ss_cuda_ctx *c);
 
 /* d_ids[i] = index of the largest d_logits[i][:] (lowest index on ties). */
 int ss_cuda_argmax(ss_cuda_ctx *c, int *d_ids, const float *d_logits, int n, int vocab,
@@ -154,6 +192,9 @@ int ss_cuda_copy_bandwidth(size_t bytes, int reps, double *gbps, ss_error *err);
 /* Nominal dense bf16 tensor-core peak (TFLOP/s) from SM count, clock and
  * compute capability; 0 if the architecture is not in the table. */
 double ss_cuda_bf16_peak_tflops(int gpu);
+/* Measured bf16 tensor-core rate: median TFLOP/s of reps cuBLAS GEMMs of
+ * size^3 (random bf16 inputs, f32 accumulation, bf16 output). */
+int ss_cuda_gemm_tflops(int size, int reps, double *tflops, ss_error *err);
 /* Device name and memory of GPU gpu into name[cap]. */
 int ss_cuda_device_info(int gpu, char *name, size_t cap, double *mem_gib, ss_error *err);
 
@@ -177,6 +218,14 @@ void ss_engine_cuda_set_graphs(ss_engine *e, int on);
 int ss_engine_cuda_forward_argmax(ss_engine *e, const ss_batch *b, int32_t *ids, ss_error *err);
 /* Bytes of weights held on the GPU. */
 size_t ss_engine_cuda_weight_bytes(const ss_engine *e);
+/* Bytes of weights one decode step reads: all but the embedding table
+ * (only one row of it is gathered) unless it is also the output head. */
+size_t ss_engine_cuda_weight_bytes_read(const ss_engine *e);
+/* Kernel variants the engine uses (see ss_cuda_set_matvec,
+ * ss_cuda_set_residual, ss_cuda_set_attention, ss_cuda_set_rope); drops
+ * the captured decode graph. */
+void ss_engine_cuda_set_variants(ss_engine *e, int matvec_path, int matvec_max_rows,
+                                 int residual, int attention, int rope);
 
 #ifdef __cplusplus
 }

@@ -5,8 +5,8 @@
  * sequence, query head).  K/V tiles of 32 positions are staged in shared
  * memory and shared by the tile's queries; each warp owns 4 queries, lane j
  * scores key j, and each lane accumulates head_dim/32 output dimensions.
- * Decode: one block per (row, head, split of 256 positions); each of the 4
- * warps streams 64 keys straight from the cache with 16-byte loads, the
+ * Decode: one block per (row, head, split of 128 positions); each of the 4
+ * warps streams 32 keys straight from the cache with 16-byte loads, the
  * warps merge in shared memory, and a combine kernel merges the splits
  * (max-rescaled sums), so long contexts spread over many blocks.  Empty
  * splits (past the row's position) contribute nothing, so the result does
@@ -18,7 +18,7 @@
 
 #define SS_PF_BQ 16   /* queries per prefill block (4 warps x 4) */
 #define SS_PF_BK 32   /* keys per shared-memory tile */
-#define SS_DEC_SPLIT 256
+#define SS_DEC_SPLIT 128 /* 4 warps x 32 keys: at 500 positions, 4 splits x 32 heads fill the SMs */
 
 template <int HD>
 __global__ void __launch_bounds__(128)
@@ -108,6 +108,130 @@ __global__ void __launch_bounds__(128)
     }
 }
 
+/* Prefill v2: the same tiling, with the work of a warp's 4 queries
+ * interleaved so every shared-memory read feeds 4 FMAs: a lane reads its
+ * key's K row as float4 (rows padded by 4 floats: conflict-free) against
+ * the 4 queries' float4 (broadcast), and a V element once for the 4
+ * queries.  v1 read K and V once per query (2 reads per FMA: bound by
+ * shared-memory bandwidth).  The K/V tile is loaded with 16-byte loads. */
+template <int HD>
+__global__ void __launch_bounds__(128)
+    ss_attn_prefill_v2_kernel(uint16_t *out, const float *q, const uint16_t *kc,
+                              const uint16_t *vc, const int *slots, const int *positions,
+                              const int *tiles, ss_cuda_attn_shape s)
+{
+    constexpr int DPL = HD / 32; /* output dims per lane */
+    constexpr int HP = HD + 4;   /* padded K row */
+    __shared__ __align__(16) float sq[SS_PF_BQ][HD];
+    __shared__ __align__(16) float sk[SS_PF_BK][HP];
+    __shared__ __align__(16) float sv[SS_PF_BK][HD];
+
+    int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+    int row0 = tiles[2 * blockIdx.x], nq = tiles[2 * blockIdx.x + 1];
+    int h = blockIdx.y, kvh = h / (s.n_heads / s.n_kv_heads);
+    int slot = slots[row0], pos0 = positions[row0];
+    int kvd = s.n_kv_heads * HD;
+    size_t base = ((size_t)slot * s.n_layers + s.layer) * s.max_ctx * kvd + (size_t)kvh * HD;
+    const uint16_t *kb = kc + base, *vb = vc + base;
+    float scale = rsqrtf((float)HD);
+
+    for (int k = tid; k < SS_PF_BQ * HD; k += blockDim.x) {
+        int r = k / HD, dd = k % HD;
+        sq[r][dd] = r < nq ? q[(size_t)(row0 + r) * s.q_stride + h * HD + dd] * scale : 0.0f;
+    }
+
+    float m[4], l[4], acc[4][DPL];
+#pragma unroll
+    for (int a = 0; a < 4; a++) {
+        m[a] = -INFINITY;
+        l[a] = 0.0f;
+#pragma unroll
+        for (int c = 0; c < DPL; c++)
+            acc[a][c] = 0.0f;
+    }
+    bool busy = warp * 4 < nq; /* warp-uniform: this warp has queries */
+
+    int n_keys = pos0 + nq; /* the last query sees positions 0..pos0+nq-1 */
+    for (int k0 = 0; k0 < n_keys; k0 += SS_PF_BK) {
+        __syncthreads(); /* previous tile fully consumed (and sq written) */
+        for (int k = tid; k < SS_PF_BK * HD / 8; k += blockDim.x) {
+            int key = k / (HD / 8), dd = (k % (HD / 8)) * 8, kk = k0 + key;
+            float fk[8], fv[8];
+            if (kk < n_keys) {
+                ss_unpack8(*(const uint4 *)(kb + (size_t)kk * kvd + dd), fk);
+                ss_unpack8(*(const uint4 *)(vb + (size_t)kk * kvd + dd), fv);
+            } else {
+#pragma unroll
+                for (int e = 0; e < 8; e++)
+                    fk[e] = fv[e] = 0.0f;
+            }
+            *(float4 *)&sk[key][dd] = make_float4(fk[0], fk[1], fk[2], fk[3]);
+            *(float4 *)&sk[key][dd + 4] = make_float4(fk[4], fk[5], fk[6], fk[7]);
+            *(float4 *)&sv[key][dd] = make_float4(fv[0], fv[1], fv[2], fv[3]);
+            *(float4 *)&sv[key][dd + 4] = make_float4(fv[4], fv[5], fv[6], fv[7]);
+        }
+        __syncthreads();
+        if (!busy)
+            continue;
+        int key = k0 + lane;
+        float sc[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+#pragma unroll 8
+        for (int dd = 0; dd < HD; dd += 4) {
+            float4 kv = *(const float4 *)&sk[lane][dd];
+#pragma unroll
+            for (int a = 0; a < 4; a++) {
+                float4 qv = *(const float4 *)&sq[warp * 4 + a][dd];
+                sc[a] += qv.x * kv.x + qv.y * kv.y + qv.z * kv.z + qv.w * kv.w;
+            }
+        }
+        float p[4];
+#pragma unroll
+        for (int a = 0; a < 4; a++) {
+            int r = warp * 4 + a;
+            /* future keys and padding queries (r >= nq) score -inf */
+            float sa = r < nq && key <= pos0 + r ? sc[a] : -INFINITY;
+            float mnew = fmaxf(m[a], ss_warp_max(sa));
+            if (mnew == -INFINITY) { /* nothing visible yet for this query */
+                p[a] = 0.0f;
+                continue;
+            }
+            p[a] = __expf(sa - mnew);
+            float corr = __expf(m[a] - mnew);
+            l[a] = l[a] * corr + ss_warp_sum(p[a]);
+#pragma unroll
+            for (int c = 0; c < DPL; c++)
+                acc[a][c] *= corr;
+            m[a] = mnew;
+        }
+#pragma unroll 4
+        for (int j = 0; j < SS_PF_BK; j++) {
+            float vj[DPL];
+#pragma unroll
+            for (int c = 0; c < DPL; c++)
+                vj[c] = sv[j][lane + 32 * c];
+#pragma unroll
+            for (int a = 0; a < 4; a++) {
+                float pj = __shfl_sync(0xffffffffu, p[a], j);
+#pragma unroll
+                for (int c = 0; c < DPL; c++)
+                    acc[a][c] += pj * vj[c];
+            }
+        }
+    }
+
+#pragma unroll
+    for (int a = 0; a < 4; a++) {
+        int r = warp * 4 + a;
+        if (r >= nq)
+            continue;
+        uint16_t *o = out + (size_t)(row0 + r) * s.n_heads * HD + h * HD;
+        float inv = 1.0f / l[a];
+#pragma unroll
+        for (int c = 0; c < DPL; c++)
+            o[lane + 32 * c] = ss_to_bf(acc[a][c] * inv);
+    }
+}
+
 /* partial[row][head][split][HD + 2] = {acc[HD] (unnormalised), m, l}. */
 template <int HD>
 __global__ void __launch_bounds__(128)
@@ -149,8 +273,9 @@ __global__ void __launch_bounds__(128)
 #pragma unroll
     for (int c = 0; c < DPL; c++)
         acc[c] = 0.0f;
-    /* warp w takes keys begin + 64w .. begin + 64w + 63, 32 at a time */
-    for (int k0 = begin + warp * 64; k0 < min(begin + warp * 64 + 64, end); k0 += 32) {
+    /* warp w takes keys begin + KW w .. begin + KW (w + 1) - 1, 32 at a time */
+    constexpr int KW = SS_DEC_SPLIT / 4;
+    for (int k0 = begin + warp * KW; k0 < min(begin + warp * KW + KW, end); k0 += 32) {
         int key = k0 + lane, nvalid = min(32, end - k0);
         float sc = -INFINITY;
         if (key < end) {
@@ -173,12 +298,17 @@ __global__ void __launch_bounds__(128)
 #pragma unroll
         for (int c = 0; c < DPL; c++)
             acc[c] *= corr;
-        for (int j = 0; j < nvalid; j++) {
+        /* unrolled so 8 keys' V loads are in flight at once (a loop to
+         * nvalid waited one memory latency per key) */
+#pragma unroll 8
+        for (int j = 0; j < 32; j++) {
             float pj = __shfl_sync(0xffffffffu, p, j);
-            const uint16_t *vr = vb + (size_t)(k0 + j) * kvd;
+            if (j < nvalid) {
+                const uint16_t *vr = vb + (size_t)(k0 + j) * kvd;
 #pragma unroll
-            for (int c = 0; c < DPL; c++)
-                acc[c] += pj * ss_bf(vr[lane + 32 * c]);
+                for (int c = 0; c < DPL; c++)
+                    acc[c] += pj * ss_bf(vr[lane + 32 * c]);
+            }
         }
         m = mnew;
     }
@@ -257,18 +387,37 @@ extern "C" int ss_cuda_attention_prefill(ss_cuda_ctx *c, uint16_t *d_out, const 
     if (n_tiles <= 0)
         return 0;
     dim3 grid(n_tiles, s->n_heads);
+    cudaStream_t st = c->stream;
+    if (c->attention == 2) {
+        switch (s->head_dim) {
+        case 64:
+            ss_attn_prefill_v2_kernel<64><<<grid, 128, 0, st>>>(d_out, d_q, d_kcache, d_vcache,
+                                                                 d_slot, d_pos, d_tiles, *s);
+            break;
+        case 96:
+            ss_attn_prefill_v2_kernel<96><<<grid, 128, 0, st>>>(d_out, d_q, d_kcache, d_vcache,
+                                                                 d_slot, d_pos, d_tiles, *s);
+            break;
+        default:
+            ss_attn_prefill_v2_kernel<128><<<grid, 128, 0, st>>>(d_out, d_q, d_kcache, d_vcache,
+                                                                  d_slot, d_pos, d_tiles, *s);
+            break;
+        }
+        SS_LAUNCHED(c, "ss_attn_prefill_v2_kernel", err);
+        return 0;
+    }
     switch (s->head_dim) {
     case 64:
-        ss_attn_prefill_kernel<64><<<grid, 128, 0, c->stream>>>(d_out, d_q, d_kcache, d_vcache,
-                                                                 d_slot, d_pos, d_tiles, *s);
+        ss_attn_prefill_kernel<64><<<grid, 128, 0, st>>>(d_out, d_q, d_kcache, d_vcache, d_slot,
+                                                          d_pos, d_tiles, *s);
         break;
     case 96:
-        ss_attn_prefill_kernel<96><<<grid, 128, 0, c->stream>>>(d_out, d_q, d_kcache, d_vcache,
-                                                                 d_slot, d_pos, d_tiles, *s);
+        ss_attn_prefill_kernel<96><<<grid, 128, 0, st>>>(d_out, d_q, d_kcache, d_vcache, d_slot,
+                                                          d_pos, d_tiles, *s);
         break;
     default:
-        ss_attn_prefill_kernel<128><<<grid, 128, 0, c->stream>>>(d_out, d_q, d_kcache, d_vcache,
-                                                                  d_slot, d_pos, d_tiles, *s);
+        ss_attn_prefill_kernel<128><<<grid, 128, 0, st>>>(d_out, d_q, d_kcache, d_vcache, d_slot,
+                                                           d_pos, d_tiles, *s);
         break;
     }
     SS_LAUNCHED(c, "ss_attn_prefill_kernel", err);

@@ -122,6 +122,129 @@ __global__ void ss_residual_steer_kernel(float *x, float *delta, uint16_t *xb,
     }
 }
 
+/* v2: the same function with the row held in registers.  Every thread
+ * loads its float4 pieces of x, delta and (when steered) v at once, so a
+ * row costs one memory round trip instead of one per pass (v1 walks the
+ * row 3-5 times, each pass a chain of dependent loads and stores on one
+ * SM), and steering only adds the parallel read of its vector.
+ * Thread k owns float4 j = k + u * blockDim.x, u < SS_RS_V. */
+#define SS_RS_THREADS 512
+#define SS_RS_V 4 /* d <= 4 * 4 * 512 = 8192 */
+
+static __device__ __forceinline__ float ss_dot4(float4 a, float4 b)
+{
+    return a.x * b.x + a.y * b.y + a.z * b.z + a.w * b.w;
+}
+
+/* ADD or ABLATE of v on the register row h (whole block). */
+static __device__ __forceinline__ void ss_steer_regs(float4 *h, const float4 *v, int nv, int op,
+                                                     float alpha, float *red)
+{
+    if (op == SS_STEER_ADD) {
+#pragma unroll
+        for (int u = 0; u < SS_RS_V; u++) {
+            h[u].x = h[u].x + alpha * v[u].x;
+            h[u].y = h[u].y + alpha * v[u].y;
+            h[u].z = h[u].z + alpha * v[u].z;
+            h[u].w = h[u].w + alpha * v[u].w;
+        }
+    } else {
+        float dot = 0.0f;
+#pragma unroll
+        for (int u = 0; u < SS_RS_V; u++)
+            if (threadIdx.x + u * blockDim.x < nv)
+                dot += ss_dot4(h[u], v[u]);
+        dot = ss_block_sum(dot, red);
+#pragma unroll
+        for (int u = 0; u < SS_RS_V; u++) {
+            h[u].x = h[u].x - dot * v[u].x;
+            h[u].y = h[u].y - dot * v[u].y;
+            h[u].z = h[u].z - dot * v[u].z;
+            h[u].w = h[u].w - dot * v[u].w;
+        }
+    }
+}
+
+__global__ void __launch_bounds__(SS_RS_THREADS)
+    ss_residual_steer_v2_kernel(float *x, float *delta, uint16_t *xb, const float *norm_w,
+                                float eps, const int *slots, const int *positions, int d,
+                                int block, int layer, const int *info, const float *alpha_all,
+                                const float *vec_all, int n_layers)
+{
+    __shared__ float red[32];
+    int i = blockIdx.x, slot = slots[i], pos = positions[i], nv = d / 4;
+    float4 *xr = (float4 *)(x + (size_t)i * d), *tr = (float4 *)(delta + (size_t)i * d);
+
+    int site = -1, op = 0;
+    float alpha = 0.0f;
+    const float4 *v = nullptr;
+    if (info && info[slot * 5 + 0]) {
+        int pb = info[slot * 5 + 3], pe = info[slot * 5 + 4];
+        alpha = alpha_all[(size_t)slot * n_layers + layer];
+        if (alpha != 0.0f && pos >= pb && (pe < 0 || pos < pe) && vec_all) {
+            site = info[slot * 5 + 1];
+            op = info[slot * 5 + 2];
+            v = (const float4 *)(vec_all + ((size_t)slot * n_layers + layer) * d);
+        }
+    }
+    bool steer_t = site == block, steer_x = block == SS_SITE_MLP_OUT && site == SS_SITE_RESID_POST;
+
+    const float4 z = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+    float4 h[SS_RS_V], t[SS_RS_V], vv[SS_RS_V];
+#pragma unroll
+    for (int u = 0; u < SS_RS_V; u++) {
+        int j = threadIdx.x + u * blockDim.x;
+        bool ok = j < nv;
+        h[u] = ok ? xr[j] : z;
+        t[u] = ok ? tr[j] : z;
+        vv[u] = ok && v ? v[j] : z;
+    }
+    if (steer_t) { /* ATTN_OUT or MLP_OUT: steer the block output, written back for capture */
+        ss_steer_regs(t, vv, nv, op, alpha, red);
+#pragma unroll
+        for (int u = 0; u < SS_RS_V; u++)
+            if (threadIdx.x + u * blockDim.x < nv)
+                tr[threadIdx.x + u * blockDim.x] = t[u];
+    }
+#pragma unroll
+    for (int u = 0; u < SS_RS_V; u++) {
+        h[u].x = h[u].x + t[u].x;
+        h[u].y = h[u].y + t[u].y;
+        h[u].z = h[u].z + t[u].z;
+        h[u].w = h[u].w + t[u].w;
+    }
+    if (steer_x)
+        ss_steer_regs(h, vv, nv, op, alpha, red);
+#pragma unroll
+    for (int u = 0; u < SS_RS_V; u++)
+        if (threadIdx.x + u * blockDim.x < nv)
+            xr[threadIdx.x + u * blockDim.x] = h[u];
+
+    if (norm_w) {
+        float ss = 0.0f;
+#pragma unroll
+        for (int u = 0; u < SS_RS_V; u++)
+            ss += ss_dot4(h[u], h[u]); /* padding lanes hold zeros */
+        ss = ss_block_sum(ss, red);
+        float rs = rsqrtf(ss / (float)d + eps);
+        const float4 *w4 = (const float4 *)norm_w;
+        uint2 *o = (uint2 *)(xb + (size_t)i * d);
+#pragma unroll
+        for (int u = 0; u < SS_RS_V; u++) {
+            int j = threadIdx.x + u * blockDim.x;
+            if (j < nv) {
+                float4 w = w4[j];
+                uint2 p;
+                p.x = (uint32_t)ss_to_bf(h[u].x * rs * w.x) |
+                      ((uint32_t)ss_to_bf(h[u].y * rs * w.y) << 16);
+                p.y = (uint32_t)ss_to_bf(h[u].z * rs * w.z) |
+                      ((uint32_t)ss_to_bf(h[u].w * rs * w.w) << 16);
+                o[j] = p;
+            }
+        }
+    }
+}
+
 extern "C" int ss_cuda_residual_steer(ss_cuda_ctx *c, float *d_x, float *d_delta, uint16_t *d_xb,
                                       const float *d_norm_w, float eps, const int *d_slot,
                                       const int *d_pos, int n, int d, int block, int layer,
@@ -131,10 +254,21 @@ extern "C" int ss_cuda_residual_steer(ss_cuda_ctx *c, float *d_x, float *d_delta
         return 0;
     if (block != SS_SITE_ATTN_OUT && block != SS_SITE_MLP_OUT)
         return ss_fail(err, "ss_cuda_residual_steer: block %d is not ATTN_OUT or MLP_OUT", block);
-    ss_residual_steer_kernel<<<n, 256, 0, c->stream>>>(
-        d_x, d_delta, d_xb, d_norm_w, eps, d_slot, d_pos, d, block, layer,
-        sp ? sp->d_info : nullptr, sp ? sp->d_alpha : nullptr, sp ? sp->d_vec : nullptr,
-        sp ? sp->n_layers : 0);
+    const int *info = sp ? sp->d_info : nullptr;
+    const float *alpha = sp ? sp->d_alpha : nullptr, *vec = sp ? sp->d_vec : nullptr;
+    int nl = sp ? sp->n_layers : 0;
+    if (c->residual == 2 && d % 4 == 0 && d <= 4 * SS_RS_V * SS_RS_THREADS) {
+        /* fewer threads for narrow rows: every thread owns >= 1 float4 */
+        int threads = d / 4 < SS_RS_THREADS ? (d / 4 + 31) / 32 * 32 : SS_RS_THREADS;
+        ss_residual_steer_v2_kernel<<<n, threads, 0, c->stream>>>(
+            d_x, d_delta, d_xb, d_norm_w, eps, d_slot, d_pos, d, block, layer, info, alpha, vec,
+            nl);
+        SS_LAUNCHED(c, "ss_residual_steer_v2_kernel", err);
+        return 0;
+    }
+    ss_residual_steer_kernel<<<n, 256, 0, c->stream>>>(d_x, d_delta, d_xb, d_norm_w, eps, d_slot,
+                                                       d_pos, d, block, layer, info, alpha, vec,
+                                                       nl);
     SS_LAUNCHED(c, "ss_residual_steer_kernel", err);
     return 0;
 }

@@ -132,7 +132,11 @@ def tradeoff(cells: pd.DataFrame, x: str = "perplexity", y: str = "unsafe_rate")
         ax.set_ylabel(y.replace("_", " "))
         ax.set_title(cat)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
+        if ax.get_legend_handles_labels()[0]:  # a category with no scored cells has none
+            ax.legend(fontsize=7)
+        else:
+            ax.text(0.5, 0.5, f"no cells with both {x} and {y}", ha="center", va="center",
+                    transform=ax.transAxes, fontsize=8)
     for ax in axes[len(cats):]:
         ax.set_visible(False)
     fig.suptitle(f"{y.replace('_', ' ')} vs {x} (lines: Pareto front per method)")

@@ -25,6 +25,7 @@ int ss_cmd_tensor(int argc, char **argv);
 int ss_cmd_tokenize(int argc, char **argv);
 int ss_cmd_detokenize(int argc, char **argv);
 int ss_cmd_bench(int argc, char **argv);
+int ss_cmd_report(int argc, char **argv);
 int ss_cmd_capture(int argc, char **argv);
 int ss_cmd_vectors(int argc, char **argv);
 int ss_cmd_cluster(int argc, char **argv);

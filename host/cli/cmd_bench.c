@@ -216,6 +216,31 @@ static double ss_median(double *v, int n)
     return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
 }
 
+/* ---------------------------------------------------------------- results */
+
+#define SS_BENCH_GEMM 8192   /* measured tensor-core peak: one size^3 GEMM */
+#define SS_BENCH_NV 5        /* decode variants (ss_bench_variants) */
+#define SS_BENCH_NP 3        /* matmul paths timed alone: v2, v1, cuBLAS */
+
+typedef struct {
+    char devname[256];
+    double copy_gbps, peak_nominal, peak_measured; /* GB/s (read+write), TFLOP/s */
+    double wheld, wread;       /* weight bytes on the GPU, read per decode step */
+    double pf_ms, pf_flops;    /* prefill */
+    double pf_gemm_ms;         /* its matmuls alone (cuBLAS), 0 if not measured */
+    double pf_attn1_ms;        /* prefill with attention v1 (v2 is the default) */
+    int n_batches, batches[SS_BENCH_MAX_BATCHES], modes;
+    double dec_ms[SS_BENCH_MAX_BATCHES][2];    /* [batch][graphs off, on] */
+    double dec_bytes[SS_BENCH_MAX_BATCHES];    /* weights read + KV read per step */
+    double var_ms[SS_BENCH_MAX_BATCHES][SS_BENCH_NV]; /* 0: not applicable */
+    double mm_ms[SS_BENCH_MAX_BATCHES][SS_BENCH_NP];  /* matmuls alone; 0: n/a */
+    double mm_bytes;                                 /* weight bytes of those */
+    int n_st, st_batch[2];
+    double st_ms[2][3];        /* [batch 1, max batch][none, one layer, all] */
+} ss_bench_res;
+
+static double ss_pct(double part, double whole) { return whole > 0 ? 100.0 * part / whole : 0; }
+
 /* ---------------------------------------------------------------- runs */
 
 typedef struct {
@@ -302,11 +327,17 @@ done:
     return rc;
 }
 
-static int ss_bench_steer(ss_bench_ctx *c, int layers, ss_error *err)
+/* Steers slots 0..B-1 (ADD at resid_post, alpha 4) on no layer, the middle
+ * layer, or every layer. */
+static int ss_bench_steer(ss_bench_ctx *c, int B, int layers, ss_error *err)
 {
     const ss_config *g = ss_engine_config(c->e);
-    if (layers == 0)
-        return ss_engine_set_steering(c->e, 0, NULL, err);
+    if (layers == 0) {
+        for (int s = 0; s < B; s++)
+            if (ss_engine_set_steering(c->e, s, NULL, err))
+                return -1;
+        return 0;
+    }
     int L = g->n_layers, d = g->d_model;
     float *alpha = ss_calloc((size_t)L, sizeof *alpha, err);
     float *vec = alpha ? ss_malloc((size_t)L * d * sizeof *vec, err) : NULL;
@@ -319,11 +350,318 @@ static int ss_bench_steer(ss_bench_ctx *c, int layers, ss_error *err)
         for (int j = 0; j < d; j++)
             vec[(size_t)l * d + j] = ((l * 131 + j * 7) % 17 - 8) / (8.0f * sqrtf((float)d));
     }
-    ss_steer_slot s = {SS_SITE_RESID_POST, SS_STEER_ADD, alpha, vec, 0, -1};
-    int rc = ss_engine_set_steering(c->e, 0, &s, err);
+    ss_steer_slot st = {SS_SITE_RESID_POST, SS_STEER_ADD, alpha, vec, 0, -1};
+    int rc = 0;
+    for (int s = 0; s < B && !rc; s++)
+        rc = ss_engine_set_steering(c->e, s, &st, err);
     free(alpha);
     free(vec);
     return rc;
+}
+
+/* Steering overhead at batch B: decode step ms with none / one / all layers. */
+static int ss_bench_steering(ss_bench_ctx *c, int B, int prompt_len, int steps, double ms[3],
+                             ss_error *err)
+{
+    int L = ss_engine_config(c->e)->n_layers;
+    for (int k = 0; k < 3; k++)
+        if (ss_bench_steer(c, B, k == 0 ? 0 : k == 1 ? 1 : L, err) ||
+            ss_bench_decode(c, B, prompt_len, steps, &ms[k], err))
+            return -1;
+    return ss_bench_steer(c, B, 0, err);
+}
+
+#ifdef SAFESTEER_HAVE_CUDA
+/* ---------------------------------------------------------------- kernel-level timing */
+
+/* Decode variants timed side by side (graphs on). */
+typedef struct {
+    const char *name;
+    int matvec, max_rows, residual, rope, max_batch;
+} ss_bench_variant;
+
+/* first: the engine's defaults; each other changes one kernel */
+static const ss_bench_variant ss_bench_variants[] = {
+    {"default", SS_CUDA_MM_V2, SS_CUDA_MMA_MAX_ROWS, 2, 2, 1 << 20},
+    {"matvec-v1", SS_CUDA_MM_V1, SS_CUDA_MATVEC_MAX_ROWS, 2, 2, SS_CUDA_MATVEC_MAX_ROWS},
+    {"cublas", SS_CUDA_MM_CUBLAS, 0, 2, 2, 1 << 20},
+    {"residual-v1", SS_CUDA_MM_V2, SS_CUDA_MMA_MAX_ROWS, 1, 2, 1 << 20},
+    {"rope-v1", SS_CUDA_MM_V2, SS_CUDA_MMA_MAX_ROWS, 2, 1, 1 << 20},
+};
+#define SS_BENCH_N_VARIANTS (sizeof ss_bench_variants / sizeof ss_bench_variants[0])
+
+/* The matmuls of one step alone: per layer qkv, wo, gate/up, down, then
+ * (lm_head) the output head, each weight taken from a 1.5 GiB pool in turn
+ * so nothing is served from L2.  Median ms of reps; *bytes = weight bytes
+ * read per step. */
+typedef struct {
+    ss_cuda_ctx *cx;
+    uint16_t *pool, *x;   /* [pool_elems], [max rows][max in] */
+    float *y;             /* [max rows][max out] */
+    size_t pool_elems;
+    ss_cuda_timer *tm;
+} ss_bench_mm;
+
+static int ss_bench_mm_step(ss_bench_mm *b, const ss_config *g, int n, int path, int lm_head,
+                            int reps, double *ms, double *bytes, ss_error *err)
+{
+    int d = g->d_model, qd = g->n_heads * g->head_dim, kvd = g->n_kv_heads * g->head_dim;
+    const int dims[4][2] = {{d, qd + 2 * kvd}, {qd, d}, {d, 2 * g->d_ff}, {g->d_ff, d}};
+    double t[16];
+    size_t off = 0;
+    if (reps > 16)
+        reps = 16;
+    *bytes = 0;
+    for (int r = -1; r < reps; r++) {
+        double wb = 0;
+        if (ss_cuda_timer_start(b->tm, err))
+            return -1;
+        for (int l = 0; l <= g->n_layers; l++)
+            for (int k = 0; k < 4; k++) {
+                int in = l < g->n_layers ? dims[k][0] : d;
+                int out = l < g->n_layers ? dims[k][1] : g->vocab_size;
+                if (l == g->n_layers && (k > 0 || !lm_head))
+                    break;
+                size_t elems = (size_t)in * out;
+                if (off + elems > b->pool_elems)
+                    off = 0;
+                if (ss_cuda_matmul_bf16(b->cx, b->y, b->x, b->pool + off, n, in, out, path, err))
+                    return -1;
+                off += elems;
+                wb += 2.0 * (double)elems;
+            }
+        double x;
+        if (ss_cuda_timer_stop(b->tm, &x, err))
+            return -1;
+        if (r >= 0)
+            t[r] = x;
+        *bytes = wb;
+    }
+    *ms = ss_median(t, reps);
+    return 0;
+}
+
+static const char *const ss_bench_path_names[SS_BENCH_NP] = {"matvec-v2", "matvec-v1", "cublas"};
+static const int ss_bench_paths[SS_BENCH_NP] = {SS_CUDA_MM_V2, SS_CUDA_MM_V1, SS_CUDA_MM_CUBLAS};
+static const int ss_bench_path_max[SS_BENCH_NP] = {SS_CUDA_MMA_MAX_ROWS, SS_CUDA_MATVEC_MAX_ROWS,
+                                                   1 << 20};
+
+/* Decode variants (whole steps, graphs on) and the matmuls of a step alone,
+ * per batch size; prefill matmuls alone (cuBLAS at prompt_len rows). */
+static int ss_bench_cuda_kernels(ss_bench_ctx *c, const ss_bench_opts *o, const ss_config *g,
+                                 ss_bench_res *R, ss_error *err)
+{
+    fprintf(stderr, "bench: decode variants...\n");
+    ss_engine_cuda_set_graphs(c->e, 1);
+    for (int i = 0; i < o->n_batches; i++)
+        for (size_t v = 0; v < SS_BENCH_NV; v++) {
+            const ss_bench_variant *var = &ss_bench_variants[v];
+            if (o->batches[i] > var->max_batch)
+                continue;
+            ss_engine_cuda_set_variants(c->e, var->matvec, var->max_rows, var->residual, 2,
+                                        var->rope);
+            if (ss_bench_decode(c, o->batches[i], o->prompt_len, o->steps, &R->var_ms[i][v], err))
+                return -1;
+        }
+    const ss_bench_variant *def = &ss_bench_variants[0];
+    fprintf(stderr, "bench: prefill with attention v1...\n");
+    ss_engine_cuda_set_variants(c->e, def->matvec, def->max_rows, def->residual, 1, def->rope);
+    if (ss_bench_prefill(c, o->prompt_len, o->reps, &R->pf_attn1_ms, err))
+        return -1;
+    ss_engine_cuda_set_variants(c->e, def->matvec, def->max_rows, def->residual, 2, def->rope);
+
+    fprintf(stderr, "bench: matmuls alone...\n");
+    ss_bench_mm b;
+    memset(&b, 0, sizeof b);
+    int rc = -1, d = g->d_model, maxin = d > g->d_ff ? d : g->d_ff;
+    int rows = o->prompt_len > SS_CUDA_MMA_MAX_ROWS ? o->prompt_len : SS_CUDA_MMA_MAX_ROWS;
+    size_t maxout = (size_t)g->vocab_size > 2 * (size_t)g->d_ff ? (size_t)g->vocab_size
+                                                                : 2 * (size_t)g->d_ff;
+    size_t head = (size_t)g->vocab_size * d;
+    b.pool_elems = (size_t)3 << 29; /* 1.5 Gi elements: 3 GiB, well past L2 */
+    if (b.pool_elems < 2 * head)
+        b.pool_elems = 2 * head;
+    if (ss_cuda_ctx_create(o->gpu, &b.cx, err) || ss_cuda_timer_create(&b.tm, err) ||
+        !(b.pool = ss_cuda_malloc(b.pool_elems * 2, err)) ||
+        !(b.x = ss_cuda_malloc((size_t)rows * maxin * 2, err)) ||
+        !(b.y = ss_cuda_malloc((size_t)rows * maxout * 4, err)) ||
+        ss_cuda_fill_random_bf16(b.cx, b.pool, b.pool_elems, 77, 0.0f, 0.02f, err) ||
+        ss_cuda_fill_random_bf16(b.cx, b.x, (size_t)rows * maxin, 78, 0.0f, 1.0f, err))
+        goto done;
+    for (int i = 0; i < o->n_batches; i++)
+        for (int p = 0; p < SS_BENCH_NP; p++)
+            if (o->batches[i] <= ss_bench_path_max[p] &&
+                ss_bench_mm_step(&b, g, o->batches[i], ss_bench_paths[p], 1, 5, &R->mm_ms[i][p],
+                                 &R->mm_bytes, err))
+                goto done;
+    double unused;
+    if (ss_bench_mm_step(&b, g, o->prompt_len, SS_CUDA_MM_CUBLAS, 0, 3, &R->pf_gemm_ms, &unused,
+                         err))
+        goto done;
+    rc = 0;
+done:
+    ss_cuda_timer_free(b.tm);
+    ss_cuda_free(b.pool);
+    ss_cuda_free(b.x);
+    ss_cuda_free(b.y);
+    ss_cuda_ctx_free(b.cx);
+    return rc;
+}
+
+static const char *ss_bench_variant_name(int v) { return ss_bench_variants[v].name; }
+static const char *ss_bench_path_name(int p) { return ss_bench_path_names[p]; }
+#else
+static const char *ss_bench_variant_name(int v) { (void)v; return "-"; }
+static const char *ss_bench_path_name(int p) { (void)p; return "-"; }
+#endif
+
+
+static double ss_gbps(double bytes, double ms) { return ms > 0 ? bytes / (ms * 1e-3) / 1e9 : 0; }
+
+static void ss_bench_print(const ss_bench_res *R, const ss_bench_opts *o, const char *name,
+                           int cuda, int L)
+{
+    double pf_tf = R->pf_flops / (R->pf_ms * 1e-3) / 1e12;
+    printf("safesteer bench: %s on %s (%s)\n", name, R->devname,
+           cuda ? "cudaEvent timing" : "wall-clock timing");
+    printf("  weights %.2f GB held, %.2f GB read per decode step (bf16); copy bandwidth %.0f GB/s "
+           "(D2D, read+write)\n",
+           R->wheld / 1e9, R->wread / 1e9, R->copy_gbps);
+    printf("  bf16 tensor peak: %.0f TFLOP/s measured (cuBLAS %d^3), %.0f nominal\n",
+           R->peak_measured, SS_BENCH_GEMM, R->peak_nominal);
+    printf("  prefill %d tokens: %.2f ms  %.0f tok/s  %.1f TFLOP/s (%.0f%% of measured, %.0f%% of "
+           "nominal peak)\n",
+           o->prompt_len, R->pf_ms, o->prompt_len / (R->pf_ms * 1e-3), pf_tf,
+           ss_pct(pf_tf, R->peak_measured), ss_pct(pf_tf, R->peak_nominal));
+    if (R->pf_gemm_ms > 0)
+        printf("    of which matmuls alone (cuBLAS): %.2f ms; attention and the rest: %.2f ms\n",
+               R->pf_gemm_ms, R->pf_ms - R->pf_gemm_ms);
+    if (R->pf_attn1_ms > 0)
+        printf("    prefill with attention v1 (previous kernel): %.2f ms\n", R->pf_attn1_ms);
+    printf("  decode (bytes/step = weights read + KV read; %% of copy bandwidth):\n");
+    printf("  %-6s %-7s %10s %10s %9s %8s\n", "batch", "graphs", "step ms", "tok/s", "GB/s",
+           "of copy");
+    for (int i = 0; i < R->n_batches; i++)
+        for (int mode = 0; mode < R->modes; mode++) {
+            double ms = R->dec_ms[i][mode], gb = ss_gbps(R->dec_bytes[i], ms);
+            printf("  %-6d %-7s %10.3f %10.1f %9.0f %7.0f%%\n", R->batches[i], mode ? "on" : "off",
+                   ms, R->batches[i] / (ms * 1e-3), gb, ss_pct(gb, R->copy_gbps));
+        }
+    if (cuda) {
+        printf("  decode variants (graphs on), step ms (%% of copy):\n  %-6s", "batch");
+        for (int v = 0; v < SS_BENCH_NV; v++)
+            printf(" %20s", ss_bench_variant_name(v));
+        printf("\n");
+        for (int i = 0; i < R->n_batches; i++) {
+            printf("  %-6d", R->batches[i]);
+            for (int v = 0; v < SS_BENCH_NV; v++) {
+                double ms = R->var_ms[i][v];
+                if (ms > 0)
+                    printf("      %7.3f (%4.0f%%)", ms,
+                           ss_pct(ss_gbps(R->dec_bytes[i], ms), R->copy_gbps));
+                else
+                    printf(" %20s", "-");
+            }
+            printf("\n");
+        }
+        printf("  matmuls of one decode step alone (%.2f GB of weights), ms (GB/s):\n  %-6s",
+               R->mm_bytes / 1e9, "batch");
+        for (int p = 0; p < SS_BENCH_NP; p++)
+            printf(" %18s", ss_bench_path_name(p));
+        printf("\n");
+        for (int i = 0; i < R->n_batches; i++) {
+            printf("  %-6d", R->batches[i]);
+            for (int p = 0; p < SS_BENCH_NP; p++) {
+                double ms = R->mm_ms[i][p];
+                if (ms > 0)
+                    printf("     %6.3f (%5.0f)", ms, ss_gbps(R->mm_bytes, ms));
+                else
+                    printf(" %18s", "-");
+            }
+            printf("\n");
+        }
+    }
+    for (int k = 0; k < R->n_st; k++) {
+        const double *s = R->st_ms[k];
+        printf("  steering (batch %d, resid_post ADD, alpha 4): none %.3f ms, one layer %.3f ms "
+               "(%+.1f%%), all %d layers %.3f ms (%+.1f%%)\n",
+               R->st_batch[k], s[0], s[1], ss_pct(s[1] - s[0], s[0]), L, s[2],
+               ss_pct(s[2] - s[0], s[0]));
+    }
+    /* the three targets, last */
+    int b1 = -1;
+    for (int i = 0; i < R->n_batches; i++)
+        if (R->batches[i] == 1)
+            b1 = i;
+    printf("  targets:\n");
+    if (b1 >= 0) {
+        double ms = R->dec_ms[b1][R->modes - 1];
+        printf("    decode batch 1: %.3f ms/step, %.0f GB/s = %.0f%% of copy bandwidth "
+               "(target >= 70%%)\n",
+               ms, ss_gbps(R->dec_bytes[b1], ms), ss_pct(ss_gbps(R->dec_bytes[b1], ms),
+                                                          R->copy_gbps));
+    }
+    for (int k = 0; k < R->n_st; k++)
+        printf("    steering all layers, batch %d: %+.1f%% step time (target <= 2%%)\n",
+               R->st_batch[k], ss_pct(R->st_ms[k][2] - R->st_ms[k][0], R->st_ms[k][0]));
+    printf("    prefill %d: %.0f%% of measured, %.0f%% of nominal bf16 peak (target >= 30%%)\n",
+           o->prompt_len, ss_pct(pf_tf, R->peak_measured), ss_pct(pf_tf, R->peak_nominal));
+}
+
+static int ss_bench_json(const ss_bench_res *R, const ss_bench_opts *o, const char *name,
+                         int cuda, ss_error *err)
+{
+    FILE *f = fopen(o->json, "w");
+    if (!f)
+        return ss_fail(err, "cannot write %s", o->json);
+    double pf_tf = R->pf_flops / (R->pf_ms * 1e-3) / 1e12;
+    fprintf(f, "{\n  \"model\": \"%s\", \"device\": \"%s\", \"timing\": \"%s\",\n", name,
+            R->devname, cuda ? "cudaEvent" : "wall-clock");
+    fprintf(f, "  \"weight_bytes\": %.0f, \"weight_bytes_read\": %.0f, \"copy_gbps\": %.1f,\n",
+            R->wheld, R->wread, R->copy_gbps);
+    fprintf(f, "  \"bf16_peak_tflops\": %.1f, \"bf16_peak_tflops_measured\": %.1f, "
+               "\"gemm_size\": %d,\n",
+            R->peak_nominal, R->peak_measured, SS_BENCH_GEMM);
+    fprintf(f, "  \"prefill\": {\"tokens\": %d, \"ms\": %.4f, \"tokens_per_s\": %.1f, "
+               "\"tflops\": %.2f, \"matmul_only_ms\": %.4f, \"attention_v1_ms\": %.4f},\n",
+            o->prompt_len, R->pf_ms, o->prompt_len / (R->pf_ms * 1e-3), pf_tf, R->pf_gemm_ms,
+            R->pf_attn1_ms);
+    fprintf(f, "  \"decode\": [");
+    for (int i = 0, first = 1; i < R->n_batches; i++)
+        for (int mode = 0; mode < R->modes; mode++) {
+            double ms = R->dec_ms[i][mode];
+            fprintf(f, "%s\n    {\"batch\": %d, \"graphs\": %s, \"step_ms\": %.4f, "
+                       "\"tokens_per_s\": %.1f, \"bytes_per_step\": %.0f, \"gbps\": %.1f}",
+                    first ? "" : ",", R->batches[i], mode ? "true" : "false", ms,
+                    R->batches[i] / (ms * 1e-3), R->dec_bytes[i], ss_gbps(R->dec_bytes[i], ms));
+            first = 0;
+        }
+    fprintf(f, "\n  ],\n  \"variants\": [");
+    for (int i = 0, first = 1; i < R->n_batches; i++)
+        for (int v = 0; v < SS_BENCH_NV; v++)
+            if (R->var_ms[i][v] > 0) {
+                fprintf(f, "%s\n    {\"batch\": %d, \"variant\": \"%s\", \"step_ms\": %.4f}",
+                        first ? "" : ",", R->batches[i], ss_bench_variant_name(v),
+                        R->var_ms[i][v]);
+                first = 0;
+            }
+    fprintf(f, "\n  ],\n  \"matmul_only\": {\"weight_bytes\": %.0f, \"runs\": [", R->mm_bytes);
+    for (int i = 0, first = 1; i < R->n_batches; i++)
+        for (int p = 0; p < SS_BENCH_NP; p++)
+            if (R->mm_ms[i][p] > 0) {
+                fprintf(f, "%s\n    {\"batch\": %d, \"path\": \"%s\", \"ms\": %.4f}",
+                        first ? "" : ",", R->batches[i], ss_bench_path_name(p), R->mm_ms[i][p]);
+                first = 0;
+            }
+    fprintf(f, "\n  ]},\n  \"steering\": [");
+    for (int k = 0; k < R->n_st; k++)
+        fprintf(f, "%s\n    {\"batch\": %d, \"graphs\": %s, \"none_ms\": %.4f, "
+                   "\"one_layer_ms\": %.4f, \"all_layers_ms\": %.4f}",
+                k ? "," : "", R->st_batch[k], cuda ? "true" : "false", R->st_ms[k][0],
+                R->st_ms[k][1], R->st_ms[k][2]);
+    fprintf(f, "\n  ]\n}\n");
+    fclose(f);
+    return 0;
 }
 
 /* ---------------------------------------------------------------- main */
@@ -477,114 +815,73 @@ int ss_cmd_bench(int argc, char **argv)
         c.slots[i] = i, c.ones[i] = 1;
     c.tm.cuda = o.device == SS_DEVICE_CUDA;
 
-    char devname[256] = "cpu";
-    double copy_gbps = 0, peak = 0, mem_gib = 0;
-    double wbytes = 0;
+    ss_bench_res R;
+    memset(&R, 0, sizeof R);
+    snprintf(R.devname, sizeof R.devname, "cpu");
+    R.n_batches = o.n_batches;
+    memcpy(R.batches, o.batches, sizeof R.batches);
 #ifdef SAFESTEER_HAVE_CUDA
     if (c.tm.cuda) {
+        double mem_gib;
+        fprintf(stderr, "bench: copy bandwidth and a %d^3 cuBLAS GEMM...\n", SS_BENCH_GEMM);
         if (ss_cuda_timer_create(&c.tm.ev, &err) ||
-            ss_cuda_device_info(o.gpu, devname, sizeof devname, &mem_gib, &err) ||
-            ss_cuda_copy_bandwidth((size_t)1 << 30, 20, &copy_gbps, &err))
+            ss_cuda_device_info(o.gpu, R.devname, sizeof R.devname, &mem_gib, &err) ||
+            ss_cuda_copy_bandwidth((size_t)1 << 30, 20, &R.copy_gbps, &err) ||
+            ss_cuda_gemm_tflops(SS_BENCH_GEMM, 10, &R.peak_measured, &err))
             goto fail;
-        peak = ss_cuda_bf16_peak_tflops(o.gpu);
-        wbytes = (double)ss_engine_cuda_weight_bytes(c.e);
+        R.peak_nominal = ss_cuda_bf16_peak_tflops(o.gpu);
+        R.wheld = (double)ss_engine_cuda_weight_bytes(c.e);
+        R.wread = (double)ss_engine_cuda_weight_bytes_read(c.e);
     }
 #endif
     int64_t d = g->d_model, qd = (int64_t)g->n_heads * g->head_dim;
     int64_t kvd = (int64_t)g->n_kv_heads * g->head_dim, ff = g->d_ff;
     double mat_params = (double)L * (d * (qd + 2 * kvd) + qd * d + 3 * ff * d) + (double)V * d;
-    if (wbytes == 0)
-        wbytes = 2.0 * mat_params; /* CPU: count the bf16-equivalent bytes */
+    if (R.wheld == 0) /* CPU: count the bf16-equivalent bytes */
+        R.wheld = R.wread = 2.0 * mat_params;
 
     /* prefill */
-    double pf_ms;
-    if (ss_bench_prefill(&c, o.prompt_len, o.reps, &pf_ms, &err))
+    fprintf(stderr, "bench: prefill...\n");
+    if (ss_bench_prefill(&c, o.prompt_len, o.reps, &R.pf_ms, &err))
         goto fail;
     double P = o.prompt_len;
-    double flops = 2.0 * (mat_params - (double)V * d) * P + 2.0 * d * V /* one logits row */
-                   + 4.0 * L * (double)qd * P * (P + 1) / 2;
-    double pf_tflops = flops / (pf_ms * 1e-3) / 1e12;
+    R.pf_flops = 2.0 * (mat_params - (double)V * d) * P + 2.0 * d * V /* one logits row */
+                 + 4.0 * L * (double)qd * P * (P + 1) / 2;
 
     /* decode at each batch size (CUDA: plain, then graph replay) */
-    double dec_ms[SS_BENCH_MAX_BATCHES][2] = {{0}};
-    int modes = c.tm.cuda ? 2 : 1;
-    for (int mode = 0; mode < modes; mode++) {
+    fprintf(stderr, "bench: decode...\n");
+    R.modes = c.tm.cuda ? 2 : 1;
+    double kv_pos = o.prompt_len + o.steps / 2.0; /* mean positions read per step */
+    for (int mode = 0; mode < R.modes; mode++) {
 #ifdef SAFESTEER_HAVE_CUDA
         if (c.tm.cuda)
             ss_engine_cuda_set_graphs(c.e, mode);
 #endif
-        for (int i = 0; i < o.n_batches; i++)
-            if (ss_bench_decode(&c, o.batches[i], o.prompt_len, o.steps, &dec_ms[i][mode], &err))
+        for (int i = 0; i < o.n_batches; i++) {
+            R.dec_bytes[i] = R.wread + (double)o.batches[i] * L * 2 * kv_pos * kvd * 2;
+            if (ss_bench_decode(&c, o.batches[i], o.prompt_len, o.steps, &R.dec_ms[i][mode],
+                                &err))
                 goto fail;
+        }
     }
-    int best = modes - 1; /* steering runs in the last mode */
 
-    /* steering overhead at batch 1: none, one layer, all layers */
-    double st_ms[3];
-    for (int k = 0; k < 3; k++)
-        if (ss_bench_steer(&c, k == 0 ? 0 : k == 1 ? 1 : L, &err) ||
-            ss_bench_decode(&c, 1, o.prompt_len, o.steps, &st_ms[k], &err))
-            goto fail;
-    if (ss_bench_steer(&c, 0, &err))
+#ifdef SAFESTEER_HAVE_CUDA
+    if (c.tm.cuda && ss_bench_cuda_kernels(&c, &o, g, &R, &err))
         goto fail;
+#endif
 
-    /* report */
-    printf("safesteer bench: %s on %s (%s)\n", m->name, devname,
-           c.tm.cuda ? "cudaEvent timing" : "wall-clock timing");
-    printf("  weights %.2f GB (bf16), copy bandwidth %.0f GB/s (D2D, read+write), "
-           "bf16 peak %.0f TFLOP/s (nominal)\n",
-           wbytes / 1e9, copy_gbps, peak);
-    printf("  prefill %d tokens: %.2f ms  %.0f tok/s  %.1f TFLOP/s", o.prompt_len, pf_ms,
-           P / (pf_ms * 1e-3), pf_tflops);
-    if (peak > 0)
-        printf(" (%.0f%% of peak)", 100.0 * pf_tflops / peak);
-    printf("\n  %-6s %-7s %10s %10s %9s %8s\n", "batch", "graphs", "step ms", "tok/s", "GB/s",
-           "of copy");
-    double kv_pos = o.prompt_len + o.steps / 2.0; /* mean positions read per step */
-    for (int i = 0; i < o.n_batches; i++)
-        for (int mode = 0; mode < modes; mode++) {
-            int B = o.batches[i];
-            double kvb = (double)B * L * 2 * kv_pos * kvd * 2;
-            double gbps = (wbytes + kvb) / (dec_ms[i][mode] * 1e-3) / 1e9;
-            printf("  %-6d %-7s %10.3f %10.1f %9.0f %7.0f%%\n", B, mode ? "on" : "off",
-                   dec_ms[i][mode], B / (dec_ms[i][mode] * 1e-3), gbps,
-                   copy_gbps > 0 ? 100.0 * gbps / copy_gbps : 0.0);
-        }
-    printf("  steering (batch 1, resid_post ADD, alpha 4): none %.3f ms, one layer %.3f ms "
-           "(%+.1f%%), all %d layers %.3f ms (%+.1f%%)\n",
-           st_ms[0], st_ms[1], 100.0 * (st_ms[1] / st_ms[0] - 1), L, st_ms[2],
-           100.0 * (st_ms[2] / st_ms[0] - 1));
-
-    if (o.json) {
-        FILE *f = fopen(o.json, "w");
-        if (!f) {
-            ss_fail(&err, "cannot write %s", o.json);
+    /* steering overhead at batch 1 and at the largest batch */
+    fprintf(stderr, "bench: steering...\n");
+    R.st_batch[R.n_st++] = 1;
+    if (maxb > 1)
+        R.st_batch[R.n_st++] = maxb;
+    for (int k = 0; k < R.n_st; k++)
+        if (ss_bench_steering(&c, R.st_batch[k], o.prompt_len, o.steps, R.st_ms[k], &err))
             goto fail;
-        }
-        fprintf(f, "{\n  \"model\": \"%s\", \"device\": \"%s\", \"timing\": \"%s\",\n", m->name,
-                devname, c.tm.cuda ? "cudaEvent" : "wall-clock");
-        fprintf(f, "  \"weight_bytes\": %.0f, \"copy_gbps\": %.1f, \"bf16_peak_tflops\": %.1f,\n",
-                wbytes, copy_gbps, peak);
-        fprintf(f, "  \"prefill\": {\"tokens\": %d, \"ms\": %.4f, \"tokens_per_s\": %.1f, "
-                   "\"tflops\": %.2f},\n",
-                o.prompt_len, pf_ms, P / (pf_ms * 1e-3), pf_tflops);
-        fprintf(f, "  \"decode\": [");
-        for (int i = 0, first = 1; i < o.n_batches; i++)
-            for (int mode = 0; mode < modes; mode++) {
-                int B = o.batches[i];
-                double kvb = (double)B * L * 2 * kv_pos * kvd * 2;
-                fprintf(f, "%s\n    {\"batch\": %d, \"graphs\": %s, \"step_ms\": %.4f, "
-                           "\"tokens_per_s\": %.1f, \"bytes_per_step\": %.0f, \"gbps\": %.1f}",
-                        first ? "" : ",", B, mode ? "true" : "false", dec_ms[i][mode],
-                        B / (dec_ms[i][mode] * 1e-3), wbytes + kvb,
-                        (wbytes + kvb) / (dec_ms[i][mode] * 1e-3) / 1e9);
-                first = 0;
-            }
-        fprintf(f, "\n  ],\n  \"steering\": {\"batch\": 1, \"graphs\": %s, \"none_ms\": %.4f, "
-                   "\"one_layer_ms\": %.4f, \"all_layers_ms\": %.4f}\n}\n",
-                best ? "true" : "false", st_ms[0], st_ms[1], st_ms[2]);
-        fclose(f);
-    }
+
+    ss_bench_print(&R, &o, m->name, c.tm.cuda, L);
+    if (o.json && ss_bench_json(&R, &o, m->name, c.tm.cuda, &err))
+        goto fail;
     code = SS_EXIT_OK;
     goto done;
 fail:

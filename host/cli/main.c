@@ -4,15 +4,6 @@
 
 #include "cli.h"
 
-/* TEMPORARY while subcommands are written in parallel: unresolved ones are
- * NULL and report that they are not built yet. */
-#pragma weak ss_cmd_info
-#pragma weak ss_cmd_tensor
-#pragma weak ss_cmd_tokenize
-#pragma weak ss_cmd_detokenize
-#pragma weak ss_cmd_bench
-#pragma weak ss_cmd_cluster
-
 typedef struct {
     const char *name;
     int (*run)(int argc, char **argv);
@@ -31,6 +22,7 @@ static const command commands[] = {
     {"cluster", ss_cmd_cluster, "k-means clusters of captured activations with NMI/ARI/purity"},
     {"sweep", ss_cmd_sweep, "run a config-driven steering sweep with evaluation (docs/sweeps.md)"},
     {"merge", ss_cmd_merge, "join the run folders of a sharded sweep"},
+    {"report", ss_cmd_report, "write the HTML report of a sweep run (Python analysis package)"},
 };
 #define N_COMMANDS (sizeof commands / sizeof commands[0])
 
@@ -53,13 +45,8 @@ int main(int argc, char **argv)
         return SS_EXIT_OK;
     }
     for (size_t i = 0; i < N_COMMANDS; i++)
-        if (!strcmp(argv[1], commands[i].name)) {
-            if (!commands[i].run) {
-                fprintf(stderr, "safesteer: %s is not built yet\n", argv[1]);
-                return SS_EXIT_FAIL;
-            }
+        if (!strcmp(argv[1], commands[i].name))
             return commands[i].run(argc - 1, argv + 1);
-        }
     fprintf(stderr, "safesteer: unknown command \"%s\"\n\n", argv[1]);
     usage(stderr);
     return SS_EXIT_USAGE;

@@ -27,7 +27,7 @@ def default_model():
 
 def prompt_text(shared):
     lines = [json.loads(l) for l in open(shared / "alpaca_instructions.jsonl")]
-    return "\n".join(l.get("instruction", "") + " " + l.get("input", "") for l in lines[:200])
+    return "\n".join(l["prompt"] for l in lines[:400])
 
 
 def main():

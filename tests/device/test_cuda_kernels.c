@@ -232,6 +232,78 @@ Test(cuda_kernels, rope_pairings_and_llama3_scaling)
     ss_cuda_ctx_free(c);
 }
 
+/* Fused rope + KV store (the engine's default) against ss_cpu_rope on the
+ * q and k heads of qkv rows; the caches must hold bf16 of rotated k and v
+ * at (slot, layer, position), and nothing may stay poisoned there. */
+static void rope_kv_case(ss_cuda_ctx *c, const ss_config *cfg, int n_heads, int n_kv)
+{
+    ss_error err;
+    const int n = 9, L = 2, layer = 1, max_ctx = 4096, S = 3;
+    int hd = cfg->head_dim, qd = n_heads * hd, kvd = n_kv * hd, stride = qd + 2 * kvd;
+    float *x = rand_f32((size_t)n * stride, 2.0f);
+    float *ref = malloc((size_t)n * stride * sizeof *ref);
+    memcpy(ref, x, (size_t)n * stride * sizeof *ref);
+    int pos[9], slot[9];
+    for (int i = 0; i < n; i++) {
+        pos[i] = i == 0 ? 0 : (int)((frand() + 1.0f) * 2000.0f);
+        slot[i] = i % S;
+    }
+    pos[1] = pos[0] + 1; /* distinct (slot, position) pairs */
+    float *inv = malloc((size_t)hd / 2 * sizeof *inv);
+    ss_cpu_rope_inv_freq(cfg, inv);
+    for (int i = 0; i < n; i++)
+        ss_cpu_rope(ref + (size_t)i * stride, &pos[i], 1, n_heads + n_kv, cfg, inv);
+    size_t cache = (size_t)S * L * max_ctx * kvd;
+    float *dx = dev_from(x, (size_t)n * stride * 4), *dinv = dev_from(inv, (size_t)hd / 2 * 4);
+    int *dpos = dev_from(pos, sizeof pos), *dslot = dev_from(slot, sizeof slot);
+    uint16_t *dk = dev_poisoned(cache * 2), *dv = dev_poisoned(cache * 2);
+    check(c, ss_cuda_rope_kv_store(c, dx, stride, dslot, dpos, n, n_heads, n_kv, hd,
+                                   cfg->rope_neox, dinv, dk, dv, layer, L, max_ctx, &err), &err);
+    float *out = host_f32(dx, (size_t)n * stride);
+    for (int i = 0; i < n; i++) {
+        const float *o = out + (size_t)i * stride, *r = ref + (size_t)i * stride;
+        double e = rel_l2(o, r, (size_t)qd, "rope_kv q");
+        cr_expect_lt(e, 1e-3, "rope_kv (neox %d, hd %d) row %d q rel err %g", cfg->rope_neox, hd,
+                     i, e);
+        size_t off = (((size_t)slot[i] * L + layer) * max_ctx + pos[i]) * kvd;
+        float *kr = host_bf16(dk + off, (size_t)kvd), *vr = host_bf16(dv + off, (size_t)kvd);
+        e = rel_l2(kr, r + qd, (size_t)kvd, "rope_kv k cache");
+        cr_expect_lt(e, 1e-2, "rope_kv (neox %d, hd %d) row %d k cache rel err %g",
+                     cfg->rope_neox, hd, i, e);
+        e = rel_l2(vr, r + qd + kvd, (size_t)kvd, "rope_kv v cache");
+        cr_expect_lt(e, 1e-2, "rope_kv row %d v cache rel err %g", i, e);
+        free(kr), free(vr);
+    }
+    free(x), free(ref), free(inv), free(out);
+    ss_cuda_free(dx), ss_cuda_free(dinv), ss_cuda_free(dpos), ss_cuda_free(dslot);
+    ss_cuda_free(dk), ss_cuda_free(dv);
+}
+
+Test(cuda_kernels, rope_kv_store_fused)
+{
+    ss_cuda_ctx *c = ctx_or_skip();
+    ss_config cfg;
+    memset(&cfg, 0, sizeof cfg);
+    cfg.head_dim = 64;
+    cfg.rope_theta = 100000.0f;
+    for (int neox = 0; neox < 2; neox++) {
+        cfg.rope_neox = neox;
+        rope_kv_case(c, &cfg, 9, 3); /* SmolLM2 */
+    }
+    cfg.head_dim = 128;
+    cfg.rope_theta = 500000.0f;
+    cfg.rope_scaling = SS_ROPE_SCALING_LLAMA3;
+    cfg.rope_factor = 8.0f;
+    cfg.rope_low_freq_factor = 1.0f;
+    cfg.rope_high_freq_factor = 4.0f;
+    cfg.rope_orig_ctx = 8192;
+    for (int neox = 0; neox < 2; neox++) {
+        cfg.rope_neox = neox;
+        rope_kv_case(c, &cfg, 32, 8); /* Llama-3 */
+    }
+    ss_cuda_ctx_free(c);
+}
+
 Test(cuda_kernels, swiglu)
 {
     ss_cuda_ctx *c = ctx_or_skip();
@@ -280,11 +352,79 @@ Test(cuda_kernels, matmul_matvec_and_cublas)
     for (size_t k = 0; k < sizeof dims / sizeof dims[0]; k++) {
         int in = dims[k][0], out = dims[k][1];
         for (int n = 1; n <= 8; n++)
-            matmul_case(c, n, in, out, 1);
-        matmul_case(c, 9, in, out, 2);
-        matmul_case(c, 64, in, out, 0);
-        matmul_case(c, 2, in, out, 2);
+            matmul_case(c, n, in, out, SS_CUDA_MM_V1);
+        matmul_case(c, 9, in, out, SS_CUDA_MM_CUBLAS);
+        matmul_case(c, 64, in, out, SS_CUDA_MM_AUTO);
+        matmul_case(c, 2, in, out, SS_CUDA_MM_CUBLAS);
     }
+    ss_cuda_ctx_free(c);
+}
+
+/* The tensor-core matvec (v2): every n-tile count, partial n-tiles, row
+ * counts that are not multiples of 16 and k not a multiple of 32 (or of
+ * its 8 warps x 4 chunks x 32), at the decode shapes of both models. */
+Test(cuda_kernels, matmul_mma_matvec_v2)
+{
+    ss_cuda_ctx *c = ctx_or_skip();
+    const int dims[][2] = {{4096, 6144}, {4096, 1024}, {4096, 4096}, {4096, 1000},
+                           {576, 1536}, {576, 192}, {1536, 576}, {520, 100}, {14336, 256}};
+    const int ns[] = {1, 2, 3, 5, 8, 9, 16, 17, 24, 31, 32};
+    for (size_t k = 0; k < sizeof dims / sizeof dims[0]; k++)
+        for (size_t i = 0; i < sizeof ns / sizeof ns[0]; i++)
+            matmul_case(c, ns[i], dims[k][0], dims[k][1], SS_CUDA_MM_V2);
+    /* w_down of Llama-3 (14336 x 4096), batch 1 and 32 */
+    matmul_case(c, 1, 14336, 4096, SS_CUDA_MM_V2);
+    matmul_case(c, 32, 14336, 4096, SS_CUDA_MM_V2);
+    /* AUTO takes v2 up to 32 rows by default; v1 and cuBLAS when set */
+    matmul_case(c, 32, 576, 1536, SS_CUDA_MM_AUTO);
+    ss_cuda_set_matvec(c, SS_CUDA_MM_V1, SS_CUDA_MATVEC_MAX_ROWS);
+    matmul_case(c, 8, 576, 1536, SS_CUDA_MM_AUTO);
+    ss_cuda_set_matvec(c, SS_CUDA_MM_CUBLAS, 0);
+    matmul_case(c, 1, 576, 1536, SS_CUDA_MM_AUTO);
+    ss_error err;
+    cr_expect_neq(ss_cuda_matmul_bf16(c, NULL, NULL, NULL, 33, 576, 1536, SS_CUDA_MM_V2, &err), 0,
+                  "v2 accepted 33 rows");
+    cr_expect_neq(ss_cuda_matmul_bf16(c, NULL, NULL, NULL, 1, 572, 1536, SS_CUDA_MM_V2, &err), 0,
+                  "v2 accepted in %% 8 != 0");
+    ss_cuda_ctx_free(c);
+}
+
+/* swiglu fused into the v2 matvec (the engine's decode down projection)
+ * against ss_cpu_swiglu, rounded to bf16 as the GPU's separate swiglu
+ * kernel would, then ss_cpu_matmul. */
+static void matmul_swiglu_case(ss_cuda_ctx *c, int n, int ff, int out)
+{
+    ss_error err;
+    float *gu = rand_f32((size_t)n * 2 * ff, 4.0f), *w = rand_f32((size_t)out * ff, 0.05f);
+    uint16_t *wb = round_bf16(w, (size_t)out * ff);
+    float *act = malloc((size_t)n * ff * sizeof *act), *ref = malloc((size_t)n * out * sizeof *ref);
+    for (int i = 0; i < n; i++)
+        ss_cpu_swiglu(act + (size_t)i * ff, gu + (size_t)i * 2 * ff, gu + (size_t)i * 2 * ff + ff,
+                      ff);
+    free(round_bf16(act, (size_t)n * ff));
+    ss_cpu_matmul(ref, act, w, n, ff, out);
+    float *dgu = dev_from(gu, (size_t)n * 2 * ff * 4), *dy = dev_poisoned((size_t)n * out * 4);
+    uint16_t *dw = dev_from(wb, (size_t)out * ff * 2);
+    check(c, ss_cuda_matmul_swiglu_bf16(c, dy, dgu, dw, n, ff, out, &err), &err);
+    float *y = host_f32(dy, (size_t)n * out);
+    double e = rel_l2(y, ref, (size_t)n * out, "matmul_swiglu");
+    cr_expect_lt(e, 1e-3, "matmul_swiglu n %d d_ff %d out %d rel err %g", n, ff, out, e);
+    free(gu), free(w), free(wb), free(act), free(ref), free(y);
+    ss_cuda_free(dgu), ss_cuda_free(dy), ss_cuda_free(dw);
+}
+
+Test(cuda_kernels, matmul_swiglu_fused)
+{
+    ss_cuda_ctx *c = ctx_or_skip();
+    const int ns[] = {1, 5, 8, 17, 32};
+    for (size_t i = 0; i < sizeof ns / sizeof ns[0]; i++) {
+        matmul_swiglu_case(c, ns[i], 14336, 4096); /* Llama-3 w_down */
+        matmul_swiglu_case(c, ns[i], 1536, 576);   /* SmolLM2 w_down */
+        matmul_swiglu_case(c, ns[i], 520, 100);    /* k not a multiple of 32 */
+    }
+    ss_error err;
+    cr_expect_neq(ss_cuda_matmul_swiglu_bf16(c, NULL, NULL, NULL, 33, 1536, 576, &err), 0,
+                  "fused swiglu accepted 33 rows");
     ss_cuda_ctx_free(c);
 }
 
@@ -402,11 +542,15 @@ static void attention_case(ss_cuda_ctx *c, const shape *s)
     ss_cuda_free(dt), ss_cuda_free(dout), ss_cuda_free(dout2), ss_cuda_free(dpart);
 }
 
+/* Both prefill kernels: v2 (default) and v1. */
 Test(cuda_kernels, attention_prefill_and_decode)
 {
     ss_cuda_ctx *c = ctx_or_skip();
-    for (int si = 0; si < 2; si++)
-        attention_case(c, &shapes[si]);
+    for (int version = 2; version >= 1; version--) {
+        ss_cuda_set_attention(c, version);
+        for (int si = 0; si < 2; si++)
+            attention_case(c, &shapes[si]);
+    }
     ss_cuda_ctx_free(c);
 }
 
@@ -482,12 +626,18 @@ static void residual_case(ss_cuda_ctx *c, int d, int block)
     ss_cuda_free(dxb);
 }
 
+/* Both kernel versions (v2, the default, holds the row in registers; v1
+ * walks memory), at both model widths and the widest v2 row. */
 Test(cuda_kernels, residual_steer_fused)
 {
     ss_cuda_ctx *c = ctx_or_skip();
-    for (int si = 0; si < 2; si++) {
-        residual_case(c, shapes[si].d, SS_SITE_ATTN_OUT);
-        residual_case(c, shapes[si].d, SS_SITE_MLP_OUT);
+    for (int version = 2; version >= 1; version--) {
+        ss_cuda_set_residual(c, version);
+        for (int si = 0; si < 2; si++) {
+            residual_case(c, shapes[si].d, SS_SITE_ATTN_OUT);
+            residual_case(c, shapes[si].d, SS_SITE_MLP_OUT);
+        }
+        residual_case(c, 8192, SS_SITE_MLP_OUT);
     }
     ss_cuda_ctx_free(c);
 }
