@@ -64,8 +64,8 @@ extern "C" int ss_cuda_ctx_create(int gpu, ss_cuda_ctx **out, ss_error *err)
     const char *sync = getenv("SAFESTEER_CUDA_SYNC");
     c->sync_each = sync && sync[0] == '1';
     c->workspace_bytes = 32u << 20;
-    c->matvec = SS_CUDA_MM_V2;
-    c->matvec_max_rows = SS_CUDA_MMA_MAX_ROWS;
+    c->matvec = SS_CUDA_DEFAULT_MM_PATH;
+    c->matvec_max_rows = SS_CUDA_DEFAULT_MM_MAX_ROWS;
     c->residual = 2;
     c->attention = 2;
     c->rope = 2;

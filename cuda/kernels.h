@@ -158,6 +158,12 @@ int ss_cuda_matmul_bf16(ss_cuda_ctx *c, float *d_y, const uint16_t *d_x, const u
                         int n, int in, int out, int path, ss_error *err);
 #define SS_CUDA_MATVEC_MAX_ROWS 8
 #define SS_CUDA_MMA_MAX_ROWS 32
+/* The engine's default for SS_CUDA_MM_AUTO, chosen from the variants measured
+ * side by side on an H200 (docs/cuda.md, run 2, Llama-3-8B shape): matvec v1
+ * at batch 1 reads weights at 73% of copy bandwidth (v2 58%, cuBLAS 69%);
+ * from batch 2 on cuBLAS beats both (batch 8: 5.9 ms vs v2 7.1, v1 10.2). */
+#define SS_CUDA_DEFAULT_MM_PATH SS_CUDA_MM_V1
+#define SS_CUDA_DEFAULT_MM_MAX_ROWS 1
 /* d_y[n][out] = swiglu(gu) . W^T with gu [n][2 d_ff] f32 (as ss_cuda_swiglu
  * takes it) and W bf16 [out][d_ff]: ss_cuda_swiglu then the v2 matvec in
  * one launch (n <= 32, d_ff % 8 == 0). */

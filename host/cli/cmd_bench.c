@@ -382,11 +382,12 @@ typedef struct {
 
 /* first: the engine's defaults; each other changes one kernel */
 static const ss_bench_variant ss_bench_variants[] = {
-    {"default", SS_CUDA_MM_V2, SS_CUDA_MMA_MAX_ROWS, 2, 2, 1 << 20},
+    {"default", SS_CUDA_DEFAULT_MM_PATH, SS_CUDA_DEFAULT_MM_MAX_ROWS, 2, 2, 1 << 20},
+    {"matvec-v2", SS_CUDA_MM_V2, SS_CUDA_MMA_MAX_ROWS, 2, 2, 1 << 20},
     {"matvec-v1", SS_CUDA_MM_V1, SS_CUDA_MATVEC_MAX_ROWS, 2, 2, SS_CUDA_MATVEC_MAX_ROWS},
     {"cublas", SS_CUDA_MM_CUBLAS, 0, 2, 2, 1 << 20},
-    {"residual-v1", SS_CUDA_MM_V2, SS_CUDA_MMA_MAX_ROWS, 1, 2, 1 << 20},
-    {"rope-v1", SS_CUDA_MM_V2, SS_CUDA_MMA_MAX_ROWS, 2, 1, 1 << 20},
+    {"residual-v1", SS_CUDA_DEFAULT_MM_PATH, SS_CUDA_DEFAULT_MM_MAX_ROWS, 1, 2, 1 << 20},
+    {"rope-v1", SS_CUDA_DEFAULT_MM_PATH, SS_CUDA_DEFAULT_MM_MAX_ROWS, 2, 1, 1 << 20},
 };
 #define SS_BENCH_N_VARIANTS (sizeof ss_bench_variants / sizeof ss_bench_variants[0])
 
