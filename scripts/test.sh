@@ -6,5 +6,7 @@ repo=$(cd "$(dirname "$0")/.." && pwd)
 build=${SAFESTEER_BUILD:-$repo/build}
 "$repo/scripts/setup.sh"
 export SAFESTEER_BIN=$build/safesteer
+# Spinning OpenMP waits starve the tests that run side by side (docs/cpu-engine.md).
+export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-PASSIVE}
 (cd "$build" && ctest --output-on-failure -j"$(nproc)")
 python3 -m pytest -q "$repo/tests/python"
