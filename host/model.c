@@ -412,6 +412,7 @@ void ss_model_free(ss_model *m)
     ss_hf_close(m->hf);
     free(m->layers);
     free(m->chat_template);
+    free(m->random_data);
     free(m);
 }
 

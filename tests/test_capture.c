@@ -14,7 +14,7 @@
 #define N_ITEMS 9
 
 static char tmpdir[256];
-static tiny_model tm;
+static ss_model *tm;
 static const char *texts[N_ITEMS], *ids[N_ITEMS], *cats[N_ITEMS], *labels[N_ITEMS];
 static const char *responses[N_ITEMS];
 static char names[N_ITEMS][16];
@@ -23,7 +23,7 @@ static void setup(void)
 {
     snprintf(tmpdir, sizeof tmpdir, "/tmp/ss_test_capture_XXXXXX");
     cr_assert_not_null(mkdtemp(tmpdir));
-    tiny_model_init(&tm, 77);
+    tm = tiny_model_new(77);
     for (int i = 0; i < N_ITEMS; i++) {
         snprintf(names[i], sizeof names[i], "item-%d", i);
         texts[i] = ids[i] = names[i];
@@ -33,7 +33,7 @@ static void setup(void)
     }
 }
 
-static void teardown(void) { tiny_model_free(&tm); }
+static void teardown(void) { ss_model_free(tm); }
 
 /* Item i: 3 + (i * 5) % 11 prompt tokens, then 4 response tokens. */
 static int encode(void *user, int i, int32_t **out, int *n_ids, int *n_prompt, ss_error *err)
@@ -65,7 +65,7 @@ static const char *run_capture(const char *name, int pool, int batch, int with_r
     eo.max_ctx = 64;
     ss_engine *e;
     ss_error err = {{0}};
-    cr_assert_eq(ss_engine_create(&tm.m, &eo, &e, &err), 0, "%s", err.msg);
+    cr_assert_eq(ss_engine_create(tm, &eo, &e, &err), 0, "%s", err.msg);
     ss_capture_source src = {.n = N_ITEMS, .text = texts, .id = ids, .category = cats,
                              .label = labels, .response = with_resp ? responses : NULL,
                              .encode = encode, .user = &with_resp};
@@ -100,7 +100,7 @@ Test(capture, mean_of_all_equals_mean_and_last_is_last_row)
     load(run_capture("all.h5", SS_POOL_ALL, 4, 0, 0, 0, 0), &all);
     load(run_capture("mean.h5", SS_POOL_MEAN, 3, 0, 0, 0, 0), &mean);
     load(run_capture("last.h5", SS_POOL_LAST, 4, 0, 0, 0, 0), &last); /* same batching as all */
-    int L = 3, d = tm.m.cfg.d_model;
+    int L = 3, d = tm->cfg.d_model;
     cr_assert_eq(all.n_done, N_ITEMS);
     cr_assert_eq(mean.n_rows, N_ITEMS);
     cr_assert_eq(all.offsets[0], 0);
@@ -147,7 +147,7 @@ Test(capture, batch_size_does_not_change_results)
     ss_capture_data a, b;
     load(run_capture("b1.h5", SS_POOL_MEAN, 1, 0, 0, 0, 0), &a);
     load(run_capture("b4.h5", SS_POOL_MEAN, 4, 0, 0, 0, 0), &b);
-    size_t n = (size_t)N_ITEMS * 3 * tm.m.cfg.d_model;
+    size_t n = (size_t)N_ITEMS * 3 * tm->cfg.d_model;
     for (size_t k = 0; k < n; k++)
         cr_assert_leq(fabs(a.acts[k] - b.acts[k]), 1e-4 * (1 + fabs(a.acts[k])), "index %zu", k);
     ss_capture_data_free(&a);
@@ -163,7 +163,7 @@ Test(capture, response_scope_and_f16)
     load(run_capture("fall.h5", SS_POOL_ALL, 2, 1, 1, 0, 0), &fall);
     ss_capture_data plain;
     load(run_capture("plain.h5", SS_POOL_MEAN, 2, 0, 0, 0, 0), &plain);
-    size_t n = (size_t)N_ITEMS * 3 * tm.m.cfg.d_model;
+    size_t n = (size_t)N_ITEMS * 3 * tm->cfg.d_model;
     /* prompt-scope mean with a response appended == plain prompt mean (causal) */
     for (size_t k = 0; k < n; k++)
         cr_assert_leq(fabs(pr.acts[k] - plain.acts[k]), 1e-5 * (1 + fabs(plain.acts[k])));
@@ -195,7 +195,7 @@ Test(capture, existing_outputs_need_force_or_resume)
     eo.max_ctx = 64;
     ss_engine *e;
     ss_error err = {{0}};
-    cr_assert_eq(ss_engine_create(&tm.m, &eo, &e, &err), 0, "%s", err.msg);
+    cr_assert_eq(ss_engine_create(tm, &eo, &e, &err), 0, "%s", err.msg);
     int with_resp = 0;
     ss_capture_source src = {.n = N_ITEMS, .text = texts, .id = ids, .category = cats,
                              .label = labels, .encode = encode, .user = &with_resp};
@@ -221,9 +221,9 @@ Test(capture, existing_outputs_need_force_or_resume)
     ss_capture_data d;
     cr_assert_eq(ss_capture_load("/nonexistent/x.h5", 0, &d, &err), -1);
     float norm;
-    cr_assert_eq(ss_capture_layer_norm(path, 2, tm.m.cfg.d_model, &norm, &err), 0, "%s", err.msg);
+    cr_assert_eq(ss_capture_layer_norm(path, 2, tm->cfg.d_model, &norm, &err), 0, "%s", err.msg);
     cr_assert_gt(norm, 0.0f);
-    cr_assert_eq(ss_capture_layer_norm(path, 1, tm.m.cfg.d_model, &norm, &err), -1);
+    cr_assert_eq(ss_capture_layer_norm(path, 1, tm->cfg.d_model, &norm, &err), -1);
     cr_assert(strstr(err.msg, "layer 1 was not captured"), "%s", err.msg);
 }
 

@@ -20,15 +20,6 @@
 #define TFF 96  /* d_ff */
 #define TV 300  /* vocab */
 
-typedef struct {
-    ss_model m;
-    ss_layer_weights lw[TL];
-    float *emb, *out, *onorm;                       /* [TV][TD], [TV][TD], [TD] */
-    float *anorm[TL], *fnorm[TL];                   /* [TD] */
-    float *wq[TL], *wk[TL], *wv[TL], *wo[TL];       /* [out][in] */
-    float *wg[TL], *wu[TL], *wd[TL];
-} tmodel;
-
 static uint64_t rng = 0x9e3779b97f4a7c15ULL;
 
 static float frand(void) /* uniform in [-1, 1) */
@@ -39,110 +30,46 @@ static float frand(void) /* uniform in [-1, 1) */
     return (float)((double)(rng >> 11) / 9007199254740992.0 * 2.0 - 1.0);
 }
 
-static float *rand_w(size_t n, float scale, float offset)
+/* Linear weights scaled by 1.7/sqrt(in) so activations stay O(1).  Free
+ * with ss_model_free. */
+static ss_model *tmodel_new(int tied, int neox, int llama3)
 {
-    float *a = malloc(n * sizeof *a);
-    cr_assert(a);
-    for (size_t i = 0; i < n; i++)
-        a[i] = offset + scale * frand();
-    return a;
-}
-
-static ss_tensor f32_tensor(const char *name, float *data, int64_t in, int64_t out)
-{
-    ss_tensor t;
-    memset(&t, 0, sizeof t);
-    snprintf(t.name, sizeof t.name, "%s", name);
-    t.type = SS_TYPE_F32;
-    t.n_dims = out == 1 ? 1 : 2;
-    t.dims[0] = in;
-    t.dims[1] = out;
-    t.dims[2] = t.dims[3] = 1;
-    t.data = data;
-    t.nbytes = (size_t)(in * out) * sizeof(float);
-    return t;
-}
-
-/* Linear weights scaled by 1/sqrt(in) so activations stay O(1). */
-static tmodel *tmodel_new(int tied, int neox, int llama3)
-{
-    tmodel *t = calloc(1, sizeof *t);
-    ss_config *c = &t->m.cfg;
-    snprintf(t->m.path, sizeof t->m.path, "in-memory test model");
-    c->n_layers = TL;
-    c->d_model = TD;
-    c->n_heads = TH;
-    c->n_kv_heads = TKV;
-    c->head_dim = THD;
-    c->d_ff = TFF;
-    c->vocab_size = TV;
-    c->max_ctx = 256;
-    c->rms_eps = 1e-5f;
-    c->rope_theta = 10000.0f;
-    c->rope_neox = neox;
-    c->tied_embeddings = tied;
+    ss_config c = {0};
+    c.n_layers = TL;
+    c.d_model = TD;
+    c.n_heads = TH;
+    c.n_kv_heads = TKV;
+    c.head_dim = THD;
+    c.d_ff = TFF;
+    c.vocab_size = TV;
+    c.max_ctx = 256;
+    c.rms_eps = 1e-5f;
+    c.rope_theta = 10000.0f;
+    c.rope_neox = neox;
+    c.tied_embeddings = tied;
     if (llama3) {
         /* small original context so the band of interpolated frequencies
          * falls inside head_dim 16 */
-        c->rope_scaling = SS_ROPE_SCALING_LLAMA3;
-        c->rope_factor = 8.0f;
-        c->rope_low_freq_factor = 1.0f;
-        c->rope_high_freq_factor = 4.0f;
-        c->rope_orig_ctx = 64;
+        c.rope_scaling = SS_ROPE_SCALING_LLAMA3;
+        c.rope_factor = 8.0f;
+        c.rope_low_freq_factor = 1.0f;
+        c.rope_high_freq_factor = 4.0f;
+        c.rope_orig_ctx = 64;
     }
-    int qd = TH * THD, kvd = TKV * THD;
-    t->emb = rand_w((size_t)TV * TD, 1.0f, 0.0f);
-    t->out = tied ? t->emb : rand_w((size_t)TV * TD, 1.0f, 0.0f);
-    t->onorm = rand_w(TD, 0.2f, 1.0f);
-    t->m.tok_embd = f32_tensor("token_embd.weight", t->emb, TD, TV);
-    t->m.output = f32_tensor("output.weight", t->out, TD, TV);
-    t->m.output_norm = f32_tensor("output_norm.weight", t->onorm, TD, 1);
-    for (int l = 0; l < TL; l++) {
-        t->anorm[l] = rand_w(TD, 0.2f, 1.0f);
-        t->fnorm[l] = rand_w(TD, 0.2f, 1.0f);
-        t->wq[l] = rand_w((size_t)qd * TD, 1.7f / sqrtf(TD), 0.0f);
-        t->wk[l] = rand_w((size_t)kvd * TD, 1.7f / sqrtf(TD), 0.0f);
-        t->wv[l] = rand_w((size_t)kvd * TD, 1.7f / sqrtf(TD), 0.0f);
-        t->wo[l] = rand_w((size_t)TD * qd, 1.7f / sqrtf(qd), 0.0f);
-        t->wg[l] = rand_w((size_t)TFF * TD, 1.7f / sqrtf(TD), 0.0f);
-        t->wu[l] = rand_w((size_t)TFF * TD, 1.7f / sqrtf(TD), 0.0f);
-        t->wd[l] = rand_w((size_t)TD * TFF, 1.7f / sqrtf(TFF), 0.0f);
-        ss_layer_weights *w = &t->lw[l];
-        w->attn_norm = f32_tensor("attn_norm", t->anorm[l], TD, 1);
-        w->ffn_norm = f32_tensor("ffn_norm", t->fnorm[l], TD, 1);
-        w->wq = f32_tensor("attn_q", t->wq[l], TD, qd);
-        w->wk = f32_tensor("attn_k", t->wk[l], TD, kvd);
-        w->wv = f32_tensor("attn_v", t->wv[l], TD, kvd);
-        w->wo = f32_tensor("attn_output", t->wo[l], qd, TD);
-        w->w_gate = f32_tensor("ffn_gate", t->wg[l], TD, TFF);
-        w->w_up = f32_tensor("ffn_up", t->wu[l], TD, TFF);
-        w->w_down = f32_tensor("ffn_down", t->wd[l], TFF, TD);
-    }
-    t->m.layers = t->lw;
-    return t;
+    float sd = 1.7f / sqrtf(TD), sq = 1.7f / sqrtf(TH * THD);
+    const ss_random_scales s = {.embd = 1.0f, .output = 1.0f, .norm = 0.2f, .wq = sd, .wk = sd,
+                                .wv = sd, .wo = sq, .w_gate = sd, .w_up = sd,
+                                .w_down = 1.7f / sqrtf(TFF)};
+    ss_model *m = NULL;
+    ss_error err = {{0}};
+    cr_assert(ss_model_random(&c, &s, 2, &m, &err) == 0, "random model: %s", err.msg);
+    return m;
 }
 
-static void tmodel_free(tmodel *t)
-{
-    if (t->out != t->emb)
-        free(t->out);
-    free(t->emb);
-    free(t->onorm);
-    for (int l = 0; l < TL; l++) {
-        free(t->anorm[l]);
-        free(t->fnorm[l]);
-        free(t->wq[l]);
-        free(t->wk[l]);
-        free(t->wv[l]);
-        free(t->wo[l]);
-        free(t->wg[l]);
-        free(t->wu[l]);
-        free(t->wd[l]);
-    }
-    free(t);
-}
+/* A tensor's F32 values, for the reference. */
+#define W(t) ((const float *)(t).data)
 
-static ss_engine *engine_new(const tmodel *t, int max_seqs, int max_ctx)
+static ss_engine *engine_new(const ss_model *t, int max_seqs, int max_ctx)
 {
     ss_engine_opts o;
     ss_engine_opts_default(&o);
@@ -150,7 +77,7 @@ static ss_engine *engine_new(const tmodel *t, int max_seqs, int max_ctx)
     o.max_ctx = max_ctx;
     ss_engine *e = NULL;
     ss_error err = {{0}};
-    cr_assert(ss_engine_create(&t->m, &o, &e, &err) == 0, "create: %s", err.msg);
+    cr_assert(ss_engine_create(t, &o, &e, &err) == 0, "create: %s", err.msg);
     return e;
 }
 
@@ -237,9 +164,9 @@ static void ref_rope(double *x, int n_heads, int pos, const ss_config *c)
 }
 
 /* Full forward without a cache, in double: logits[n][TV] for every token. */
-static void ref_forward(const tmodel *t, const int32_t *tok, int n, double *logits)
+static void ref_forward(const ss_model *t, const int32_t *tok, int n, double *logits)
 {
-    const ss_config *c = &t->m.cfg;
+    const ss_config *c = &t->cfg;
     int qd = TH * THD, kvd = TKV * THD;
     size_t f = sizeof(double);
     double *h = calloc((size_t)n * TD, f), *xn = malloc(TD * f), *att = malloc(qd * f);
@@ -248,13 +175,13 @@ static void ref_forward(const tmodel *t, const int32_t *tok, int n, double *logi
     double *g = malloc(TFF * f), *u = malloc(TFF * f);
     for (int i = 0; i < n; i++)
         for (int j = 0; j < TD; j++)
-            h[i * TD + j] = t->emb[(size_t)tok[i] * TD + j];
+            h[i * TD + j] = W(t->tok_embd)[(size_t)tok[i] * TD + j];
     for (int l = 0; l < TL; l++) {
         for (int i = 0; i < n; i++) {
-            ref_rmsnorm(xn, h + i * TD, t->anorm[l], TD, c->rms_eps);
-            ref_linear(q + i * qd, xn, t->wq[l], TD, qd);
-            ref_linear(k + i * kvd, xn, t->wk[l], TD, kvd);
-            ref_linear(v + i * kvd, xn, t->wv[l], TD, kvd);
+            ref_rmsnorm(xn, h + i * TD, W(t->layers[l].attn_norm), TD, c->rms_eps);
+            ref_linear(q + i * qd, xn, W(t->layers[l].wq), TD, qd);
+            ref_linear(k + i * kvd, xn, W(t->layers[l].wk), TD, kvd);
+            ref_linear(v + i * kvd, xn, W(t->layers[l].wv), TD, kvd);
             ref_rope(q + i * qd, TH, i, c);
             ref_rope(k + i * kvd, TKV, i, c);
         }
@@ -278,29 +205,29 @@ static void ref_forward(const tmodel *t, const int32_t *tok, int n, double *logi
                     att[hh * THD + j] = a / sum;
                 }
             }
-            ref_linear(o, att, t->wo[l], qd, TD);
+            ref_linear(o, att, W(t->layers[l].wo), qd, TD);
             for (int j = 0; j < TD; j++)
                 h[i * TD + j] += o[j];
-            ref_rmsnorm(xn, h + i * TD, t->fnorm[l], TD, c->rms_eps);
-            ref_linear(g, xn, t->wg[l], TD, TFF);
-            ref_linear(u, xn, t->wu[l], TD, TFF);
+            ref_rmsnorm(xn, h + i * TD, W(t->layers[l].ffn_norm), TD, c->rms_eps);
+            ref_linear(g, xn, W(t->layers[l].w_gate), TD, TFF);
+            ref_linear(u, xn, W(t->layers[l].w_up), TD, TFF);
             for (int j = 0; j < TFF; j++)
                 g[j] = g[j] / (1 + exp(-g[j])) * u[j];
-            ref_linear(o, g, t->wd[l], TFF, TD);
+            ref_linear(o, g, W(t->layers[l].w_down), TFF, TD);
             for (int j = 0; j < TD; j++)
                 h[i * TD + j] += o[j];
         }
     }
     for (int i = 0; i < n; i++) {
-        ref_rmsnorm(xn, h + i * TD, t->onorm, TD, c->rms_eps);
-        ref_linear(logits + (size_t)i * TV, xn, t->out, TD, TV);
+        ref_rmsnorm(xn, h + i * TD, W(t->output_norm), TD, c->rms_eps);
+        ref_linear(logits + (size_t)i * TV, xn, W(t->output), TD, TV);
     }
     free(h), free(xn), free(q), free(k), free(v), free(att), free(o), free(g), free(u), free(s);
 }
 
 static void check_reference(int tied, int neox, int llama3)
 {
-    tmodel *t = tmodel_new(tied, neox, llama3);
+    ss_model *t = tmodel_new(tied, neox, llama3);
     ss_engine *e = engine_new(t, 1, 0);
     cr_assert_eq(ss_engine_max_ctx(e), 256, "max_ctx 0 takes the model context (256)");
     enum { N = 20 };
@@ -319,7 +246,7 @@ static void check_reference(int tied, int neox, int llama3)
     free(want);
     free(wantf);
     ss_engine_free(e);
-    tmodel_free(t);
+    ss_model_free(t);
 }
 
 Test(engine_cpu, matches_naive_reference)
@@ -339,7 +266,7 @@ Test(engine_cpu, matches_reference_untied_neox_llama3)
  * one all_logits prefill, and the last equals a plain prefill. */
 Test(engine_cpu, incremental_decode_matches_prefill)
 {
-    tmodel *t = tmodel_new(1, 0, 0);
+    ss_model *t = tmodel_new(1, 0, 0);
     ss_engine *e = engine_new(t, 3, 0);
     enum { N = 90, P = 40 };
     int32_t tok[N];
@@ -366,14 +293,14 @@ Test(engine_cpu, incremental_decode_matches_prefill)
     cr_assert(memcmp(step, last, sizeof step) == 0, "after reset");
     free(all);
     ss_engine_free(e);
-    tmodel_free(t);
+    ss_model_free(t);
 }
 
 /* Three sequences of different lengths (one continuing a cached prefix)
  * in one call equal each run alone. */
 Test(engine_cpu, batch_matches_single)
 {
-    tmodel *t = tmodel_new(1, 0, 0);
+    ss_model *t = tmodel_new(1, 0, 0);
     ss_engine *eb = engine_new(t, 4, 0), *e1 = engine_new(t, 1, 0);
     int32_t a[5], b[37], c[1], pre[9];
     random_tokens(a, 5);
@@ -415,7 +342,7 @@ Test(engine_cpu, batch_matches_single)
     assert_rows_close(all[42], last[2], TV, 1e-5, "all_logits row 42");
     ss_engine_free(eb);
     ss_engine_free(e1);
-    tmodel_free(t);
+    ss_model_free(t);
 }
 
 /* ---------------------------------------------------------------- capture */
@@ -474,7 +401,7 @@ static void unit_vectors(float *v) /* [TL][TD], each unit norm */
 
 Test(engine_cpu, capture_layers_mask_and_positions)
 {
-    tmodel *t = tmodel_new(1, 0, 0);
+    ss_model *t = tmodel_new(1, 0, 0);
     ss_engine *e = engine_new(t, 2, 0);
     capture_buf *c = calloc(1, sizeof *c);
     uint8_t mask[TL] = {0, 1, 0};
@@ -497,14 +424,14 @@ Test(engine_cpu, capture_layers_mask_and_positions)
     cr_assert_eq(c->calls, 2);
     free(c);
     ss_engine_free(e);
-    tmodel_free(t);
+    ss_model_free(t);
 }
 
 /* ---------------------------------------------------------------- steering */
 
 Test(engine_cpu, strength_zero_is_bit_identical)
 {
-    tmodel *t = tmodel_new(1, 0, 0);
+    ss_model *t = tmodel_new(1, 0, 0);
     ss_engine *e = engine_new(t, 2, 0);
     int32_t tok[12];
     random_tokens(tok, 12);
@@ -520,7 +447,7 @@ Test(engine_cpu, strength_zero_is_bit_identical)
                       site, op);
         }
     ss_engine_free(e);
-    tmodel_free(t);
+    ss_model_free(t);
 }
 
 /* Runs tok through slot 0 capturing `site`, optionally steered. */
@@ -535,7 +462,7 @@ static void run_captured(ss_engine *e, int site, capture_buf *c, const int32_t *
 
 Test(engine_cpu, add_moves_resid_post_by_alpha_v)
 {
-    tmodel *t = tmodel_new(1, 0, 0);
+    ss_model *t = tmodel_new(1, 0, 0);
     ss_engine *e = engine_new(t, 1, 0);
     enum { N = 8, L = 1 };
     int32_t tok[N];
@@ -566,14 +493,14 @@ Test(engine_cpu, add_moves_resid_post_by_alpha_v)
     free(base);
     free(st);
     ss_engine_free(e);
-    tmodel_free(t);
+    ss_model_free(t);
 }
 
 /* ADD at the block outputs: the captured block output and the layer's
  * resid_post both move by alpha * v. */
 Test(engine_cpu, add_at_attn_and_mlp_out)
 {
-    tmodel *t = tmodel_new(1, 0, 0);
+    ss_model *t = tmodel_new(1, 0, 0);
     enum { N = 6, L = 2 };
     int32_t tok[N];
     random_tokens(tok, N);
@@ -607,12 +534,12 @@ Test(engine_cpu, add_at_attn_and_mlp_out)
         free(b0), free(b1), free(r0), free(r1);
         ss_engine_free(e);
     }
-    tmodel_free(t);
+    ss_model_free(t);
 }
 
 Test(engine_cpu, ablate_leaves_resid_orthogonal)
 {
-    tmodel *t = tmodel_new(1, 0, 0);
+    ss_model *t = tmodel_new(1, 0, 0);
     ss_engine *e = engine_new(t, 1, 0);
     enum { N = 10 };
     int32_t tok[N];
@@ -632,18 +559,18 @@ Test(engine_cpu, ablate_leaves_resid_orthogonal)
             if (alpha[l] != 0.0f)
                 cr_assert(fabs(dot) < 1e-5 * sqrt(nn), "layer %d pos %d: h.v = %g", l, p, dot);
             else
-                cr_assert(fabs(dot) > 1e-3 * sqrt(nn), "unsteered layer %d looks ablated", l);
+                cr_assert(fabs(dot) > 1e-3 * sqrt(nn), "unsteered layer %d looks ablated (pos %d: %g vs %g)", l, p, dot, sqrt(nn));
         }
     free(c);
     ss_engine_free(e);
-    tmodel_free(t);
+    ss_model_free(t);
 }
 
 /* A range starting at position 6: the 6-token prefill is untouched, the
  * decoded token at position 6 is steered. */
 Test(engine_cpu, steering_positions_follow_the_cache)
 {
-    tmodel *t = tmodel_new(1, 0, 0);
+    ss_model *t = tmodel_new(1, 0, 0);
     ss_engine *e = engine_new(t, 2, 0);
     int32_t tok[7];
     random_tokens(tok, 7);
@@ -663,12 +590,12 @@ Test(engine_cpu, steering_positions_follow_the_cache)
     fwd1(e, 1, tok, 7, 0, b);
     assert_rows_close(b, a, TV, 1e-5, "after clearing");
     ss_engine_free(e);
-    tmodel_free(t);
+    ss_model_free(t);
 }
 
 Test(engine_cpu, steering_one_sequence_leaves_others)
 {
-    tmodel *t = tmodel_new(1, 0, 0);
+    ss_model *t = tmodel_new(1, 0, 0);
     ss_engine *e = engine_new(t, 2, 0);
     int32_t tok[11];
     random_tokens(tok, 11);
@@ -685,12 +612,12 @@ Test(engine_cpu, steering_one_sequence_leaves_others)
     cr_assert(memcmp(st[0], base[0], 5 * sizeof st[0]) != 0, "slot 0 is steered");
     cr_assert(memcmp(st[5], base[5], 6 * sizeof st[0]) == 0, "slot 1 must be untouched");
     ss_engine_free(e);
-    tmodel_free(t);
+    ss_model_free(t);
 }
 
 Test(engine_cpu, steering_validation)
 {
-    tmodel *t = tmodel_new(1, 0, 0);
+    ss_model *t = tmodel_new(1, 0, 0);
     ss_engine *e = engine_new(t, 2, 0);
     float alpha[TL] = {1, 0, 0}, vec[TL * TD];
     unit_vectors(vec);
@@ -726,14 +653,14 @@ Test(engine_cpu, steering_validation)
     cr_assert(ss_engine_set_capture(e, -1, NULL, capture_fn, NULL, &err) == -1);
     cr_assert(strstr(err.msg, "site -1 out of range"), "%s", err.msg);
     ss_engine_free(e);
-    tmodel_free(t);
+    ss_model_free(t);
 }
 
 /* ---------------------------------------------------------------- errors */
 
 Test(engine_cpu, batch_errors)
 {
-    tmodel *t = tmodel_new(1, 0, 0);
+    ss_model *t = tmodel_new(1, 0, 0);
     ss_engine *e = engine_new(t, 2, 16);
     cr_assert_eq(ss_engine_max_ctx(e), 16);
     cr_assert_str_eq(ss_engine_device_name(e), "cpu");
@@ -782,34 +709,34 @@ Test(engine_cpu, batch_errors)
     cr_assert(ss_engine_forward(e, &dup, lg, &err) == -1);
     cr_assert(strstr(err.msg, "0 tokens"), "%s", err.msg);
     ss_engine_free(e);
-    tmodel_free(t);
+    ss_model_free(t);
 }
 
 Test(engine_cpu, create_errors)
 {
-    tmodel *t = tmodel_new(1, 0, 0);
+    ss_model *t = tmodel_new(1, 0, 0);
     ss_engine_opts o;
     ss_engine_opts_default(&o);
     ss_engine *e = NULL;
     ss_error err = {{0}};
     o.max_seqs = 0;
-    cr_assert(ss_engine_create(&t->m, &o, &e, &err) == -1);
+    cr_assert(ss_engine_create(t, &o, &e, &err) == -1);
     cr_assert(strstr(err.msg, "max_seqs must be >= 1"), "%s", err.msg);
     o.max_seqs = 1;
-    t->lw[1].wk.dims[1] = 16; /* wrong shape on one tensor */
-    cr_assert(ss_engine_create(&t->m, &o, &e, &err) == -1);
+    t->layers[1].wk.dims[1] = 16; /* wrong shape on one tensor */
+    cr_assert(ss_engine_create(t, &o, &e, &err) == -1);
     cr_assert(strstr(err.msg, "layer 1") && strstr(err.msg, "attn_k") &&
                   strstr(err.msg, "expected {64, 32}"),
               "%s", err.msg);
-    t->lw[1].wk.dims[1] = TKV * THD;
-    t->m.cfg.n_kv_heads = 3;
-    cr_assert(ss_engine_create(&t->m, &o, &e, &err) == -1);
+    t->layers[1].wk.dims[1] = TKV * THD;
+    t->cfg.n_kv_heads = 3;
+    cr_assert(ss_engine_create(t, &o, &e, &err) == -1);
     cr_assert(strstr(err.msg, "n_heads 4 is not a multiple of n_kv_heads 3"), "%s", err.msg);
-    t->m.cfg.n_kv_heads = TKV;
+    t->cfg.n_kv_heads = TKV;
     o.device = SS_DEVICE_CPU;
-    cr_assert(ss_engine_create(&t->m, &o, &e, &err) == 0, "%s", err.msg);
+    cr_assert(ss_engine_create(t, &o, &e, &err) == 0, "%s", err.msg);
     ss_engine_free(e);
-    tmodel_free(t);
+    ss_model_free(t);
 }
 
 Test(engine_cpu, names)

@@ -68,10 +68,9 @@ static void random_vec(float *v, int d, uint64_t seed)
 
 Test(steer, strength_zero_is_bit_identical)
 {
-    tiny_model tm;
-    tiny_model_init(&tm, 1);
-    ss_engine *e = make_engine(&tm.m);
-    int V = tm.m.cfg.vocab_size, d = tm.m.cfg.d_model, L = tm.m.cfg.n_layers;
+    ss_model *tm = tiny_model_new(1);
+    ss_engine *e = make_engine(tm);
+    int V = tm->cfg.vocab_size, d = tm->cfg.d_model, L = tm->cfg.n_layers;
     int32_t tok[T_TOK] = {1, 5, 9, 33, 2, 60, 7};
     float *a = malloc(sizeof(float) * V), *b = malloc(sizeof(float) * V), v[64];
     run(e, NULL, tok, T_TOK, a, NULL);
@@ -87,15 +86,14 @@ Test(steer, strength_zero_is_bit_identical)
     free(a);
     free(b);
     ss_engine_free(e);
-    tiny_model_free(&tm);
+    ss_model_free(tm);
 }
 
 Test(steer, add_moves_exactly_the_steered_layer_and_positions)
 {
-    tiny_model tm;
-    tiny_model_init(&tm, 2);
-    ss_engine *e = make_engine(&tm.m);
-    int V = tm.m.cfg.vocab_size, d = tm.m.cfg.d_model, L = tm.m.cfg.n_layers;
+    ss_model *tm = tiny_model_new(2);
+    ss_engine *e = make_engine(tm);
+    int V = tm->cfg.vocab_size, d = tm->cfg.d_model, L = tm->cfg.n_layers;
     int32_t tok[T_TOK] = {4, 8, 15, 16, 23, 42, 3};
     float *logits = malloc(sizeof(float) * V), v[64];
     grab base = {calloc((size_t)L * T_TOK * d, sizeof(float)), d, L};
@@ -132,15 +130,14 @@ Test(steer, add_moves_exactly_the_steered_layer_and_positions)
     free(st.h);
     free(logits);
     ss_engine_free(e);
-    tiny_model_free(&tm);
+    ss_model_free(tm);
 }
 
 Test(steer, ablation_leaves_activation_orthogonal)
 {
-    tiny_model tm;
-    tiny_model_init(&tm, 3);
-    ss_engine *e = make_engine(&tm.m);
-    int V = tm.m.cfg.vocab_size, d = tm.m.cfg.d_model, L = tm.m.cfg.n_layers;
+    ss_model *tm = tiny_model_new(3);
+    ss_engine *e = make_engine(tm);
+    int V = tm->cfg.vocab_size, d = tm->cfg.d_model, L = tm->cfg.n_layers;
     int32_t tok[T_TOK] = {9, 9, 1, 2, 3, 50, 51};
     float *logits = malloc(sizeof(float) * V), v[64];
     grab st = {calloc((size_t)L * T_TOK * d, sizeof(float)), d, L};
@@ -174,7 +171,7 @@ Test(steer, ablation_leaves_activation_orthogonal)
     free(st.h);
     free(logits);
     ss_engine_free(e);
-    tiny_model_free(&tm);
+    ss_model_free(tm);
 }
 
 Test(steer, plan_compile_rules)

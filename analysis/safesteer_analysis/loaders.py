@@ -329,7 +329,8 @@ class Bench:
     path: pathlib.Path
     raw: dict
     decode: pd.DataFrame        # one row per (batch, graphs)
-    steering: dict              # none_ms, one_layer_ms, all_layers_ms, overhead_*_pct
+    steering: pd.DataFrame      # one row per batch: none_ms, one_layer_ms, all_layers_ms,
+                                # one_layer_overhead_pct, all_layers_overhead_pct
 
     @property
     def model(self) -> str:
@@ -357,12 +358,16 @@ def load_bench(path) -> Bench:
     for key in schema.BENCH_DECODE_FIELDS:
         if key not in decode.columns:
             raise FormatError(path, "key", f"decode[].{key} missing", "a safesteer bench JSON")
-    steering = dict(raw["steering"])
-    for key in schema.BENCH_STEERING_FIELDS:
-        if key not in steering:
-            raise FormatError(path, "key", f"steering.{key} missing", "a safesteer bench JSON")
-    base = steering["none_ms"]
+    # one object (first bench version: batch 1) or a list with one per batch
+    rows = raw["steering"] if isinstance(raw["steering"], list) else [raw["steering"]]
+    for i, row in enumerate(rows):
+        for key in schema.BENCH_STEERING_FIELDS:
+            if key not in row:
+                where = f"steering[{i}].{key}" if isinstance(raw["steering"], list) else \
+                    f"steering.{key}"
+                raise FormatError(path, "key", f"{where} missing", "a safesteer bench JSON")
+    steering = pd.DataFrame([{"batch": 1, **row} for row in rows])
+    base = steering["none_ms"].where(steering["none_ms"] > 0)
     for key in ("one_layer_ms", "all_layers_ms"):
-        steering[key.replace("_ms", "_overhead_pct")] = (100.0 * (steering[key] - base) / base
-                                                         if base > 0 else float("nan"))
+        steering[key.replace("_ms", "_overhead_pct")] = 100.0 * (steering[key] - base) / base
     return Bench(path, raw, decode, steering)

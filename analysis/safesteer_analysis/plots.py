@@ -279,20 +279,22 @@ def bench_throughput(benches) -> Figure:
 
 def bench_steering(benches) -> Figure:
     """Decode step time without steering, steering one layer and all layers,
-    with the overhead in percent above each bar."""
-    fig = _figure(2.2 + 2.4 * len(benches), 4.2)
+    per bench file and batch size, with the overhead in percent above each bar."""
+    groups = [(b, row) for b in benches for _, row in b.steering.iterrows()]
+    fig = _figure(2.2 + 2.4 * len(groups), 4.2)
     ax = fig.subplots()
     keys = (("none_ms", "none"), ("one_layer_ms", "one layer"), ("all_layers_ms", "all layers"))
     width = 0.8 / len(keys)
     for k, (key, label) in enumerate(keys):
-        xs = np.arange(len(benches)) + (k - 1) * width
-        vals = [b.steering[key] for b in benches]
-        bars = ax.bar(xs, vals, width, label=label, color=f"C{k}")
+        xs = np.arange(len(groups)) + (k - 1) * width
+        bars = ax.bar(xs, [row[key] for _, row in groups], width, label=label, color=f"C{k}")
         if key != "none_ms":
-            pct = [b.steering[key.replace("_ms", "_overhead_pct")] for b in benches]
+            pct = [row[key.replace("_ms", "_overhead_pct")] for _, row in groups]
             ax.bar_label(bars, [f"{p:+.1f}%" for p in pct], fontsize=7)
-    ax.set_xticks(range(len(benches)), [f"{b.model}\n{b.device}" for b in benches], fontsize=7)
-    ax.set_ylabel("decode step ms (batch 1)")
+    ax.set_xticks(range(len(groups)),
+                  [f"{b.model}\n{b.device}\nbatch {int(row['batch'])}" for b, row in groups],
+                  fontsize=7)
+    ax.set_ylabel("decode step ms")
     ax.set_title("steering overhead")
     ax.legend(fontsize=7)
     return fig

@@ -69,99 +69,20 @@ static void ss_bench_usage(FILE *f)
 
 /* ---------------------------------------------------------------- synthetic model */
 
-typedef struct {
-    ss_model m;
-    void **blobs;       /* host weight buffers (CPU device only) */
-    int n_blobs;
-} ss_bench_model;
-
-static int ss_bench_tensor(ss_bench_model *b, int host, ss_tensor *t, const char *name,
-                           int64_t in, int64_t out, float offset, float scale, uint64_t *rng,
-                           ss_error *err)
-{
-    memset(t, 0, sizeof *t);
-    snprintf(t->name, sizeof t->name, "%s", name);
-    t->type = SS_TYPE_BF16;
-    t->n_dims = out > 1 ? 2 : 1;
-    t->dims[0] = in;
-    t->dims[1] = out;
-    t->dims[2] = t->dims[3] = 1;
-    t->nbytes = (size_t)(in * out) * 2;
-    if (!host)
-        return 0; /* the CUDA engine draws synthetic weights on the GPU */
-    uint16_t *p = ss_malloc(t->nbytes, err);
-    if (!p)
-        return ss_fail_context(err, "synthetic tensor %s", name);
-    for (int64_t i = 0; i < in * out; i++) {
-        *rng ^= *rng << 13;
-        *rng ^= *rng >> 7;
-        *rng ^= *rng << 17;
-        float u = (float)(*rng >> 40) * (2.0f / 16777216.0f) - 1.0f;
-        p[i] = ss_f32_to_bf16(offset + scale * u);
-    }
-    b->blobs[b->n_blobs++] = p;
-    t->data = p;
-    return 0;
-}
-
-static void ss_bench_model_free(ss_bench_model *b)
-{
-    if (!b)
-        return;
-    for (int i = 0; i < b->n_blobs; i++)
-        free(b->blobs[i]);
-    free(b->blobs);
-    free(b->m.layers);
-    free(b);
-}
-
-/* host: weights in host memory (CPU engine); else shapes only, path
- * "synthetic:seed=N" tells the CUDA engine to draw them. */
+/* host: bf16-exact random weights in host memory (CPU engine), projections
+ * scaled by 1/sqrt(fan_in); else shapes only, and the CUDA engine draws the
+ * same distributions on the GPU from the path "synthetic:seed=N". */
 static int ss_bench_model_new(const ss_config *cfg, const char *name, int host, uint64_t seed,
-                              ss_bench_model **out, ss_error *err)
+                              ss_model **out, ss_error *err)
 {
-    ss_bench_model *b = ss_calloc(1, sizeof *b, err);
-    if (!b)
-        return -1;
-    b->m.cfg = *cfg;
-    snprintf(b->m.path, sizeof b->m.path, "synthetic:seed=%llu", (unsigned long long)seed);
-    snprintf(b->m.name, sizeof b->m.name, "%s (synthetic)", name);
-    int L = cfg->n_layers;
-    b->blobs = ss_calloc((size_t)L * 9 + 4, sizeof *b->blobs, err);
-    b->m.layers = ss_calloc((size_t)L, sizeof *b->m.layers, err);
-    if (!b->blobs || !b->m.layers) {
-        ss_bench_model_free(b);
-        return -1;
-    }
-    int64_t d = cfg->d_model, qd = (int64_t)cfg->n_heads * cfg->head_dim;
-    int64_t kvd = (int64_t)cfg->n_kv_heads * cfg->head_dim, ff = cfg->d_ff, V = cfg->vocab_size;
-    float sd = 1.0f / sqrtf((float)d);
-    uint64_t rng = seed * 0x9e3779b97f4a7c15ull + 1;
-    int rc = ss_bench_tensor(b, host, &b->m.tok_embd, "token_embd", d, V, 0, 1, &rng, err) ||
-             ss_bench_tensor(b, host, &b->m.output_norm, "output_norm", d, 1, 1, 0.1f, &rng, err);
-    if (!rc && !cfg->tied_embeddings)
-        rc = ss_bench_tensor(b, host, &b->m.output, "output", d, V, 0, sd, &rng, err);
-    else
-        b->m.output = b->m.tok_embd;
-    for (int l = 0; !rc && l < L; l++) {
-        ss_layer_weights *w = &b->m.layers[l];
-        rc = ss_bench_tensor(b, host, &w->attn_norm, "attn_norm", d, 1, 1, 0.1f, &rng, err) ||
-             ss_bench_tensor(b, host, &w->wq, "attn_q", d, qd, 0, sd, &rng, err) ||
-             ss_bench_tensor(b, host, &w->wk, "attn_k", d, kvd, 0, sd, &rng, err) ||
-             ss_bench_tensor(b, host, &w->wv, "attn_v", d, kvd, 0, sd, &rng, err) ||
-             ss_bench_tensor(b, host, &w->wo, "attn_output", qd, d, 0, 1.0f / sqrtf((float)qd),
-                             &rng, err) ||
-             ss_bench_tensor(b, host, &w->ffn_norm, "ffn_norm", d, 1, 1, 0.1f, &rng, err) ||
-             ss_bench_tensor(b, host, &w->w_gate, "ffn_gate", d, ff, 0, sd, &rng, err) ||
-             ss_bench_tensor(b, host, &w->w_up, "ffn_up", d, ff, 0, sd, &rng, err) ||
-             ss_bench_tensor(b, host, &w->w_down, "ffn_down", ff, d, 0, 1.0f / sqrtf((float)ff),
-                             &rng, err);
-    }
-    if (rc) {
-        ss_bench_model_free(b);
-        return -1;
-    }
-    *out = b;
+    float sd = 1.0f / sqrtf((float)cfg->d_model);
+    const ss_random_scales s = {.embd = 1.0f, .output = sd, .norm = 0.1f, .wq = sd, .wk = sd,
+                                .wv = sd, .wo = 1.0f / sqrtf((float)cfg->n_heads * cfg->head_dim),
+                                .w_gate = sd, .w_up = sd,
+                                .w_down = 1.0f / sqrtf((float)cfg->d_ff), .bf16_exact = 1};
+    if (ss_model_random(cfg, host ? &s : NULL, seed, out, err))
+        return ss_fail_context(err, "synthetic %s", name);
+    snprintf((*out)->name, sizeof (*out)->name, "%s (synthetic)", name);
     return 0;
 }
 
@@ -758,7 +679,7 @@ int ss_cmd_bench(int argc, char **argv)
         return ss_cli_error("bench", SS_EXIT_USAGE, err.msg);
     const ss_config *cfg = NULL;
     ss_model *file_model = NULL;
-    ss_bench_model *syn = NULL;
+    ss_model *syn = NULL;
     if (o.shape) {
         for (size_t i = 0; i < SS_BENCH_N_SHAPES; i++)
             if (!strcmp(o.shape, ss_bench_shapes[i].name))
@@ -783,7 +704,7 @@ int ss_cmd_bench(int argc, char **argv)
     if (o.shape) {
         if (ss_bench_model_new(cfg, o.shape, o.device == SS_DEVICE_CPU, o.seed, &syn, &err))
             goto fail;
-        m = &syn->m;
+        m = syn;
     } else {
         if (ss_model_load(o.model, &file_model, &err))
             goto fail;
@@ -893,7 +814,7 @@ done:
 #endif
     ss_engine_free(c.e);
     free(c.tokens), free(c.next), free(c.logits), free(c.slots), free(c.lens), free(c.ones);
-    ss_bench_model_free(syn);
+    ss_model_free(syn);
     ss_model_free(file_model);
     return code;
 }

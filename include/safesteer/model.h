@@ -164,12 +164,31 @@ typedef struct ss_model {
     char *chat_template;       /* template string or NULL */
     ss_gguf *gguf;             /* set for GGUF models (tokenizer metadata) */
     struct ss_hf_folder *hf;   /* set for HF folders (safetensors shards) */
+    float *random_data;        /* every tensor's values, for ss_model_random */
 } ss_model;
 
 /* Loads a GGUF file or a Hugging Face folder (config.json +
  * model.safetensors or model.safetensors.index.json). */
 int ss_model_load(const char *path, ss_model **out, ss_error *err);
 void ss_model_free(ss_model *m);
+/* Value ranges of ss_model_random: norms are 1 + norm * U(-1, 1), every
+ * other tensor scale * U(-1, 1). */
+typedef struct {
+    float embd, output, norm;     /* token_embd, untied output, all norms */
+    float wq, wk, wv, wo;         /* attention projections */
+    float w_gate, w_up, w_down;   /* MLP */
+    int bf16_exact;               /* round values to bf16 (still stored as F32) */
+} ss_random_scales;
+
+/* A Llama model of shape cfg held in memory, path "synthetic:seed=SEED".
+ * s non-NULL: F32 tensors drawn from a xorshift64 stream seeded by seed, in
+ * the order token_embd, output_norm, output (untied only), then per layer
+ * attn_norm, wq, wk, wv, wo, ffn_norm, w_gate, w_up, w_down.  s NULL: tensor
+ * shapes only, data NULL (the CUDA engine draws such weights itself).
+ * Freed by ss_model_free. */
+int ss_model_random(const ss_config *cfg, const ss_random_scales *s, uint64_t seed,
+                    ss_model **out, ss_error *err);
+
 /* Total parameters counted from the tensors (tied output counted once). */
 int64_t ss_model_param_count(const ss_model *m);
 

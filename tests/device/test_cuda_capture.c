@@ -145,11 +145,10 @@ static void compare(const ss_model *m, const int32_t *tok, int layer, double tol
 Test(cuda_capture, tiny_model_cpu_cuda_agree, .timeout = 120)
 {
     need_cuda();
-    tiny_model tm;
-    tiny_model_init_dims(&tm, 21, 128, 64);
+    ss_model *tm = tiny_model_new_dims(21, 128, 64);
     int32_t tok[T_TOK] = {1, 2, 3, 40, 41, 42, 7, 8, 63};
-    compare(&tm.m, tok, 2, 3e-2);
-    tiny_model_free(&tm);
+    compare(tm, tok, 2, 3e-2);
+    ss_model_free(tm);
 }
 
 Test(cuda_capture, default_model_cpu_cuda_agree, .timeout = 300)
@@ -190,8 +189,7 @@ static int enc(void *user, int i, int32_t **ids, int *n_ids, int *n_prompt, ss_e
 Test(cuda_capture, capture_files_agree, .timeout = 120)
 {
     need_cuda();
-    tiny_model tm;
-    tiny_model_init_dims(&tm, 22, 128, 64);
+    ss_model *tm = tiny_model_new_dims(22, 128, 64);
     static const char *txt[6] = {"a", "b", "c", "d", "e", "f"};
     static const int layers[] = {0, 1, 3};
     char dir[] = "/tmp/ss_cuda_cap_XXXXXX";
@@ -205,7 +203,7 @@ Test(cuda_capture, capture_files_agree, .timeout = 120)
         eo.max_ctx = 32;
         ss_engine *e;
         ss_error err = {{0}};
-        cr_assert_eq(ss_engine_create(&tm.m, &eo, &e, &err), 0, "%s", err.msg);
+        cr_assert_eq(ss_engine_create(tm, &eo, &e, &err), 0, "%s", err.msg);
         ss_capture_source src = {.n = 6, .text = txt, .id = txt, .category = txt, .label = txt,
                                  .encode = enc};
         ss_capture_opts o;
@@ -219,9 +217,9 @@ Test(cuda_capture, capture_files_agree, .timeout = 120)
         cr_assert_eq(ss_capture_load(path, 0, &out[dev], &err), 0, "%s", err.msg);
         ss_engine_free(e);
     }
-    size_t n = (size_t)6 * 3 * tm.m.cfg.d_model;
+    size_t n = (size_t)6 * 3 * tm->cfg.d_model;
     cr_assert_leq(rel_err(out[1].acts, out[0].acts, n), 3e-2);
     ss_capture_data_free(&out[0]);
     ss_capture_data_free(&out[1]);
-    tiny_model_free(&tm);
+    ss_model_free(tm);
 }

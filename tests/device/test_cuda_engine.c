@@ -47,85 +47,31 @@ static float frand(void)
 
 /* ---------------------------------------------------------------- random model */
 
-typedef struct {
-    ss_model m;
-    float *blobs[256];
-    int n_blobs;
-} rand_model;
-
-static void rand_tensor(rand_model *r, ss_tensor *t, const char *name, int64_t in, int64_t out,
-                        float offset, float scale)
+/* 4 layers, d 256, head_dim 64; weights bf16-exact so both engines hold
+ * identical values; projections scaled by 1/sqrt(fan_in) (Q and K twice
+ * that, for peaked attention).  Free with ss_model_free. */
+static ss_model *rand_model_new(int tied)
 {
-    float *p = malloc((size_t)(in * out) * sizeof *p);
-    cr_assert(p);
-    uint16_t b;
-    for (int64_t i = 0; i < in * out; i++) { /* bf16-exact values */
-        b = ss_f32_to_bf16(offset + scale * frand());
-        p[i] = ss_bf16_to_f32(b);
-    }
-    r->blobs[r->n_blobs++] = p;
-    memset(t, 0, sizeof *t);
-    snprintf(t->name, sizeof t->name, "%s", name);
-    t->type = SS_TYPE_F32;
-    t->n_dims = out > 1 ? 2 : 1;
-    t->dims[0] = in;
-    t->dims[1] = out;
-    t->dims[2] = t->dims[3] = 1;
-    t->data = p;
-    t->nbytes = (size_t)(in * out) * sizeof(float);
-}
-
-static rand_model *rand_model_new(int tied)
-{
-    rand_model *r = calloc(1, sizeof *r);
-    cr_assert(r);
-    ss_config *c = &r->m.cfg;
-    c->n_layers = 4;
-    c->d_model = 256;
-    c->n_heads = 4;
-    c->n_kv_heads = 2;
-    c->head_dim = 64;
-    c->d_ff = 512;
-    c->vocab_size = 600;
-    c->max_ctx = 512;
-    c->rms_eps = 1e-5f;
-    c->rope_theta = 10000.0f;
-    c->rope_neox = 0;
-    c->tied_embeddings = tied;
-    snprintf(r->m.path, sizeof r->m.path, "random-test-model");
-    snprintf(r->m.name, sizeof r->m.name, "random");
-    int d = c->d_model, qd = c->n_heads * c->head_dim, kvd = c->n_kv_heads * c->head_dim;
-    int ff = c->d_ff;
-    rand_tensor(r, &r->m.tok_embd, "token_embd.weight", d, c->vocab_size, 0.0f, 1.0f);
-    rand_tensor(r, &r->m.output_norm, "output_norm.weight", d, 1, 1.0f, 0.1f);
-    if (tied)
-        r->m.output = r->m.tok_embd;
-    else
-        rand_tensor(r, &r->m.output, "output.weight", d, c->vocab_size, 0.0f, 0.1f);
-    r->m.layers = calloc((size_t)c->n_layers, sizeof *r->m.layers);
-    cr_assert(r->m.layers);
-    float sd = 1.0f / sqrtf((float)d);
-    for (int l = 0; l < c->n_layers; l++) {
-        ss_layer_weights *w = &r->m.layers[l];
-        rand_tensor(r, &w->attn_norm, "attn_norm", d, 1, 1.0f, 0.1f);
-        rand_tensor(r, &w->wq, "attn_q", d, qd, 0.0f, 2.0f * sd);
-        rand_tensor(r, &w->wk, "attn_k", d, kvd, 0.0f, 2.0f * sd);
-        rand_tensor(r, &w->wv, "attn_v", d, kvd, 0.0f, sd);
-        rand_tensor(r, &w->wo, "attn_output", qd, d, 0.0f, sd);
-        rand_tensor(r, &w->ffn_norm, "ffn_norm", d, 1, 1.0f, 0.1f);
-        rand_tensor(r, &w->w_gate, "ffn_gate", d, ff, 0.0f, sd);
-        rand_tensor(r, &w->w_up, "ffn_up", d, ff, 0.0f, sd);
-        rand_tensor(r, &w->w_down, "ffn_down", ff, d, 0.0f, 1.0f / sqrtf((float)ff));
-    }
-    return r;
-}
-
-static void rand_model_free(rand_model *r)
-{
-    for (int i = 0; i < r->n_blobs; i++)
-        free(r->blobs[i]);
-    free(r->m.layers);
-    free(r);
+    ss_config c = {0};
+    c.n_layers = 4;
+    c.d_model = 256;
+    c.n_heads = 4;
+    c.n_kv_heads = 2;
+    c.head_dim = 64;
+    c.d_ff = 512;
+    c.vocab_size = 600;
+    c.max_ctx = 512;
+    c.rms_eps = 1e-5f;
+    c.rope_theta = 10000.0f;
+    c.tied_embeddings = tied;
+    float sd = 1.0f / sqrtf((float)c.d_model);
+    const ss_random_scales s = {.embd = 1.0f, .output = 0.1f, .norm = 0.1f, .wq = 2.0f * sd,
+                                .wk = 2.0f * sd, .wv = sd, .wo = sd, .w_gate = sd, .w_up = sd,
+                                .w_down = 1.0f / sqrtf((float)c.d_ff), .bf16_exact = 1};
+    ss_model *m = NULL;
+    ss_error err;
+    cr_assert_eq(ss_model_random(&c, &s, 1, &m, &err), 0, "random model: %s", err.msg);
+    return m;
 }
 
 static ss_engine *engine_on(const ss_model *m, int device, int max_seqs)
@@ -222,8 +168,8 @@ Test(cuda_engine, random_model_greedy_matches_cpu)
 {
     skip_without_gpu();
     for (int tied = 0; tied < 2; tied++) {
-        rand_model *r = rand_model_new(tied);
-        ss_engine *gpu = engine_on(&r->m, SS_DEVICE_CUDA, 5), *cpu = engine_on(&r->m, SS_DEVICE_CPU, 5);
+        ss_model *r = rand_model_new(tied);
+        ss_engine *gpu = engine_on(r, SS_DEVICE_CUDA, 5), *cpu = engine_on(r, SS_DEVICE_CPU, 5);
         int lens[5] = {7, 40, 1, 23, 130};
         int32_t *prompts[5];
         for (int i = 0; i < 5; i++) {
@@ -237,21 +183,21 @@ Test(cuda_engine, random_model_greedy_matches_cpu)
             free(prompts[i]);
         ss_engine_free(gpu);
         ss_engine_free(cpu);
-        rand_model_free(r);
+        ss_model_free(r);
     }
 }
 
 Test(cuda_engine, all_logits_and_chunked_prefill_match_cpu)
 {
     skip_without_gpu();
-    rand_model *r = rand_model_new(1);
-    ss_engine *gpu = engine_on(&r->m, SS_DEVICE_CUDA, 3), *cpu = engine_on(&r->m, SS_DEVICE_CPU, 3);
+    ss_model *r = rand_model_new(1);
+    ss_engine *gpu = engine_on(r, SS_DEVICE_CUDA, 3), *cpu = engine_on(r, SS_DEVICE_CPU, 3);
     /* 700 rows: more than one GPU chunk (512) and more than one lm-head piece */
     int lens[3] = {250, 200, 250}, slots[3] = {2, 0, 1}, total = 700;
     int32_t *tok = malloc((size_t)total * sizeof *tok);
     for (int i = 0; i < total; i++)
         tok[i] = (int32_t)((frand() + 1.0f) * 299.0f);
-    int V = r->m.cfg.vocab_size;
+    int V = r->cfg.vocab_size;
     float *lg = malloc((size_t)total * V * 4), *lc = malloc((size_t)total * V * 4);
     ss_error err;
     ss_batch b = {3, slots, lens, tok, 1};
@@ -264,7 +210,7 @@ Test(cuda_engine, all_logits_and_chunked_prefill_match_cpu)
     free(tok), free(lg), free(lc);
     ss_engine_free(gpu);
     ss_engine_free(cpu);
-    rand_model_free(r);
+    ss_model_free(r);
 }
 
 static void set_steer(ss_engine *e, int slot, int site, int op, const float *alpha,
@@ -288,10 +234,10 @@ static void run_prompt(ss_engine *e, const int32_t *tok, int n, float *logits)
 Test(cuda_engine, steering_zero_identical_and_steered_matches_cpu)
 {
     skip_without_gpu();
-    rand_model *r = rand_model_new(1);
-    const ss_config *c = &r->m.cfg;
+    ss_model *r = rand_model_new(1);
+    const ss_config *c = &r->cfg;
     int L = c->n_layers, d = c->d_model, V = c->vocab_size, n = 30;
-    ss_engine *gpu = engine_on(&r->m, SS_DEVICE_CUDA, 2), *cpu = engine_on(&r->m, SS_DEVICE_CPU, 2);
+    ss_engine *gpu = engine_on(r, SS_DEVICE_CUDA, 2), *cpu = engine_on(r, SS_DEVICE_CPU, 2);
     int32_t tok[30];
     for (int i = 0; i < n; i++)
         tok[i] = (int32_t)((frand() + 1.0f) * 299.0f);
@@ -337,7 +283,7 @@ Test(cuda_engine, steering_zero_identical_and_steered_matches_cpu)
     free(alpha), free(vec), free(none), free(zero), free(sg), free(sc);
     ss_engine_free(gpu);
     ss_engine_free(cpu);
-    rand_model_free(r);
+    ss_model_free(r);
 }
 
 typedef struct {
@@ -357,9 +303,9 @@ static void cap_fn(void *user, int slot, int site, int layer, int pos, const flo
 Test(cuda_engine, capture_matches_cpu)
 {
     skip_without_gpu();
-    rand_model *r = rand_model_new(1);
-    int L = r->m.cfg.n_layers, d = r->m.cfg.d_model, V = r->m.cfg.vocab_size, n = 12;
-    ss_engine *gpu = engine_on(&r->m, SS_DEVICE_CUDA, 1), *cpu = engine_on(&r->m, SS_DEVICE_CPU, 1);
+    ss_model *r = rand_model_new(1);
+    int L = r->cfg.n_layers, d = r->cfg.d_model, V = r->cfg.vocab_size, n = 12;
+    ss_engine *gpu = engine_on(r, SS_DEVICE_CUDA, 1), *cpu = engine_on(r, SS_DEVICE_CPU, 1);
     int32_t tok[12];
     for (int i = 0; i < n; i++)
         tok[i] = (int32_t)((frand() + 1.0f) * 299.0f);
@@ -382,15 +328,15 @@ Test(cuda_engine, capture_matches_cpu)
     free(lg);
     ss_engine_free(gpu);
     ss_engine_free(cpu);
-    rand_model_free(r);
+    ss_model_free(r);
 }
 
 Test(cuda_engine, graph_decode_bit_identical)
 {
     skip_without_gpu();
-    rand_model *r = rand_model_new(0);
-    int V = r->m.cfg.vocab_size, L = r->m.cfg.n_layers, d = r->m.cfg.d_model;
-    ss_engine *e = engine_on(&r->m, SS_DEVICE_CUDA, 3);
+    ss_model *r = rand_model_new(0);
+    int V = r->cfg.vocab_size, L = r->cfg.n_layers, d = r->cfg.d_model;
+    ss_engine *e = engine_on(r, SS_DEVICE_CUDA, 3);
     int lens[3] = {5, 17, 9}, slots[3] = {0, 1, 2}, ones[3] = {1, 1, 1};
     int32_t tok[31];
     for (int i = 0; i < 31; i++)
@@ -455,7 +401,7 @@ Test(cuda_engine, graph_decode_bit_identical)
     free(lg);
     free(ref), free(got), free(alpha), free(vec);
     ss_engine_free(e);
-    rand_model_free(r);
+    ss_model_free(r);
 }
 
 Test(cuda_engine, default_model_greedy_matches_cpu)

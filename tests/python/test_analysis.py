@@ -1,5 +1,5 @@
 """analysis/safesteer_analysis: every loader on files the C binary writes in
-this test run (capture, vectors, cluster; sweep once the command exists) and
+this test run (capture, vectors, cluster, a tiny sweep) and
 on synthetic h5py files; every plot rendered to PNG; the HTML report; the
 walkthrough notebook executed top to bottom with nbclient."""
 import json
@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from conftest import REPO, run_safesteer
+from test_sweep import write_cfg
 
 sys.path.insert(0, str(REPO / "analysis"))  # importable without `pip install ./analysis`
 import safesteer_analysis as sa  # noqa: E402
@@ -22,10 +23,6 @@ DEMO = REPO / "data" / "demo_prompts.jsonl"
 NOTEBOOK = REPO / "analysis" / "notebooks" / "walkthrough.ipynb"
 BENCH_JSON = sorted((REPO / "docs" / "bench").glob("*.json"))
 LAYERS = [5, 10, 20]
-# Where `safesteer sweep` finds a tiny config once it lands; adjust with the sweep.
-SWEEP_CONFIGS = [os.environ.get("SAFESTEER_SWEEP_CONFIG", ""),
-                 REPO / "experiments" / "tiny.yaml", REPO / "experiments" / "sweep-tiny.yaml"]
-
 
 # -- files written by the C binary -----------------------------------------
 
@@ -75,15 +72,9 @@ def c_clusters(safesteer_bin, c_capture, c_dir):
 
 @pytest.fixture(scope="session")
 def c_sweep(safesteer_bin, default_model, c_dir):
-    probe = run_safesteer(safesteer_bin, "sweep", "--help", check=False)
-    if probe.returncode != 0:
-        pytest.skip(f"`safesteer sweep` is not available yet ({probe.stderr.strip().splitlines()[0] if probe.stderr.strip() else probe.returncode})")
-    config = next((pathlib.Path(c) for c in SWEEP_CONFIGS if c and pathlib.Path(c).exists()), None)
-    if config is None:
-        pytest.skip("no tiny sweep config (set SAFESTEER_SWEEP_CONFIG or add experiments/tiny.yaml)")
     out = c_dir / "sweep"
-    run_safesteer(safesteer_bin, "sweep", "--config", config, "--model", default_model,
-                  "--out", out)
+    run_safesteer(safesteer_bin, "sweep", write_cfg(c_dir), "--model", default_model, "--out",
+                  out, "--threads", 2, "--quiet")
     return out
 
 
@@ -178,9 +169,12 @@ def test_bench_loader_on_c_bench_json(path):
     raw = json.loads(path.read_text())
     assert b.model == raw["model"] and len(b.decode) == len(raw["decode"])
     assert set(b.decode["batch"]) == {r["batch"] for r in raw["decode"]}
-    s = raw["steering"]
-    want = 100 * (s["all_layers_ms"] - s["none_ms"]) / s["none_ms"]
-    assert b.steering["all_layers_overhead_pct"] == pytest.approx(want)
+    rows = raw["steering"] if isinstance(raw["steering"], list) else [raw["steering"]]
+    assert len(b.steering) == len(rows)
+    for got, s in zip(b.steering.to_dict("records"), rows):
+        want = 100 * (s["all_layers_ms"] - s["none_ms"]) / s["none_ms"]
+        assert got["all_layers_overhead_pct"] == pytest.approx(want)
+        assert got["batch"] == s.get("batch", 1)
 
 
 # -- loaders on synthetic files and their errors ----------------------------
@@ -242,11 +236,13 @@ def test_loaders_reject_wrong_files(synth, tmp_path):
     bad.write_text('{"cell_id": 0, "response": "x"}\n{oops\n')
     with pytest.raises(sa.FormatError, match="line 2"):
         sa.load_generations(bad)
-    bench = json.loads(BENCH_JSON[0].read_text())
-    del bench["steering"]["none_ms"]
-    (tmp_path / "b.json").write_text(json.dumps(bench))
-    with pytest.raises(sa.FormatError, match="steering.none_ms missing"):
-        sa.load_bench(tmp_path / "b.json")
+    for path in BENCH_JSON:
+        bench = json.loads(path.read_text())
+        steering = bench["steering"]
+        del (steering[-1] if isinstance(steering, list) else steering)["none_ms"]
+        (tmp_path / "b.json").write_text(json.dumps(bench))
+        with pytest.raises(sa.FormatError, match=r"steering(\[\d+\])?\.none_ms missing"):
+            sa.load_bench(tmp_path / "b.json")
 
 
 # -- plots ------------------------------------------------------------------
