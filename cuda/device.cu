@@ -66,6 +66,19 @@ extern "C" int ss_cuda_ctx_create(int gpu, ss_cuda_ctx **out, ss_error *err)
     c->workspace_bytes = 32u << 20;
     c->matvec = SS_CUDA_DEFAULT_MM_PATH;
     c->matvec_max_rows = SS_CUDA_DEFAULT_MM_MAX_ROWS;
+    /* SAFESTEER_CUDA_MATMUL=v1|v2|cublas pins the small-batch matmul path
+     * (the variants the bench times side by side). */
+    const char *mm = getenv("SAFESTEER_CUDA_MATMUL");
+    if (mm && !strcmp(mm, "v1")) {
+        c->matvec = SS_CUDA_MM_V1;
+        c->matvec_max_rows = SS_CUDA_MATVEC_MAX_ROWS;
+    } else if (mm && !strcmp(mm, "v2")) {
+        c->matvec = SS_CUDA_MM_V2;
+        c->matvec_max_rows = SS_CUDA_MMA_MAX_ROWS;
+    } else if (mm && !strcmp(mm, "cublas")) {
+        c->matvec = SS_CUDA_MM_CUBLAS;
+        c->matvec_max_rows = 0;
+    }
     c->residual = 2;
     c->attention = 2;
     c->rope = 2;

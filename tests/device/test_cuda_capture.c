@@ -105,6 +105,7 @@ static void compare(const ss_model *m, const int32_t *tok, int layer, double tol
     for (int l = 0; l < L; l++) {
         double e = rel_err(gg.h + (size_t)l * T_TOK * d, gc.h + (size_t)l * T_TOK * d,
                            (size_t)T_TOK * d);
+        fprintf(stderr, "capture layer %d: CUDA vs CPU relative L2 error %.4g\n", l, e);
         cr_assert_leq(e, tol, "capture layer %d: CUDA vs CPU relative error %g", l, e);
     }
     cr_assert_leq(rel_err(lg, lc, V), tol, "unsteered logits differ");
