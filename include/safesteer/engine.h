@@ -133,7 +133,8 @@ struct ss_engine {
 };
 
 int ss_engine_cpu_create(ss_engine *e, const ss_engine_opts *o, ss_error *err);
-/* Defined in cuda/ when built with CUDA, else a stub that reports why. */
+/* Defined in cuda/ when built with CUDA; otherwise host/engine_nocuda.c
+ * returns an error saying the build has no CUDA. */
 int ss_engine_cuda_create(ss_engine *e, const ss_engine_opts *o, ss_error *err);
 
 /* Shared by backends: validates a batch against slots, context, vocab. */
