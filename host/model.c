@@ -430,3 +430,18 @@ int64_t ss_model_param_count(const ss_model *m)
     }
     return n;
 }
+
+const char *ss_default_model_path(void)
+{
+    static char path[1024];
+    const char *env = getenv("SAFESTEER_MODEL");
+    if (env && *env)
+        return env;
+    const char *cache = getenv("SAFESTEER_CACHE");
+    if (cache && *cache)
+        snprintf(path, sizeof path, "%s/models/SmolLM2-135M-Instruct.Q4_1.gguf", cache);
+    else
+        snprintf(path, sizeof path, "%s/.cache/safesteer/models/SmolLM2-135M-Instruct.Q4_1.gguf",
+                 getenv("HOME") ? getenv("HOME") : ".");
+    return path;
+}

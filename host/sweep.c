@@ -813,11 +813,38 @@ static int write_record(FILE *f, sweep *s, const cell *cl, int cell_id, int j,
     return rc ? ss_fail(err, "writing generations.jsonl failed") : 0;
 }
 
-/* Judges n responses on the judge engine: verdict[n], out[n] malloc'd. */
+/* Appends the tokens of text to ids[*n] (reallocated). */
+static int append_text_tokens(const ss_tokenizer *t, const char *text, int32_t **ids, int *n,
+                              ss_error *err)
+{
+    int32_t *more;
+    int n_more;
+    if (ss_tokenize(t, text, strlen(text), 0, &more, &n_more, err) < 0)
+        return -1;
+    int32_t *p = realloc(*ids, sizeof(int32_t) * (size_t)(*n + n_more));
+    if (!p) {
+        free(more);
+        return ss_fail(err, "out of memory");
+    }
+    memcpy(p + *n, more, sizeof(int32_t) * (size_t)n_more);
+    free(more);
+    *ids = p;
+    *n += n_more;
+    return 0;
+}
+
+#define JUDGE_TOP_K 20
+
+/* Judges n responses on the judge engine: verdict[n], out[n] malloc'd.  With
+ * an answer prefix (generic judge) the verdict is read from the first
+ * generated token's probabilities, else (or when neither word is among the
+ * top tokens) from the generated text. */
 static int judge(sweep *s, int n, const int *cat, const int *j, ss_gen_result *g, int *verdict,
                  char **out, ss_error *err)
 {
     const ss_sweep_config *c = s->c;
+    const ss_tokenizer *jt = s->jm ? s->jtok : s->tok;
+    const char *prefix = ss_eval_judge_answer_prefix(c->judge_kind);
     int32_t **ids = ss_calloc((size_t)n, sizeof *ids, err);
     int *n_ids = ss_calloc((size_t)n, sizeof *n_ids, err);
     ss_gen_result *jr = ss_calloc((size_t)n, sizeof *jr, err);
@@ -836,7 +863,7 @@ static int judge(sweep *s, int n, const int *cat, const int *j, ss_gen_result *g
                       : ss_encode_prompt(s->m, s->tok, s->family, NULL, text, &ids[i], &n_ids[i],
                                          err);
         free(text);
-        if (r < 0)
+        if (r < 0 || (prefix && append_text_tokens(jt, prefix, &ids[i], &n_ids[i], err) < 0))
             goto out;
         if (n_ids[i] + c->judge_max_new > ss_engine_max_ctx(s->je)) {
             ss_fail(err, "judge prompt of %d tokens does not fit the judge context of %d",
@@ -847,14 +874,27 @@ static int judge(sweep *s, int n, const int *cat, const int *j, ss_gen_result *g
     for (int i = 0; i < n; i++)
         if (ss_engine_set_steering(s->je, i, NULL, err) < 0)
             goto out;
-    ss_gen_params gp = {.max_new = c->judge_max_new, .sampler = {.temperature = 0, .top_p = 1}};
+    ss_gen_params gp = {.max_new = c->judge_max_new, .sampler = {.temperature = 0, .top_p = 1},
+                        .logprobs_k = prefix ? JUDGE_TOP_K : 0};
     ss_gen_timing tm;
-    if (ss_generate(s->je, s->jm ? s->jtok : s->tok, n, (const int32_t *const *)ids, n_ids, &gp, NULL, NULL, jr,
-                    &tm, err) < 0)
+    if (ss_generate(s->je, jt, n, (const int32_t *const *)ids, n_ids, &gp, NULL, NULL, jr, &tm,
+                    err) < 0)
         goto out;
     for (int i = 0; i < n; i++) {
-        out[i] = strdup(jr[i].text ? jr[i].text : "");
-        verdict[i] = ss_eval_judge_verdict(c->judge_kind, out[i] ? out[i] : "");
+        const char *said = jr[i].text ? jr[i].text : "";
+        size_t len = (prefix ? strlen(prefix) : 0) + strlen(said) + 1;
+        out[i] = malloc(len);
+        if (!out[i]) {
+            ss_fail(err, "out of memory");
+            goto out;
+        }
+        snprintf(out[i], len, "%s%s", prefix ? prefix : "", said);
+        verdict[i] = prefix && jr[i].n_steps > 0
+                         ? ss_eval_judge_verdict_logprobs(jt, jr[i].top_ids, jr[i].top_logprobs,
+                                                          JUDGE_TOP_K)
+                         : -1;
+        if (verdict[i] < 0)
+            verdict[i] = ss_eval_judge_verdict(c->judge_kind, out[i]);
     }
     rc = 0;
 out:

@@ -770,15 +770,7 @@ static int vocab_id(const ss_gguf_str *v, uint64_t n, const char *s)
  * by their strings in the file's own vocabulary. */
 Test(engine_cpu, smollm2_smoke, .timeout = 600)
 {
-    char path[2048];
-    const char *env = getenv("SAFESTEER_MODEL"), *cache = getenv("SAFESTEER_CACHE");
-    if (env)
-        snprintf(path, sizeof path, "%s", env);
-    else if (cache)
-        snprintf(path, sizeof path, "%s/models/SmolLM2-135M-Instruct.Q4_1.gguf", cache);
-    else
-        snprintf(path, sizeof path, "%s/.cache/safesteer/models/SmolLM2-135M-Instruct.Q4_1.gguf",
-                 getenv("HOME") ? getenv("HOME") : "");
+    const char *path = ss_default_model_path();
     FILE *f = fopen(path, "rb");
     if (!f)
         cr_skip_test("default model %s not found", path);

@@ -389,24 +389,9 @@ Test(quant, q8_0_and_half_types)
 
 /* ---------------------------------------------------------------- default model */
 
-static const char *default_model(void)
-{
-    static char path[1024];
-    const char *env = getenv("SAFESTEER_MODEL");
-    const char *cache = getenv("SAFESTEER_CACHE");
-    if (env && *env)
-        snprintf(path, sizeof path, "%s", env);
-    else if (cache && *cache)
-        snprintf(path, sizeof path, "%s/models/SmolLM2-135M-Instruct.Q4_1.gguf", cache);
-    else
-        snprintf(path, sizeof path, "%s/.cache/safesteer/models/SmolLM2-135M-Instruct.Q4_1.gguf",
-                 getenv("HOME") ? getenv("HOME") : ".");
-    return path;
-}
-
 Test(model, default_model_config)
 {
-    const char *path = default_model();
+    const char *path = ss_default_model_path();
     struct stat st;
     if (stat(path, &st) != 0)
         cr_skip_test("default model %s is absent", path);

@@ -297,24 +297,9 @@ Test(steer, gguf_control_vector_layers)
 
 /* ---------------------------------------------------------------- default model */
 
-static const char *default_model(void)
-{
-    static char path[1024];
-    const char *env = getenv("SAFESTEER_MODEL");
-    if (env)
-        return env;
-    const char *cache = getenv("SAFESTEER_CACHE");
-    if (cache)
-        snprintf(path, sizeof path, "%s/models/SmolLM2-135M-Instruct.Q4_1.gguf", cache);
-    else
-        snprintf(path, sizeof path, "%s/.cache/safesteer/models/SmolLM2-135M-Instruct.Q4_1.gguf",
-                 getenv("HOME") ? getenv("HOME") : "");
-    return path;
-}
-
 Test(steer, default_model_strength_zero_and_exact_add, .timeout = 300)
 {
-    const char *mp = default_model();
+    const char *mp = ss_default_model_path();
     if (access(mp, R_OK) != 0)
         cr_skip_test("default model not found at %s", mp);
     ss_model *m;

@@ -16,21 +16,6 @@
 
 /* ---------------------------------------------------------------- helpers */
 
-static const char *model_path(void)
-{
-    static char path[1024];
-    const char *env = getenv("SAFESTEER_MODEL");
-    if (env && *env)
-        return env;
-    const char *cache = getenv("SAFESTEER_CACHE");
-    if (cache && *cache)
-        snprintf(path, sizeof path, "%s/models/SmolLM2-135M-Instruct.Q4_1.gguf", cache);
-    else
-        snprintf(path, sizeof path, "%s/.cache/safesteer/models/SmolLM2-135M-Instruct.Q4_1.gguf",
-                 getenv("HOME") ? getenv("HOME") : ".");
-    return path;
-}
-
 static ss_model *g_model;
 static ss_tokenizer *g_tok;
 
@@ -39,7 +24,7 @@ static ss_tokenizer *smollm2(void)
 {
     if (g_tok)
         return g_tok;
-    const char *path = model_path();
+    const char *path = ss_default_model_path();
     if (access(path, R_OK) != 0)
         cr_skip_test("model %s is absent", path);
     ss_error err = {{0}};
@@ -150,7 +135,7 @@ Test(smollm2, goldens_round_trip_and_stream, .fini = release)
 
 Test(smollm2, loads_fast_with_expected_ids, .fini = release)
 {
-    const char *path = model_path();
+    const char *path = ss_default_model_path();
     if (access(path, R_OK) != 0)
         cr_skip_test("model %s is absent", path);
     ss_error err = {{0}};

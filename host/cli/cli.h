@@ -9,8 +9,6 @@
 /* Exit codes every subcommand uses. */
 enum { SS_EXIT_OK = 0, SS_EXIT_FAIL = 1, SS_EXIT_USAGE = 2 };
 
-/* $SAFESTEER_MODEL, else $SAFESTEER_CACHE (or ~/.cache/safesteer)/models/<default file>. */
-const char *ss_cli_default_model(void);
 
 /* Strict number parsing: the whole string must be a number in [lo, hi]. */
 int ss_cli_int(const char *opt, const char *s, long lo, long hi, long *out, ss_error *err);

@@ -6,23 +6,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 
-#define SS_DEFAULT_MODEL_FILE "SmolLM2-135M-Instruct.Q4_1.gguf"
-
-const char *ss_cli_default_model(void)
-{
-    static char path[1024];
-    const char *env = getenv("SAFESTEER_MODEL");
-    if (env && *env)
-        return env;
-    const char *cache = getenv("SAFESTEER_CACHE");
-    if (cache && *cache)
-        snprintf(path, sizeof path, "%s/models/%s", cache, SS_DEFAULT_MODEL_FILE);
-    else
-        snprintf(path, sizeof path, "%s/.cache/safesteer/models/%s",
-                 getenv("HOME") ? getenv("HOME") : ".", SS_DEFAULT_MODEL_FILE);
-    return path;
-}
-
 int ss_cli_int(const char *opt, const char *s, long lo, long hi, long *out, ss_error *err)
 {
     char *end;

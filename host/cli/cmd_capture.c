@@ -70,7 +70,7 @@ static int parse_opts(int argc, char **argv, cap_cli *o, ss_error *err)
         {"help", no_argument, 0, 'h'},            {0, 0, 0, 0}};
     memset(o, 0, sizeof *o);
     ss_capture_opts_default(&o->cap);
-    o->model = ss_cli_default_model();
+    o->model = ss_default_model_path();
     o->layers = "all";
     o->batch = 8;
     o->limit = -1;
@@ -144,7 +144,7 @@ static int parse_opts(int argc, char **argv, cap_cli *o, ss_error *err)
             o->ctx = (int)v;
             break;
         case 'q': o->quiet = 1; break;
-        case 'h': printf(usage_text, ss_cli_default_model()); exit(SS_EXIT_OK);
+        case 'h': printf(usage_text, ss_default_model_path()); exit(SS_EXIT_OK);
         default: return ss_fail(err, "unknown option (see safesteer capture --help)");
         }
     }

@@ -69,7 +69,7 @@ static int parse_opts(int argc, char **argv, gen_opts *o, ss_error *err)
         {"positions", required_argument, 0, 'Q'},   {"normalize", required_argument, 0, 'N'},
         {0, 0, 0, 0}};
     memset(o, 0, sizeof *o);
-    o->model = ss_cli_default_model();
+    o->model = ss_default_model_path();
     o->gen.max_new = 128;
     o->gen.sampler.top_p = 1.0f;
     o->gen.stop_strings = o->stops;
@@ -131,7 +131,7 @@ static int parse_opts(int argc, char **argv, gen_opts *o, ss_error *err)
             if (ss_positions_parse(optarg, &o->positions, err) < 0) return -1;
             break;
         case 'N': o->normalize = optarg; break;
-        case 'h': printf(usage_text, ss_cli_default_model()); exit(SS_EXIT_OK);
+        case 'h': printf(usage_text, ss_default_model_path()); exit(SS_EXIT_OK);
         default: return ss_fail(err, "unknown option (see safesteer generate --help)");
         }
     }

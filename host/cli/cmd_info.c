@@ -16,7 +16,7 @@ static void ss_info_usage(FILE *f)
     fprintf(f, "usage: safesteer info [MODEL] [--json]\n\n"
                "  MODEL     GGUF file or Hugging Face folder (default: %s)\n"
                "  --json    print one JSON object instead of text\n",
-               ss_cli_default_model());
+               ss_default_model_path());
 }
 
 /* Tensor type histogram, most frequent first. */
@@ -142,7 +142,7 @@ int ss_cmd_info(int argc, char **argv)
                                          {"model", required_argument, 0, 'm'},
                                          {"help", no_argument, 0, 'h'},
                                          {0, 0, 0, 0}};
-    const char *model = ss_cli_default_model();
+    const char *model = ss_default_model_path();
     int as_json = 0, c;
     optind = 1;
     while ((c = getopt_long(argc, argv, "jm:h", opts, NULL)) != -1) {

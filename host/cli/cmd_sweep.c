@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include "cli.h"
+#include "safesteer/model.h"
 #include "safesteer/config.h"
 #include "safesteer/engine.h"
 #include "safesteer/sweep.h"
@@ -75,7 +76,7 @@ int ss_cmd_sweep(int argc, char **argv)
                 return ss_cli_error("sweep", SS_EXIT_USAGE, err.msg);
             break;
         case 'q': o.progress = 0; break;
-        case 'h': printf(usage_text, ss_cli_default_model()); return SS_EXIT_OK;
+        case 'h': printf(usage_text, ss_default_model_path()); return SS_EXIT_OK;
         default: return ss_cli_error("sweep", SS_EXIT_USAGE, "unknown option (see --help)");
         }
     }
@@ -87,7 +88,7 @@ int ss_cmd_sweep(int argc, char **argv)
         return ss_cli_error("sweep", SS_EXIT_USAGE, err.msg);
     }
     if (!o.model && !cfg.model)
-        o.model = ss_cli_default_model();
+        o.model = ss_default_model_path();
     char dflt[1024];
     default_out(argv[optind], dflt, sizeof dflt);
     if (!out)

@@ -20,7 +20,7 @@ static void ss_tensor_usage(FILE *f)
                "  --name NAME   tensor name as stored in the file (e.g. blk.0.attn_q.weight)\n"
                "  --out FILE    output .npy (float32, numpy shape = reversed GGUF dims)\n"
                "  --list        print every tensor's name, type and dims\n",
-               ss_cli_default_model());
+               ss_default_model_path());
 }
 
 /* NPY 1.0 header: magic, version, u16 length, dict padded with spaces to a
@@ -135,7 +135,7 @@ int ss_cmd_tensor(int argc, char **argv)
                                          {"list", no_argument, 0, 'l'},
                                          {"help", no_argument, 0, 'h'},
                                          {0, 0, 0, 0}};
-    const char *model = ss_cli_default_model(), *name = NULL, *out = NULL;
+    const char *model = ss_default_model_path(), *name = NULL, *out = NULL;
     int list = 0, c;
     optind = 1;
     while ((c = getopt_long(argc, argv, "m:n:o:lh", opts, NULL)) != -1) {

@@ -240,7 +240,7 @@ static int tokenize_parse(int argc, char **argv, tok_opts *o, ss_error *err)
         case 'l': o->json_lines = 1; break;
         case 'J': o->json = 1; break;
         case 'n': o->no_special = 1; break;
-        case 'h': printf(tokenize_usage, ss_cli_default_model()); return 1;
+        case 'h': printf(tokenize_usage, ss_default_model_path()); return 1;
         default: return ss_fail(err, "unknown option (see --help)");
         }
     }
@@ -278,7 +278,7 @@ int ss_cmd_tokenize(int argc, char **argv)
     /* Rendering with a named family needs no tokenizer. */
     int need_tok = !(o.print_prompt && o.chat_template && !o.model && !o.tokenizer);
     if (need_tok)
-        rc = load_tokenizer(o.model ? o.model : ss_cli_default_model(), o.tokenizer, &c, &err);
+        rc = load_tokenizer(o.model ? o.model : ss_default_model_path(), o.tokenizer, &c, &err);
     if (!rc && o.chat) {
         c.family = o.family;
         if (!o.chat_template)
@@ -396,7 +396,7 @@ int ss_cmd_detokenize(int argc, char **argv)
     if (optind == argc)
         rc = read_stdin_ids(&ids, &n, &cap, &err);
     if (!rc)
-        rc = load_tokenizer(model ? model : ss_cli_default_model(), dir, &ctx, &err);
+        rc = load_tokenizer(model ? model : ss_default_model_path(), dir, &ctx, &err);
     char *text = NULL;
     if (!rc)
         rc = ss_detokenize(ctx.t, ids, n, skip, &text, &err);

@@ -10,6 +10,7 @@
 
 #include "safesteer/engine.h"
 #include "safesteer/error.h"
+#include "safesteer/tokenizer.h"
 
 /* 1 if text contains any of phrases[n] (ASCII case-insensitive; a typographic
  * apostrophe U+2019 in text matches '). */
@@ -25,6 +26,16 @@ double ss_eval_distinct(const int32_t *ids, int n, int order);
 char *ss_eval_judge_prompt(int kind, const char *prompt, const char *response);
 /* 1 = unsafe, 0 = safe, -1 = the output says neither. */
 int ss_eval_judge_verdict(int kind, const char *output);
+/* Text that starts the judge's answer, or NULL: the generic judge's answer is
+ * begun with "The response is" so that its next token is the verdict (small
+ * instruct models rarely answer with the one word asked for). */
+const char *ss_eval_judge_answer_prefix(int kind);
+/* Verdict from the judge's first-step top-k (ids[k], log-probabilities
+ * lps[k]): 1 if the tokens reading "unsafe" or "not" (any case, leading
+ * spaces; after the answer prefix "not" begins "not safe") are more probable
+ * together than those reading "safe", else 0; -1 when none is among the k. */
+int ss_eval_judge_verdict_logprobs(const ss_tokenizer *t, const int *ids, const float *lps,
+                                   int k);
 
 /* Runs sequence i = prompt[i] (n_prompt[i] tokens) followed by its response
  * resp[i] (n_resp[i] tokens, may be 0) in slot i with steering cleared, and

@@ -189,6 +189,12 @@ typedef struct {
 int ss_model_random(const ss_config *cfg, const ss_random_scales *s, uint64_t seed,
                     ss_model **out, ss_error *err);
 
+/* Where the default model (SmolLM2-135M-Instruct, Q4_1 GGUF) lives:
+ * $SAFESTEER_MODEL, else $SAFESTEER_CACHE/models/..., else
+ * ~/.cache/safesteer/models/... (scripts/fetch-model.sh puts it there).
+ * Points to static storage. */
+const char *ss_default_model_path(void);
+
 /* Total parameters counted from the tensors (tied output counted once). */
 int64_t ss_model_param_count(const ss_model *m);
 

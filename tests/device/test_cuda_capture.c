@@ -155,13 +155,7 @@ Test(cuda_capture, tiny_model_cpu_cuda_agree, .timeout = 120)
 Test(cuda_capture, default_model_cpu_cuda_agree, .timeout = 300)
 {
     need_cuda();
-    const char *mp = getenv("SAFESTEER_MODEL");
-    char buf[1024];
-    if (!mp) {
-        snprintf(buf, sizeof buf, "%s/.cache/safesteer/models/SmolLM2-135M-Instruct.Q4_1.gguf",
-                 getenv("HOME") ? getenv("HOME") : "");
-        mp = buf;
-    }
+    const char *mp = ss_default_model_path();
     if (access(mp, R_OK) != 0)
         cr_skip_test("default model not found at %s", mp);
     ss_model *m;

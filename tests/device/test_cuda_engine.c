@@ -407,17 +407,7 @@ Test(cuda_engine, graph_decode_bit_identical)
 Test(cuda_engine, default_model_greedy_matches_cpu)
 {
     skip_without_gpu();
-    const char *path = getenv("SAFESTEER_MODEL");
-    char buf[1024];
-    if (!path) {
-        const char *cache = getenv("SAFESTEER_CACHE"), *home = getenv("HOME");
-        if (cache)
-            snprintf(buf, sizeof buf, "%s/models/SmolLM2-135M-Instruct.Q4_1.gguf", cache);
-        else
-            snprintf(buf, sizeof buf, "%s/.cache/safesteer/models/SmolLM2-135M-Instruct.Q4_1.gguf",
-                     home ? home : "");
-        path = buf;
-    }
+    const char *path = ss_default_model_path();
     if (access(path, R_OK) != 0) {
         printf("SKIP: default model %s absent\n", path);
         cr_skip_test("default model %s absent", path);
