@@ -9,6 +9,7 @@ repo=$(cd "$(dirname "$0")/.." && pwd)
 build=${SAFESTEER_BUILD:-$repo/build}
 out=${SAFESTEER_DEMO_OUT:-$repo/runs/demo}
 "$repo/scripts/setup.sh"
+export PATH="$repo/.venv/bin:$PATH"   # the Python packages setup.sh installed
 "$build/safesteer" sweep "$repo/experiments/demo.yaml" --out "$out" --resume "$@"
 "$build/safesteer" report "$out" --out "$out/report.html"
 echo "demo: $out/summary.csv, $out/results.h5, $out/generations.jsonl, $out/report.html"

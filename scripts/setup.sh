@@ -7,12 +7,16 @@
 #                     model lives in $SAFESTEER_CACHE/models/
 #   SAFESTEER_BUILD   build folder (default <repo>/build)
 #   SAFESTEER_NO_APT=1  skip the apt-get step (packages installed by hand)
+#
+# Python packages go into <repo>/.venv (it also sees the system's packages):
+# Debian's own python3 refuses pip installs outside a virtual environment.
+# scripts/test.sh and scripts/demo.sh put .venv/bin first on PATH.
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 cache=${SAFESTEER_CACHE:-$HOME/.cache/safesteer}
 build=${SAFESTEER_BUILD:-$repo/build}
 
-debs=(build-essential cmake pkg-config unzip python3 python3-pip libopenblas-dev libhdf5-dev
+debs=(build-essential cmake pkg-config unzip python3 python3-pip python3-venv libopenblas-dev libhdf5-dev
       libcriterion-dev libyaml-dev libjansson-dev libpcre2-dev)
 if [ "${SAFESTEER_NO_APT:-0}" != 1 ]; then
     missing=()
@@ -26,6 +30,10 @@ if [ "${SAFESTEER_NO_APT:-0}" != 1 ]; then
         DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
     fi
 fi
+
+venv=$repo/.venv
+[ -x "$venv/bin/python3" ] || python3 -m venv --system-site-packages "$venv"
+export PATH="$venv/bin:$PATH"
 
 # Python oracles, test tools and the analysis package's needs, pinned; pip runs
 # only when an installed version differs from requirements-dev.txt.
@@ -43,11 +51,15 @@ for line in open(sys.argv[1]):
 PY
 then
     echo "setup: installing Python packages from requirements-dev.txt" >&2
-    python3 -m pip install -q -r "$repo/requirements-dev.txt" 2>&1 | grep -v "running pip as the 'root'" >&2 || true
+    python3 -m pip install -q -r "$repo/requirements-dev.txt"
 fi
 
 "$repo/scripts/fetch-model.sh"
 
 cmake -S "$repo" -B "$build" -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
-cmake --build "$build" -j"$(nproc)" 2>&1 | grep -vE "^\[ *[0-9]+%\]" >&2 || true
-test -x "$build/safesteer" || { echo "setup: build failed" >&2; exit 1; }
+if ! cmake --build "$build" -j"$(nproc)" >"$build/build.log" 2>&1; then
+    grep -E "error|Error" "$build/build.log" | head -40 >&2
+    echo "setup: build failed (full log: $build/build.log)" >&2
+    exit 1
+fi
+grep -E "warning:" "$build/build.log" >&2 || true

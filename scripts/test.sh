@@ -5,6 +5,7 @@ set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 build=${SAFESTEER_BUILD:-$repo/build}
 "$repo/scripts/setup.sh"
+export PATH="$repo/.venv/bin:$PATH"   # the Python packages setup.sh installed
 export SAFESTEER_BIN=$build/safesteer
 # Spinning OpenMP waits starve the tests that run side by side (docs/cpu-engine.md).
 export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-PASSIVE}
