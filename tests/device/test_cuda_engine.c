@@ -18,22 +18,10 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "../../cuda/kernels.h"
+#include "device_check.h"
 #include "safesteer/engine.h"
 #include "safesteer/model.h"
 #include "safesteer/tokenizer.h"
-
-#define SS_MARGIN 0.5f /* CPU top-2 gap under which a greedy divergence is allowed */
-
-static void skip_without_gpu(void)
-{
-    char why[256];
-    if (ss_cuda_device_count(why, sizeof why) == 0) {
-        printf("SKIP: no CUDA device (%s)\n", why);
-        fflush(stdout);
-        cr_skip_test("no CUDA device (%s)", why);
-    }
-}
 
 static uint64_t rng = 0x9e3779b97f4a7c15ull;
 
@@ -87,26 +75,6 @@ static ss_engine *engine_on(const ss_model *m, int device, int max_seqs)
     return e;
 }
 
-static double rel_l2(const float *a, const float *ref, size_t n)
-{
-    double num = 0, den = 0;
-    for (size_t i = 0; i < n; i++) {
-        cr_assert(!isnan(a[i]), "NaN at %zu", i);
-        num += ((double)a[i] - ref[i]) * ((double)a[i] - ref[i]);
-        den += (double)ref[i] * ref[i];
-    }
-    return sqrt(num / (den > 0 ? den : 1));
-}
-
-/* Gap between the largest and second largest logit. */
-static float top2_gap(const float *l, int n)
-{
-    int ids[2];
-    float vals[2];
-    ss_top_k(l, n, 2, ids, vals);
-    return vals[0] - vals[1];
-}
-
 /* Prefills n prompts (slots 0..n-1) on both engines, then greedy-decodes
  * steps tokens batched, each engine feeding back its own choice.  Returns
  * the number of sequences that diverged (all at near-ties). */
@@ -134,7 +102,7 @@ static int compare_greedy(ss_engine *gpu, ss_engine *cpu, int n, int32_t *const 
     ss_batch b = {n, slots, lens, all, 0};
     cr_assert_eq(ss_engine_forward(gpu, &b, lg, &err), 0, "gpu prefill: %s", err.msg);
     cr_assert_eq(ss_engine_forward(cpu, &b, lc, &err), 0, "cpu prefill: %s", err.msg);
-    double e = rel_l2(lg, lc, (size_t)n * V);
+    double e = rel_l2(lg, lc, (size_t)n * V, "prefill logits");
     cr_expect_lt(e, 3e-2, "prefill logits GPU vs CPU rel err %g", e);
     int diverged = 0;
     int32_t tg[16], tc[16];
@@ -204,7 +172,7 @@ Test(cuda_engine, all_logits_and_chunked_prefill_match_cpu)
     cr_assert_eq(ss_engine_forward(gpu, &b, lg, &err), 0, "%s", err.msg);
     cr_assert_eq(ss_engine_forward(cpu, &b, lc, &err), 0, "%s", err.msg);
     for (int row = 0; row < total; row += 50) {
-        double e = rel_l2(lg + (size_t)row * V, lc + (size_t)row * V, (size_t)V);
+        double e = rel_l2(lg + (size_t)row * V, lc + (size_t)row * V, (size_t)V, "logits");
         cr_expect_lt(e, 3e-2, "row %d logits rel err %g", row, e);
     }
     free(tok), free(lg), free(lc);
@@ -270,7 +238,8 @@ Test(cuda_engine, steering_zero_identical_and_steered_matches_cpu)
                 set_steer(cpu, 0, site, op, alpha, vec, 5, all ? -1 : 25);
                 run_prompt(gpu, tok, n, sg);
                 run_prompt(cpu, tok, n, sc);
-                double e = rel_l2(sg, sc, (size_t)V), moved = rel_l2(sg, none, (size_t)V);
+                double e = rel_l2(sg, sc, (size_t)V, "steered logits");
+                double moved = rel_l2(sg, none, (size_t)V, "steered logits");
                 cr_expect_lt(e, 3e-2, "op %d site %d all %d: steered GPU vs CPU rel err %g", op,
                              site, all, e);
                 cr_expect_gt(moved, 1e-3, "op %d site %d all %d: steering had no effect", op,
@@ -319,7 +288,7 @@ Test(cuda_engine, capture_matches_cpu)
         run_prompt(gpu, tok, n, lg);
         run_prompt(cpu, tok, n, lg);
         cr_expect_eq(cg.calls, L);
-        double e = rel_l2(cg.rows, cc.rows, (size_t)L * n * d);
+        double e = rel_l2(cg.rows, cc.rows, (size_t)L * n * d, "capture");
         cr_expect_lt(e, 3e-2, "site %d: captured rows GPU vs CPU rel err %g", site, e);
         ss_engine_set_capture(gpu, site, NULL, NULL, NULL, &err);
         ss_engine_set_capture(cpu, site, NULL, NULL, NULL, &err);

@@ -11,19 +11,14 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../../cuda/kernels.h"
 #include "../../host/cpu_ops.h"
+#include "device_check.h"
 
 /* ---------------------------------------------------------------- helpers */
 
 static ss_cuda_ctx *ctx_or_skip(void)
 {
-    char why[256];
-    if (ss_cuda_device_count(why, sizeof why) == 0) {
-        printf("SKIP: no CUDA device (%s)\n", why);
-        fflush(stdout);
-        cr_skip_test("no CUDA device (%s)", why);
-    }
+    skip_without_gpu();
     ss_error err;
     ss_cuda_ctx *c = NULL;
     cr_assert_eq(ss_cuda_ctx_create(0, &c, &err), 0, "%s", err.msg);
@@ -96,19 +91,6 @@ static float *host_bf16(const uint16_t *d, size_t n)
     ss_cuda_host_bf16_to_f32(h, b, n);
     free(b);
     return h;
-}
-
-/* ||out - ref|| / ||ref||; fails on any NaN in out. */
-static double rel_l2(const float *out, const float *ref, size_t n, const char *what)
-{
-    double num = 0.0, den = 0.0;
-    for (size_t i = 0; i < n; i++) {
-        cr_assert(!isnan(out[i]), "%s: NaN (unwritten?) at %zu", what, i);
-        double dd = (double)out[i] - ref[i];
-        num += dd * dd;
-        den += (double)ref[i] * ref[i];
-    }
-    return den > 0 ? sqrt(num / den) : sqrt(num);
 }
 
 static void check(ss_cuda_ctx *c, int rc, ss_error *err)
