@@ -2,8 +2,8 @@
  *
  * A small random Llama model built in memory (weights already bf16-exact,
  * stored as F32, so both engines hold identical weights) runs batched
- * prefill + greedy decode on both devices: logits must agree within bf16
- * activation error, greedy tokens must be equal or diverge only where the
+ * prefill + greedy decode on both devices: each sequence's prefill logits
+ * must agree within the bf16 budget (device_check.h), greedy tokens must be equal or diverge only where the
  * CPU's top-2 logits are within SS_MARGIN.  Steering: strength 0 is
  * bit-identical to none on the GPU; ADD and ABLATE steering match the CPU;
  * capture rows match; the CUDA-graph decode path is bit-identical to the
@@ -102,8 +102,11 @@ static int compare_greedy(ss_engine *gpu, ss_engine *cpu, int n, int32_t *const 
     ss_batch b = {n, slots, lens, all, 0};
     cr_assert_eq(ss_engine_forward(gpu, &b, lg, &err), 0, "gpu prefill: %s", err.msg);
     cr_assert_eq(ss_engine_forward(cpu, &b, lc, &err), 0, "cpu prefill: %s", err.msg);
-    double e = rel_l2(lg, lc, (size_t)n * V, "prefill logits");
-    cr_expect_lt(e, 3e-2, "prefill logits GPU vs CPU rel err %g", e);
+    for (int i = 0; i < n; i++) {
+        char what[64];
+        snprintf(what, sizeof what, "prefill logits of sequence %d", i);
+        expect_logits_agree(lg + (size_t)i * V, lc + (size_t)i * V, V, what);
+    }
     int diverged = 0;
     int32_t tg[16], tc[16];
     for (int s = 0; s < steps; s++) {
