@@ -183,6 +183,13 @@ int ss_actfile_open(const char *path, ss_actfile **out, ss_error *err)
         goto fail;
     }
     in->d_model = (int)v;
+    if (ss_h5_attr_get_i64(a->file, "n_layers_model", &v, err) < 0)
+        goto fail_ctx;
+    if (v < 1 || v > 1 << 16) {
+        ss_fail(err, "%s: attribute n_layers_model is %lld", path, (long long)v);
+        goto fail;
+    }
+    in->n_layers_model = (int)v;
     if (ss_h5_attr_get_i64(a->file, ss_h5_attr_exists(a->file, "n_done") ? "n_done"
                                                                          : "n_prompts",
                            &v, err) < 0)
@@ -205,6 +212,12 @@ int ss_actfile_open(const char *path, ss_actfile **out, ss_error *err)
         goto fail;
     in->layers = layers;
     in->n_layers = (int)nl;
+    for (int i = 0; i < in->n_layers; i++)
+        if (in->layers[i] < 0 || in->layers[i] >= in->n_layers_model) {
+            ss_fail(err, "%s: /layers[%d] is %d, outside the model's layers 0..%d", path, i,
+                    (int)in->layers[i], in->n_layers_model - 1);
+            goto fail;
+        }
     if (read_strs(a, "/prompts/category", &in->categories, err) < 0 ||
         read_strs(a, "/prompts/label", &in->labels, err) < 0 ||
         read_strs(a, "/prompts/id", &in->ids, err) < 0 || open_acts(a, err) < 0)

@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "cli.h"
+#include "safesteer/capture.h"
 #include "safesteer/model.h"
 #include "safesteer/sha256.h"
 #include "safesteer/steer.h"
@@ -49,33 +50,6 @@ static int split_list(char *s, char **items, int cap, int *n, ss_error *err)
     return *n ? 0 : ss_fail(err, "empty list");
 }
 
-/* "3,5,10-12" into layers[*n]. */
-static int parse_layers(const char *arg, int *layers, int cap, int *n, ss_error *err)
-{
-    char buf[1024];
-    snprintf(buf, sizeof buf, "%s", arg);
-    char *items[256];
-    int ni;
-    if (split_list(buf, items, 256, &ni, err) < 0)
-        return ss_fail_context(err, "--layers");
-    *n = 0;
-    for (int i = 0; i < ni; i++) {
-        long a, b;
-        char *dash = strchr(items[i], '-');
-        if (dash)
-            *dash = 0;
-        if (ss_cli_int("--layers", items[i], 0, 1 << 20, &a, err) < 0 ||
-            ss_cli_int("--layers", dash ? dash + 1 : items[i], a, 1 << 20, &b, err) < 0)
-            return -1;
-        for (long l = a; l <= b; l++) {
-            if (*n == cap)
-                return ss_fail(err, "--layers: more than %d layers", cap);
-            layers[(*n)++] = (int)l;
-        }
-    }
-    return 0;
-}
-
 static void print_summary(const ss_vec_result *r, const char *out)
 {
     int L = r->n_layers;
@@ -112,10 +86,9 @@ static int cmd_compute(int argc, char **argv)
     ss_vec_options_init(&o);
     o.holdout = 0.2;
     ss_error err = {{0}};
-    const char *out = NULL;
+    const char *out = NULL, *layers_spec = NULL;
     char cats_buf[4096];
     char *cats[512];
-    int layers[4096];
     long v;
     double f;
     int opt;
@@ -137,10 +110,7 @@ static int cmd_compute(int argc, char **argv)
             if (rc)
                 ss_fail_context(&err, "--categories");
             break;
-        case 'l':
-            rc = parse_layers(optarg, layers, 4096, &o.n_layers, &err);
-            o.layers = layers;
-            break;
+        case 'l': layers_spec = optarg; break;
         case 'H':
             rc = ss_cli_float("--holdout", optarg, 0, 0.99, &f, &err);
             o.holdout = f;
@@ -167,8 +137,22 @@ static int cmd_compute(int argc, char **argv)
         return ss_cli_error(CMD, SS_EXIT_USAGE, "unexpected argument (see --help)");
     if (!o.acts_path || !out)
         return ss_cli_error(CMD, SS_EXIT_USAGE, "--acts and --out are required");
+    int *layers = NULL;
+    if (layers_spec) { /* checked against the captured model's layer count */
+        ss_actfile *a;
+        if (ss_actfile_open(o.acts_path, &a, &err) < 0)
+            return ss_cli_error(CMD, SS_EXIT_FAIL, err.msg);
+        int rc = ss_layers_parse(layers_spec, ss_actfile_info_of(a)->n_layers_model, &layers,
+                                 &o.n_layers, &err);
+        ss_actfile_close(a);
+        if (rc < 0)
+            return ss_cli_error(CMD, SS_EXIT_USAGE, err.msg);
+    }
+    o.layers = layers;
     ss_vec_result r;
-    if (ss_vec_compute(&o, &r, &err) < 0)
+    int failed = ss_vec_compute(&o, &r, &err) < 0;
+    free(layers);
+    if (failed)
         return ss_cli_error(CMD, SS_EXIT_FAIL, err.msg);
     int code = SS_EXIT_OK;
     if (ss_vec_write(out, &r, &err) < 0)

@@ -23,6 +23,7 @@ typedef struct {
     int64_t n_prompts;      /* rows usable: n_done when present, else n_prompts */
     int n_layers, d_model;
     int32_t *layers;        /* [n_layers] model layer of each captured row */
+    int n_layers_model;     /* layers of the model the capture came from */
     char **ids;             /* [n_prompts] */
     char **categories;      /* [n_prompts] */
     char **labels;          /* [n_prompts] */

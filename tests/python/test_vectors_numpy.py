@@ -190,9 +190,9 @@ def test_pca_direction(safesteer_bin, tmp_path):
     assert (vec == again).all()                 # deterministic
 
 
-def expect_error(bin_, *args, contains):
+def expect_error(bin_, *args, contains, code=1):
     proc = run_safesteer(bin_, "vectors", *map(str, args), check=False)
-    assert proc.returncode == 1, proc.stderr
+    assert proc.returncode == code, proc.stderr
     for s in contains:
         assert s in proc.stderr, proc.stderr
 
@@ -201,6 +201,8 @@ def test_bad_inputs(safesteer_bin, capture, tmp_path):
     out = tmp_path / "v.h5"
     expect_error(safesteer_bin, "--acts", capture, "--out", out, "--layers", "3",
                  contains=[str(capture), "layer 3", "/layers holds 2,5,7,9"])
+    expect_error(safesteer_bin, "--acts", capture, "--out", out, "--layers", "5,12", code=2,
+                 contains=['--layers "5,12"', "layer 12 out of range", "layers 0..9"])
     expect_error(safesteer_bin, "--acts", capture, "--out", out, "--categories", "cat0,nope",
                  contains=[str(capture), '"nope"', "/prompts/label"])
     rng = np.random.default_rng(1)
