@@ -217,7 +217,7 @@ int ss_cuda_timer_stop(ss_cuda_timer *t, double *ms, ss_error *err);
 
 /* CUDA-engine extras (e must come from --device cuda).
  * Decode steps (every sequence appends one token, no capture hook) replay a
- * captured CUDA graph when on (default off: SAFESTEER_CUDA_GRAPHS=1). */
+ * captured CUDA graph when on (default on; SAFESTEER_CUDA_GRAPHS=0 turns it off). */
 void ss_engine_cuda_set_graphs(ss_engine *e, int on);
 /* Like ss_engine_forward with all_logits 0, but returns each sequence's
  * greedy next token (argmax on the GPU) instead of logits: ids[n_seqs]. */

@@ -93,6 +93,10 @@ printf '%-26s rc=%-4s %s\n' memcheck_matmul_mma "$rc_mm" "$(errsum "$OUT/memchec
 for t in $tests; do
     grep -hE "\[FAIL\]|\[----\].*(Assertion|failed|err)|diverged|SKIP" "$OUT/$t.log" | head -8
 done
+# CPU/CUDA agreement against the bf16 budget (docs/testing.md)
+grep -h "KL(CPU || CUDA)" "$OUT"/test_cuda_capture.log 2>/dev/null | head -8
+awk '/worst row relative L2/ { if ($NF > m) { m = $NF; w = $0 } } END { if (w) print "largest: " w }' \
+    "$OUT"/test_cuda_capture.log 2>/dev/null
 echo "--- bench smollm2-135m (rc=$rc_b2)"
 grep -A4 "^  targets:" "$OUT/bench_smollm2-135m.txt" | tail -4
 grep -E "^  (1|8|32) " "$OUT/bench_smollm2-135m.txt" | head -6
