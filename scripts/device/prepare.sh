@@ -1,8 +1,15 @@
 #!/usr/bin/env bash
 # prepare.sh - runs HERE (no GPU): builds the CUDA engine, tests and CLI for
-# sm_90 into build-device/, and downloads the runtime .debs the GPU machine
-# lacks into .device/debs/ (both git-ignored).  The lead then runs
-#   device run: carry [build-device, .device], command `bash scripts/device/run.sh`
+# sm_90 into build-device/, downloads the runtime .debs the GPU machine
+# lacks into .device/debs/, and splits the default model into
+# .devmodel/part* (all git-ignored).  One carry holds at most 64 MiB, and
+# carried ignored paths stay on a warm machine, so the device tool is
+# called three times in a row (each within the machine's idle window):
+#   carry [.devmodel/part00]                 command `true`
+#   carry [.devmodel/part01, .device]        command `true`
+#   carry [build-device]                     command `bash scripts/device/run.sh`
+# run.sh reassembles the model when its parts are there and checks it
+# against .device/model.sha256.
 # Every shared library the device binaries load (ldd, transitively) is mapped
 # to its Debian package; libc, libstdc++/libgcc and CUDA's own libraries are
 # left to the GPU machine.  run.sh links in only those the machine lacks.
@@ -13,15 +20,9 @@ root=$(pwd)
 cmake -S "$root" -B "$root/build-device" -DCMAKE_BUILD_TYPE=RelWithDebInfo \
     -DCMAKE_CUDA_ARCHITECTURES=90 >/dev/null
 cmake --build "$root/build-device" -j"$(nproc)" \
-    --target safesteer_cli test_cuda_kernels test_cuda_engine
+    --target safesteer_cli test_cuda_kernels test_cuda_engine test_cuda_capture
 bins="build-device/safesteer build-device/test_cuda_kernels build-device/test_cuda_engine"
-# the capture test is another engineer's work in progress: carried when it builds
-if cmake --build "$root/build-device" -j"$(nproc)" --target test_cuda_capture >/dev/null 2>&1; then
-    bins="$bins build-device/test_cuda_capture"
-else
-    echo "prepare: test_cuda_capture does not build now; run.sh will skip it" >&2
-    rm -f build-device/test_cuda_capture
-fi
+bins="$bins build-device/test_cuda_capture"
 
 # packages of every non-system library the binaries need
 pkgs=""
@@ -75,3 +76,15 @@ du -sh .device/debs build-device
 total=$(du -sm .device build-device | awk '{s += $1} END {print s}')
 echo "prepare: ${total} MB to carry (limit 48 MB: the model travels separately)"
 [ "$total" -le 48 ] || { echo "prepare: too large to carry" >&2; exit 1; }
+
+# the default model in parts under the carry limit, with its checksum
+model=${SAFESTEER_MODEL:-${SAFESTEER_CACHE:-$HOME/.cache/safesteer}/models/SmolLM2-135M-Instruct.Q4_1.gguf}
+rm -rf .devmodel .device/model.sha256
+if [ -f "$model" ]; then
+    mkdir -p .devmodel
+    split -b 62000000 -d "$model" .devmodel/part
+    sha256sum <"$model" | cut -d' ' -f1 >.device/model.sha256
+    ls .devmodel/part?? | sed 's|^|prepare: model part |'
+else
+    echo "prepare: no model at $model; the default-model device tests will skip" >&2
+fi

@@ -33,8 +33,20 @@ for d in /usr/local/cuda/lib64 /usr/local/cuda/targets/x86_64-linux/lib /usr/loc
 done
 export LD_LIBRARY_PATH="$root/fill${cudalib:+:$cudalib}${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 echo "LD_LIBRARY_PATH=$LD_LIBRARY_PATH" | tee "$OUT/env.txt"
-tests="test_cuda_kernels test_cuda_engine"
-[ -x build-device/test_cuda_capture ] && tests="$tests test_cuda_capture"
+tests="test_cuda_kernels test_cuda_engine test_cuda_capture"
+
+# ---- the default model, carried in parts by earlier calls (prepare.sh)
+if [ -f .devmodel/part00 ] && [ -f .device/model.sha256 ]; then
+    cat .devmodel/part?? >/tmp/model.gguf
+    if [ "$(sha256sum </tmp/model.gguf | cut -d' ' -f1)" = "$(cat .device/model.sha256)" ]; then
+        export SAFESTEER_MODEL=/tmp/model.gguf
+        echo "model: /tmp/model.gguf (checksum ok)"
+    else
+        echo "model: parts present but the checksum differs; default-model tests will skip"
+    fi
+else
+    echo "model: not carried; default-model tests will skip"
+fi
 for b in build-device/safesteer $(printf 'build-device/%s ' $tests); do
     ldd "$b" | grep "not found" | sed "s|^|$b: |" | tee -a "$OUT/env.txt"
 done
