@@ -423,10 +423,19 @@ int ss_vectors_category(const ss_vector_set *v, const char *name, int *index, ss
     return ss_fail(err, "%s: no vector named \"%s\" (it has: %s)", v->path, name, list);
 }
 
-int ss_vectors_layer_row(const ss_vector_set *v, int layer)
+int ss_vectors_layer_row(const ss_vector_set *v, int layer, ss_error *err)
 {
-    for (int i = 0; i < v->n_layers; i++)
+    char list[512] = "";
+    size_t o = 0;
+    for (int i = 0; i < v->n_layers; i++) {
         if (v->layers[i] == layer)
             return i;
+        o += (size_t)snprintf(list + o, o < sizeof list ? sizeof list - o : 0, "%s%d",
+                              i ? ", " : "", (int)v->layers[i]);
+        if (o >= sizeof list)
+            o = sizeof list;
+    }
+    if (err)
+        ss_fail(err, "%s: no vector for layer %d (it has layers %s)", v->path, layer, list);
     return -1;
 }

@@ -770,11 +770,10 @@ static int vector_of(sweep *s, const cell *cl, const float **v, ss_error *err)
     while (c->methods[mi] != cl->method)
         mi++;
     ss_vector_set *vs = &s->vsets[si * c->n_methods + mi];
-    int cat, row = ss_vectors_layer_row(vs, cl->layer);
-    if (ss_vectors_category(vs, c->unsafe.categories[cl->cat], &cat, err) < 0)
+    int cat, row;
+    if (ss_vectors_category(vs, c->unsafe.categories[cl->cat], &cat, err) < 0 ||
+        (row = ss_vectors_layer_row(vs, cl->layer, err)) < 0)
         return -1;
-    if (row < 0)
-        return ss_fail(err, "%s: no vector for layer %d", vs->path, cl->layer);
     *v = vs->vectors + ((size_t)cat * vs->n_layers + row) * vs->d_model;
     return 0;
 }

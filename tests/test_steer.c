@@ -278,9 +278,11 @@ Test(steer, gguf_control_vector_layers)
     /* direction.N steers the output of block N (0-based), rows sorted */
     cr_assert(v.layers[0] == 1 && v.layers[1] == 3 && v.layers[2] == 5);
     cr_assert_eq(v.vectors[1 * 16 + 2], 302.0f);
-    int row = ss_vectors_layer_row(&v, 5), ci;
+    int row = ss_vectors_layer_row(&v, 5, NULL), ci;
     cr_assert_eq(row, 2);
-    cr_assert_eq(ss_vectors_layer_row(&v, 0), -1);
+    ss_error lerr = {{0}};
+    cr_assert_eq(ss_vectors_layer_row(&v, 0, &lerr), -1);
+    cr_assert(strstr(lerr.msg, "no vector for layer 0 (it has layers 1, 3, 5)"), "%s", lerr.msg);
     cr_assert_eq(ss_vectors_category(&v, NULL, &ci, &err), 0);
     cr_assert_eq(ss_vectors_category(&v, "nope", &ci, &err), -1);
     ss_vectors_free(&v);

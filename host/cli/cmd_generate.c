@@ -237,11 +237,9 @@ static int build_plan(const gen_opts *o, const ss_model *m, ss_steer_plan *plan,
     ss_steer_plan_init(plan, m->cfg.n_layers, d);
     plan->positions = o->positions;
     for (int i = 0; i < n; i++) {
-        int row = ss_vectors_layer_row(&v, layers[i]);
-        if (row < 0) {
-            ss_fail(err, "%s: no vector for layer %d", file, layers[i]);
+        int row = ss_vectors_layer_row(&v, layers[i], err);
+        if (row < 0)
             goto out;
-        }
         memcpy(vec, v.vectors + ((size_t)cat * v.n_layers + row) * d, (size_t)d * sizeof(float));
         if (o->normalize) {
             float norm;

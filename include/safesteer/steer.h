@@ -98,7 +98,8 @@ void ss_vectors_free(ss_vector_set *v);
 /* Index of a category by name; name NULL picks the only one.  Errors list
  * the names available. */
 int ss_vectors_category(const ss_vector_set *v, const char *name, int *index, ss_error *err);
-/* Row of model layer `layer` in v->layers, or -1. */
-int ss_vectors_layer_row(const ss_vector_set *v, int layer);
+/* Row of model layer `layer` in v->layers, or -1 with an error (err may be
+ * NULL) naming the file and the layers it has. */
+int ss_vectors_layer_row(const ss_vector_set *v, int layer, ss_error *err);
 
 #endif
