@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # run.sh - runs THERE (GPU machine, repo root, $OUT set), after prepare.sh
-# here:  carry [build-device, .device], command `bash scripts/device/run.sh`.
-# Unpacks the carried .debs into /tmp/ssroot and links in only the
-# libraries the machine lacks, then: nvidia-smi, the device tests,
-# `safesteer bench` for the llama3-8b and smollm2-135m shapes (JSON to
-# $OUT), compute-sanitizer memcheck on the kernel tests (skipped when the
-# run is already past 170 s), and a summary LAST.
+# here and its three carries (see prepare.sh).  Unpacks the carried .debs
+# into /tmp/ssroot and links in only the libraries the machine lacks, then:
+# nvidia-smi, the device tests, `safesteer bench` for the llama3-8b and
+# smollm2-135m shapes (JSON to $OUT), the demo sweep on --device cuda and
+# cpu (with the model), compute-sanitizer memcheck on the kernel tests
+# (skipped when the run is already past 170 s), and a summary LAST.
 # Budget: under 4 minutes (about 3 expected; each step has its own timeout).
 set -u
 cd "$(dirname "$0")/../.."
@@ -74,6 +74,20 @@ timeout 50 build-device/safesteer bench --device cuda --shape smollm2-135m --pro
 rc_b2=$?
 echo "bench smollm2-135m rc=$rc_b2 at $(elapsed) s"
 
+# ---- the demo sweep end to end on both engines (model needed): outputs in
+# /tmp, only the summaries are printed (few files come back from $OUT)
+rc[sweep_cuda]=skip
+rc[sweep_cpu]=skip
+if [ -n "${SAFESTEER_MODEL:-}" ]; then
+    for dev in cuda cpu; do
+        rm -rf "/tmp/sweep_$dev"
+        timeout 60 build-device/safesteer sweep experiments/demo.yaml --device "$dev" \
+            --out "/tmp/sweep_$dev" >"/tmp/sweep_$dev.log" 2>&1
+        rc[sweep_$dev]=$?
+        echo "sweep --device $dev rc=${rc[sweep_$dev]} at $(elapsed) s"
+    done
+fi
+
 # ---- memcheck on the kernel tests: everything but the matmul sweeps, then
 # the new tensor-core matvec (v1 and cuBLAS were memcheck-clean on
 # 2026-11-28 and are unchanged)
@@ -109,6 +123,14 @@ done
 grep -h "KL(CPU || CUDA)" "$OUT"/test_cuda_capture.log 2>/dev/null | head -8
 awk '/worst row relative L2/ { if ($NF > m) { m = $NF; w = $0 } } END { if (w) print "largest: " w }' \
     "$OUT"/test_cuda_capture.log 2>/dev/null
+echo "--- demo sweep: cell, category, layer, strength, unsafe, refusal, perplexity (cuda | cpu)"
+echo "rc: cuda ${rc[sweep_cuda]}, cpu ${rc[sweep_cpu]}"
+for dev in cuda cpu; do
+    case ${rc[sweep_$dev]} in 0 | skip) ;; *) tail -n 3 "/tmp/sweep_$dev.log" ;; esac
+    [ -f "/tmp/sweep_$dev/summary.csv" ] || echo "cell,category,layer,strength,-,-,-" >"/tmp/sweep_$dev.none"
+done
+paste -d'|' <(cut -d, -f1,2,4,5,8,9,10 /tmp/sweep_cuda/summary.csv 2>/dev/null || cat /tmp/sweep_cuda.none) \
+    <(cut -d, -f8,9,10 /tmp/sweep_cpu/summary.csv 2>/dev/null || echo "-") | head -15
 echo "--- bench smollm2-135m (rc=$rc_b2)"
 grep -A4 "^  targets:" "$OUT/bench_smollm2-135m.txt" | tail -4
 grep -E "^  (1|8|32) " "$OUT/bench_smollm2-135m.txt" | head -6
