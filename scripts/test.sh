@@ -10,4 +10,7 @@ export SAFESTEER_BIN=$build/safesteer
 # Spinning OpenMP waits starve the tests that run side by side (docs/cpu-engine.md).
 export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-PASSIVE}
 (cd "$build" && ctest --output-on-failure -j"$(nproc)")
+# ctest lists the device tests as skipped on a machine without a GPU; say why
+grep -h "^SKIP: no CUDA device" "$build/Testing/Temporary/LastTest.log" | sort -u |
+    sed 's/^/device tests: /' || true
 python3 -m pytest -q "$repo/tests/python"
