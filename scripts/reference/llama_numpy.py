@@ -56,9 +56,11 @@ def load(path):
     return cfg, w
 
 
-def forward(cfg, w, toks, rounded=False, jitter=0.0, seed=0):
+def forward(cfg, w, toks, rounded=False, jitter=0.0, seed=0, steer=None):
     """Hidden states after each block [n_layers][T][d] and the last token's
-    logits [vocab]; rounded: bf16 where the CUDA engine rounds."""
+    logits [vocab]; rounded: bf16 where the CUDA engine rounds.  steer:
+    None or {"layer", "vec", "alpha", "op": "add" | "ablate", "begin"}, the
+    resid_post steering of docs/steering.md at positions >= begin."""
     L, d = cfg["block_count"], cfg["embedding_length"]
     H, KVH = cfg["attention.head_count"], cfg["attention.head_count_kv"]
     hd, eps = d // H, cfg["attention.layer_norm_rms_epsilon"]
@@ -104,6 +106,14 @@ def forward(cfg, w, toks, rounded=False, jitter=0.0, seed=0):
         h = norm(x, w[p + "ffn_norm.weight"])
         gate, up = lin(h, p + "ffn_gate.weight"), lin(h, p + "ffn_up.weight")
         x = x + lin(gate / (1 + np.exp(-gate)) * up, p + "ffn_down.weight")
+        if steer and steer["layer"] == l:
+            rows = x[steer["begin"]:]
+            v = np.asarray(steer["vec"], np.float64)
+            if steer["op"] == "add":
+                rows += steer["alpha"] * v
+            else:
+                u = v / np.linalg.norm(v)
+                rows -= np.outer(rows @ u, u)
         hidden.append(x.copy())
     logits = lin(norm(x[-1], w["output_norm.weight"]), "output.weight")
     return np.array(hidden), logits
