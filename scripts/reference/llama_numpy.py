@@ -56,11 +56,13 @@ def load(path):
     return cfg, w
 
 
-def forward(cfg, w, toks, rounded=False, jitter=0.0, seed=0, steer=None):
+def forward(cfg, w, toks, rounded=False, jitter=0.0, seed=0, steer=None, blocks=None):
     """Hidden states after each block [n_layers][T][d] and the last token's
     logits [vocab]; rounded: bf16 where the CUDA engine rounds.  steer:
     None or {"layer", "vec", "alpha", "op": "add" | "ablate", "begin"}, the
-    resid_post steering of docs/steering.md at positions >= begin."""
+    resid_post steering of docs/steering.md at positions >= begin.  blocks:
+    a dict to receive the attention and MLP block outputs (capture sites
+    attn_out, mlp_out), each [n_layers][T][d]."""
     L, d = cfg["block_count"], cfg["embedding_length"]
     H, KVH = cfg["attention.head_count"], cfg["attention.head_count_kv"]
     hd, eps = d // H, cfg["attention.layer_norm_rms_epsilon"]
@@ -89,7 +91,7 @@ def forward(cfg, w, toks, rounded=False, jitter=0.0, seed=0, steer=None):
         return ra(x) @ rw(w[name]).T
 
     x = rw(w["token_embd.weight"][toks])
-    hidden = []
+    hidden, attn_out, mlp_out = [], [], []
     mask = np.triu(np.full((T, T), -np.inf), 1)
     for l in range(L):
         p = f"blk.{l}."
@@ -102,10 +104,12 @@ def forward(cfg, w, toks, rounded=False, jitter=0.0, seed=0, steer=None):
             s = q[:, j] @ k[:, j // (H // KVH)].T / np.sqrt(hd) + mask
             s = np.exp(s - s.max(-1, keepdims=True))
             att[:, j] = (s / s.sum(-1, keepdims=True)) @ v[:, j // (H // KVH)]
-        x = x + lin(att.reshape(T, -1), p + "attn_output.weight")
+        attn_out.append(lin(att.reshape(T, -1), p + "attn_output.weight"))
+        x = x + attn_out[-1]
         h = norm(x, w[p + "ffn_norm.weight"])
         gate, up = lin(h, p + "ffn_gate.weight"), lin(h, p + "ffn_up.weight")
-        x = x + lin(gate / (1 + np.exp(-gate)) * up, p + "ffn_down.weight")
+        mlp_out.append(lin(gate / (1 + np.exp(-gate)) * up, p + "ffn_down.weight"))
+        x = x + mlp_out[-1]
         if steer and steer["layer"] == l:
             rows = x[steer["begin"]:]
             v = np.asarray(steer["vec"], np.float64)
@@ -116,6 +120,8 @@ def forward(cfg, w, toks, rounded=False, jitter=0.0, seed=0, steer=None):
                 rows -= np.outer(rows @ u, u)
         hidden.append(x.copy())
     logits = lin(norm(x[-1], w["output_norm.weight"]), "output.weight")
+    if blocks is not None:
+        blocks["attn_out"], blocks["mlp_out"] = np.array(attn_out), np.array(mlp_out)
     return np.array(hidden), logits
 
 

@@ -23,7 +23,18 @@ def reference(default_model):
     return llama_numpy.load(str(default_model))
 
 
-def test_logits_and_hidden_states_match_reference(safesteer_bin, default_model, reference,
+def capture_all(binary, model, site, tmp_path):
+    """Every token at every layer of PROMPT at one site: [layers][tokens][d]."""
+    data = tmp_path / "prompt.jsonl"
+    data.write_text('{"prompt": "%s"}\n' % PROMPT)
+    acts = tmp_path / f"acts_{site}.h5"
+    run_safesteer(binary, "capture", "--model", model, "--data", data, "--pool", "all",
+                  "--layers", "all", "--site", site, "--out", acts, "--threads", "2", "--quiet")
+    with h5py.File(acts) as f:
+        return f["acts"][:].transpose(1, 0, 2)  # stored [tokens][layers][d_model]
+
+
+def test_logits_and_every_capture_site_match_reference(safesteer_bin, default_model, reference,
                                                    tmp_path):
     r = run_json(safesteer_bin, "generate", "--model", default_model, "--prompt", PROMPT,
                  "--max-new", "1", "--logprobs", TOP_K, "--json", "--threads", "2")
@@ -31,25 +42,23 @@ def test_logits_and_hidden_states_match_reference(safesteer_bin, default_model, 
     top_ids = np.array(r["logprobs"][0]["top_ids"])
     top_lp = np.array(r["logprobs"][0]["top_logprobs"])
 
-    data = tmp_path / "prompt.jsonl"
-    data.write_text('{"prompt": "%s"}\n' % PROMPT)
-    acts = tmp_path / "acts.h5"
-    run_safesteer(safesteer_bin, "capture", "--model", default_model, "--data", data,
-                  "--pool", "all", "--layers", "all", "--out", acts, "--threads", "2", "--quiet")
-
     cfg, w = reference
-    ref_h, ref_logits = llama_numpy.forward(cfg, w, ids)
+    blocks = {}
+    ref_h, ref_logits = llama_numpy.forward(cfg, w, ids, blocks=blocks)
     ref_lp = llama_numpy.log_softmax(ref_logits)
     lp_err = np.abs(top_lp - ref_lp[top_ids]).max()
 
-    with h5py.File(acts) as f:
-        h = f["acts"][:]  # [tokens][layers][d_model]
-    assert h.shape == (len(ids), cfg["block_count"], cfg["embedding_length"])
-    row_err = llama_numpy.row_errors(h.transpose(1, 0, 2), ref_h)
-    print(f"max |d logprob| (top {TOP_K}) {lp_err:.2e}; hidden states: worst row relative "
-          f"L2 {row_err.max():.2e} (layer {np.unravel_index(row_err.argmax(), row_err.shape)[0]})")
+    site_err = {}
+    for site, ref in (("resid_post", ref_h), ("attn_out", blocks["attn_out"]),
+                      ("mlp_out", blocks["mlp_out"])):
+        h = capture_all(safesteer_bin, default_model, site, tmp_path)
+        assert h.shape == ref.shape
+        site_err[site] = llama_numpy.row_errors(h, ref).max()
+    print(f"max |d logprob| (top {TOP_K}) {lp_err:.2e}; worst row relative L2 per site "
+          + ", ".join(f"{k} {v:.2e}" for k, v in site_err.items()))
     assert lp_err < 1e-3
-    assert row_err.max() < 1e-4
+    for site, e in site_err.items():
+        assert e < 1e-4, site
 
 
 def write_control_vector(path, layer, vec):
