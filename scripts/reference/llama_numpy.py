@@ -59,8 +59,8 @@ def load(path):
 def forward(cfg, w, toks, rounded=False, jitter=0.0, seed=0, steer=None, blocks=None):
     """Hidden states after each block [n_layers][T][d] and the last token's
     logits [vocab]; rounded: bf16 where the CUDA engine rounds.  steer:
-    None or {"layer", "vec", "alpha", "op": "add" | "ablate", "begin"}, the
-    resid_post steering of docs/steering.md at positions >= begin.  blocks:
+    None or {"site", "layer", "vec", "alpha", "op": "add" | "ablate",
+    "begin"}, the steering of docs/steering.md at positions >= begin.  blocks:
     a dict to receive the attention and MLP block outputs (capture sites
     attn_out, mlp_out), each [n_layers][T][d]."""
     L, d = cfg["block_count"], cfg["embedding_length"]
@@ -90,6 +90,17 @@ def forward(cfg, w, toks, rounded=False, jitter=0.0, seed=0, steer=None, blocks=
     def lin(x, name):
         return ra(x) @ rw(w[name]).T
 
+    def steered(a, site, layer):  # a [T][d] at one site, steered in place
+        if steer and steer["site"] == site and steer["layer"] == layer:
+            rows = a[steer["begin"]:]
+            v = np.asarray(steer["vec"], np.float64)
+            if steer["op"] == "add":
+                rows += steer["alpha"] * v
+            else:
+                u = v / np.linalg.norm(v)
+                rows -= np.outer(rows @ u, u)
+        return a
+
     x = rw(w["token_embd.weight"][toks])
     hidden, attn_out, mlp_out = [], [], []
     mask = np.triu(np.full((T, T), -np.inf), 1)
@@ -104,20 +115,14 @@ def forward(cfg, w, toks, rounded=False, jitter=0.0, seed=0, steer=None, blocks=
             s = q[:, j] @ k[:, j // (H // KVH)].T / np.sqrt(hd) + mask
             s = np.exp(s - s.max(-1, keepdims=True))
             att[:, j] = (s / s.sum(-1, keepdims=True)) @ v[:, j // (H // KVH)]
-        attn_out.append(lin(att.reshape(T, -1), p + "attn_output.weight"))
+        attn_out.append(steered(lin(att.reshape(T, -1), p + "attn_output.weight"),
+                                "attn_out", l))
         x = x + attn_out[-1]
         h = norm(x, w[p + "ffn_norm.weight"])
         gate, up = lin(h, p + "ffn_gate.weight"), lin(h, p + "ffn_up.weight")
-        mlp_out.append(lin(gate / (1 + np.exp(-gate)) * up, p + "ffn_down.weight"))
-        x = x + mlp_out[-1]
-        if steer and steer["layer"] == l:
-            rows = x[steer["begin"]:]
-            v = np.asarray(steer["vec"], np.float64)
-            if steer["op"] == "add":
-                rows += steer["alpha"] * v
-            else:
-                u = v / np.linalg.norm(v)
-                rows -= np.outer(rows @ u, u)
+        mlp_out.append(steered(lin(gate / (1 + np.exp(-gate)) * up, p + "ffn_down.weight"),
+                               "mlp_out", l))
+        x = steered(x + mlp_out[-1], "resid_post", l)
         hidden.append(x.copy())
     logits = lin(norm(x[-1], w["output_norm.weight"]), "output.weight")
     if blocks is not None:

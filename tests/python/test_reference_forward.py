@@ -74,33 +74,58 @@ def write_control_vector(path, layer, vec):
     w.close()
 
 
-@pytest.mark.parametrize("op, positions, begin", [("add", "all", 0), ("add", "from:3", 3),
-                                                  ("ablate", "all", 0)])
+def write_h5_vectors(path, site, layer, vec):
+    """A one-category safesteer vector file (docs/vectors.md) written by h5py."""
+    with h5py.File(path, "w") as f:
+        f.attrs["format"] = "safesteer.vectors"
+        f.attrs["site"] = site
+        f.attrs["method"] = "mean-diff"
+        f["vectors"] = vec.reshape(1, 1, -1)
+        f["categories"] = np.array(["test"], dtype=h5py.string_dtype())
+        f["layers"] = np.array([layer], dtype=np.int32)
+
+
+@pytest.mark.parametrize("site, op, positions, begin", [
+    ("resid_post", "add", "all", 0), ("resid_post", "add", "from:3", 3),
+    ("resid_post", "ablate", "all", 0), ("attn_out", "add", "from:3", 3),
+    ("mlp_out", "ablate", "all", 0)])
 def test_steered_logprobs_match_reference(safesteer_bin, default_model, reference, tmp_path,
-                                          op, positions, begin):
-    """Steering as the engine applies it (site resid_post, position rule,
-    add or ablate) against the reference doing the same by hand."""
+                                          site, op, positions, begin):
+    """Steering as the engine applies it (site, position rule, add or
+    ablate) against the reference doing the same by hand.  resid_post
+    vectors come as a llama.cpp control vector, the other sites as a
+    safesteer vector file."""
     layer, alpha = 10, 4.0
-    vec = np.random.default_rng(7).normal(size=reference[0]["embedding_length"])
-    vec = vec.astype(np.float32)
-    cv = tmp_path / "cv.gguf"
-    write_control_vector(cv, layer, vec)
+    cfg, w = reference
+    if op == "add":
+        vec = np.random.default_rng(7).normal(size=cfg["embedding_length"]).astype(np.float32)
+    else:  # a direction the activations there really have, so ablating it matters
+        ids = run_json(safesteer_bin, "tokenize", "--model", default_model, "--json", PROMPT)
+        blocks = {}
+        hidden, _ = llama_numpy.forward(cfg, w, ids, blocks=blocks)
+        acts = hidden if site == "resid_post" else blocks[site]
+        vec = acts[layer, begin:].mean(axis=0).astype(np.float32)
+    if site == "resid_post":
+        path = tmp_path / "cv.gguf"
+        write_control_vector(path, layer, vec)
+    else:
+        path = tmp_path / "v.h5"
+        write_h5_vectors(path, site, layer, vec)
     args = ["generate", "--model", default_model, "--prompt", PROMPT, "--max-new", "1",
-            "--logprobs", TOP_K, "--json", "--threads", "2", "--steer", cv,
+            "--logprobs", TOP_K, "--json", "--threads", "2", "--steer", path,
             "--positions", positions]
     args += ["--ablate"] if op == "ablate" else ["--strength", alpha]
     r = run_json(safesteer_bin, *args)
     top_ids = np.array(r["logprobs"][0]["top_ids"])
     top_lp = np.array(r["logprobs"][0]["top_logprobs"])
 
-    cfg, w = reference
-    steer = {"layer": layer, "vec": vec, "alpha": alpha, "op": op, "begin": begin}
+    steer = {"site": site, "layer": layer, "vec": vec, "alpha": alpha, "op": op, "begin": begin}
     ref_lp = llama_numpy.log_softmax(llama_numpy.forward(cfg, w, r["prompt_ids"],
                                                          steer=steer)[1])
     plain_lp = llama_numpy.log_softmax(llama_numpy.forward(cfg, w, r["prompt_ids"])[1])
     err = np.abs(top_lp - ref_lp[top_ids]).max()
     moved = np.abs(ref_lp[top_ids] - plain_lp[top_ids]).max()
-    print(f"{op} {positions}: max |d logprob| vs reference {err:.2e}, steering moved them "
-          f"by up to {moved:.3f}")
+    print(f"{site} {op} {positions}: max |d logprob| vs reference {err:.2e}, steering moved "
+          f"them by up to {moved:.3f}")
     assert moved > 0.05, "the steering in this test hardly changes the output"
     assert err < 1e-3
