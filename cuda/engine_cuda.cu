@@ -171,23 +171,6 @@ typedef struct {
     uint64_t n_filled; /* tensors drawn so far (seeds each one differently) */
 } ss_cu_loader;
 
-/* Checks t has dims {in, out} and a decodable type. */
-static int ss_cu_check_tensor(const ss_model *m, const ss_tensor *t, const char *what, int64_t in,
-                              int64_t out, ss_error *err)
-{
-    if (!t->data)
-        return ss_fail(err, "%s: tensor %s (%s) is missing", m->path, t->name, what);
-    if (!ss_type_supported(t->type))
-        return ss_fail(err, "%s: tensor %s has type %s, which safesteer cannot decode", m->path,
-                       t->name, ss_type_name(t->type));
-    if (t->dims[0] != in || ss_tensor_nelem(t) != in * out)
-        return ss_fail(err,
-                       "%s: tensor %s (%s) has dims {%lld, %lld}, expected {%lld, %lld}",
-                       m->path, t->name, what, (long long)t->dims[0], (long long)t->dims[1],
-                       (long long)in, (long long)out);
-    return 0;
-}
-
 /* Decodes t ({in, out}) in row blocks and writes bf16 rows at dst
  * ([out][in]); synthetic: uniform(-scale, scale). */
 static int ss_cu_put_matrix(ss_engine *e, ss_cu_loader *ld, const ss_tensor *t, const char *what,
@@ -197,7 +180,7 @@ static int ss_cu_put_matrix(ss_engine *e, ss_cu_loader *ld, const ss_tensor *t, 
     if (ld->synthetic)
         return ss_cuda_fill_random_bf16(cx, dst, (size_t)(in * out), ld->seed * 1000003ull +
                                         ld->n_filled++, 0.0f, scale, err);
-    if (ss_cu_check_tensor(e->model, t, what, in, out, err))
+    if (ss_model_tensor_check(e->model, t, what, in, out, err))
         return -1;
     int64_t rows_per = (int64_t)SS_CU_STAGE_FLOATS / in;
     if (rows_per < 1)
@@ -205,7 +188,8 @@ static int ss_cu_put_matrix(ss_engine *e, ss_cu_loader *ld, const ss_tensor *t, 
                        e->model->path, t->name, (long long)in);
     for (int64_t r0 = 0; r0 < out; r0 += rows_per) {
         int64_t nr = out - r0 < rows_per ? out - r0 : rows_per;
-        ss_tensor_rows_f32(t, r0, nr, ld->h_stage);
+        if (ss_model_tensor_rows(e->model, t, r0, nr, ld->h_stage, err))
+            return -1;
         SS_CU(cudaMemcpyAsync(ld->d_stage, ld->h_stage, (size_t)(nr * in) * sizeof(float),
                               cudaMemcpyHostToDevice, cx->stream), err);
         if (ss_cuda_f32_to_bf16(cx, dst + r0 * in, ld->d_stage, (size_t)(nr * in), err))
@@ -223,9 +207,10 @@ static int ss_cu_put_vector(ss_engine *e, ss_cu_loader *ld, const ss_tensor *t, 
     if (ld->synthetic)
         return ss_cuda_fill_random_f32(cx, dst, (size_t)d, ld->seed * 1000003ull + ld->n_filled++,
                                        1.0f, 0.1f, err);
-    if (ss_cu_check_tensor(e->model, t, what, d, 1, err))
+    if (ss_model_tensor_check(e->model, t, what, d, 1, err))
         return -1;
-    ss_tensor_rows_f32(t, 0, 1, ld->h_stage);
+    if (ss_model_tensor_rows(e->model, t, 0, 1, ld->h_stage, err))
+        return -1;
     SS_CU(cudaMemcpy(dst, ld->h_stage, (size_t)d * sizeof(float), cudaMemcpyHostToDevice), err);
     return 0;
 }

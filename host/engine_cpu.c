@@ -56,32 +56,33 @@ typedef struct {
 
 /* ---------------------------------------------------------------- weights */
 
-/* Checks t is present with dims {in, out} (out == 1: a vector) and a
- * decodable type, then decodes it to f32 [out][in]. */
+/* Checks t (ss_model_tensor_check), then decodes it to f32 [out][in],
+ * failing on the first non-finite value. */
 static int load_tensor(const ss_model *m, const ss_tensor *t, const char *what, int64_t in,
                        int64_t out, float **dst, ss_error *err)
 {
-    if (!t->data)
-        return ss_fail(err, "%s: tensor %s (%s) is missing", m->path, t->name, what);
-    if (!ss_type_supported(t->type))
-        return ss_fail(err, "%s: tensor %s has type %s, which safesteer cannot decode",
-                       m->path, t->name, ss_type_name(t->type));
-    if (t->dims[0] != in || ss_tensor_nelem(t) != in * out)
-        return ss_fail(err,
-                       "%s: tensor %s (%s) has dims {%lld, %lld, %lld, %lld}, expected "
-                       "{%lld, %lld}",
-                       m->path, t->name, what, (long long)t->dims[0], (long long)t->dims[1],
-                       (long long)t->dims[2], (long long)t->dims[3], (long long)in,
-                       (long long)out);
+    if (ss_model_tensor_check(m, t, what, in, out, err))
+        return -1;
     float *w = ss_malloc((size_t)(in * out) * sizeof(float), err);
     if (!w)
         return ss_fail_context(err, "%s: tensor %s", m->path, t->name);
     const int64_t block = 256;
-    int64_t n_blocks = (out + block - 1) / block;
+    int64_t n_blocks = (out + block - 1) / block, first_bad = n_blocks;
 #pragma omp parallel for schedule(dynamic, 1)
     for (int64_t b = 0; b < n_blocks; b++) {
         int64_t r0 = b * block, nr = out - r0 < block ? out - r0 : block;
-        ss_tensor_rows_f32(t, r0, nr, w + r0 * in);
+        ss_error block_err;
+        if (ss_model_tensor_rows(m, t, r0, nr, w + r0 * in, &block_err)) {
+#pragma omp critical
+            if (b < first_bad) { /* report the first bad row whatever the thread order */
+                first_bad = b;
+                *err = block_err;
+            }
+        }
+    }
+    if (first_bad < n_blocks) {
+        free(w);
+        return -1;
     }
     *dst = w;
     return 0;

@@ -6,6 +6,7 @@
  * stream so a stop string is never printed. */
 #include "safesteer/generate.h"
 
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -108,6 +109,12 @@ static int step_sequence(ss_engine *e, const ss_tokenizer *tok, int i, seq_state
     if (p->logprobs_k > 0 && record_logprobs(r, logits, vocab, p->logprobs_k, lp, err) < 0)
         return -1;
     int id = ss_sample(&st->sampler, logits);
+    if (!isfinite(logits[id])) /* every logit is NaN or +inf once activations overflow */
+        return ss_fail(err,
+                       "sequence %d at position %d: the logits are not finite (%g for token "
+                       "%d); the activations overflowed (steering strength or vector too "
+                       "large?)",
+                       i, ss_engine_slot_pos(e, i), (double)logits[id], id);
     if (ss_tokenizer_is_stop(tok, id)) {
         st->done = 1;
         r->stop_reason = SS_STOP_EOS;

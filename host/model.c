@@ -8,6 +8,7 @@
  * parameters are recovered from it (see ss_fit_llama3). */
 #include "model_internal.h"
 
+#include <float.h>
 #include <inttypes.h>
 #include <math.h>
 #include <stddef.h>
@@ -414,6 +415,40 @@ void ss_model_free(ss_model *m)
     free(m->chat_template);
     free(m->random_data);
     free(m);
+}
+
+int ss_model_tensor_check(const ss_model *m, const ss_tensor *t, const char *what, int64_t in,
+                          int64_t out, ss_error *err)
+{
+    if (!t->data)
+        return ss_fail(err, "%s: tensor %s (%s) is missing", m->path, t->name, what);
+    if (!ss_type_supported(t->type))
+        return ss_fail(err, "%s: tensor %s has type %s, which safesteer cannot decode",
+                       m->path, t->name, ss_type_name(t->type));
+    if (t->dims[0] != in || ss_tensor_nelem(t) != in * out)
+        return ss_fail(err,
+                       "%s: tensor %s (%s) has dims {%lld, %lld, %lld, %lld}, expected "
+                       "{%lld, %lld}",
+                       m->path, t->name, what, (long long)t->dims[0], (long long)t->dims[1],
+                       (long long)t->dims[2], (long long)t->dims[3], (long long)in,
+                       (long long)out);
+    return 0;
+}
+
+int ss_model_tensor_rows(const ss_model *m, const ss_tensor *t, int64_t row0, int64_t nrows,
+                         float *dst, ss_error *err)
+{
+    ss_tensor_rows_f32(t, row0, nrows, dst);
+    int64_t in = t->dims[0], n = nrows * in;
+    int bad = 0;
+    for (int64_t i = 0; i < n; i++) /* branch-free, so it vectorises */
+        bad |= !(fabsf(dst[i]) <= FLT_MAX);
+    for (int64_t i = 0; bad && i < n; i++)
+        if (!isfinite(dst[i]))
+            return ss_fail(err, "%s: tensor %s has %g at row %lld, column %lld", m->path,
+                           t->name, (double)dst[i], (long long)(row0 + i / in),
+                           (long long)(i % in));
+    return 0;
 }
 
 int64_t ss_model_param_count(const ss_model *m)

@@ -733,6 +733,14 @@ Test(engine_cpu, create_errors)
     cr_assert(ss_engine_create(t, &o, &e, &err) == -1);
     cr_assert(strstr(err.msg, "n_heads 4 is not a multiple of n_kv_heads 3"), "%s", err.msg);
     t->cfg.n_kv_heads = TKV;
+    /* a corrupt weight: NaN at row 3, column 5 of layer 1's down projection */
+    float *wd = (float *)t->layers[1].w_down.data, keep = wd[3 * TFF + 5];
+    wd[3 * TFF + 5] = NAN;
+    cr_assert(ss_engine_create(t, &o, &e, &err) == -1);
+    cr_assert(strstr(err.msg, "layer 1") && strstr(err.msg, "synthetic:seed=2: tensor ffn_down") &&
+                  strstr(err.msg, "nan at row 3, column 5"),
+              "%s", err.msg);
+    wd[3 * TFF + 5] = keep;
     o.device = SS_DEVICE_CPU;
     cr_assert(ss_engine_create(t, &o, &e, &err) == 0, "%s", err.msg);
     ss_engine_free(e);

@@ -195,6 +195,17 @@ int ss_model_random(const ss_config *cfg, const ss_random_scales *s, uint64_t se
  * Points to static storage. */
 const char *ss_default_model_path(void);
 
+/* What an engine checks before using tensor t of m as `what`: present, a
+ * decodable type, dims {in, out} (out == 1: a vector).  Errors name the
+ * file, the tensor and `what`. */
+int ss_model_tensor_check(const ss_model *m, const ss_tensor *t, const char *what, int64_t in,
+                          int64_t out, ss_error *err);
+/* ss_tensor_rows_f32, then an error naming the file, tensor, row and
+ * column of the first NaN or infinity (a corrupt file: no engine can
+ * compute with it). */
+int ss_model_tensor_rows(const ss_model *m, const ss_tensor *t, int64_t row0, int64_t nrows,
+                         float *dst, ss_error *err);
+
 /* Total parameters counted from the tensors (tied output counted once). */
 int64_t ss_model_param_count(const ss_model *m);
 

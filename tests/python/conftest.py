@@ -45,3 +45,19 @@ def run_safesteer(binary, *args, check=True, timeout=600):
 
 def run_json(binary, *args, **kw):
     return json.loads(run_safesteer(binary, *args, **kw).stdout)
+
+
+def write_control_vector(path, directions):
+    """A llama.cpp control-vector GGUF written by the `gguf` package, in the
+    layout cvector-generator and repeng write: {N: vector} becomes tensor
+    direction.N, which steers the output of block N (docs/steering.md)."""
+    import gguf
+    w = gguf.GGUFWriter(str(path), "controlvector")
+    w.add_string("controlvector.model_hint", "llama")
+    w.add_int32("controlvector.layer_count", len(directions))
+    for n, v in directions.items():
+        w.add_tensor(f"direction.{n}", v)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
-from conftest import run_safesteer  # noqa: E402
+from conftest import run_safesteer, write_control_vector  # noqa: E402
 from make_synthetic_acts import category_blobs, write_capture  # noqa: E402
 
 
@@ -74,15 +74,7 @@ def test_import_gguf_written_by_gguf_package(safesteer_bin, tmp_path):
     rng = np.random.default_rng(4)
     dirs = {n: rng.normal(size=16).astype(np.float32) for n in (5, 2, 9)}
     path = tmp_path / "ext.gguf"
-    w = gguf.GGUFWriter(str(path), "controlvector")
-    w.add_string("controlvector.model_hint", "llama")
-    w.add_int32("controlvector.layer_count", len(dirs))
-    for n, v in dirs.items():
-        w.add_tensor(f"direction.{n}", v)
-    w.write_header_to_file()
-    w.write_kv_data_to_file()
-    w.write_tensors_to_file()
-    w.close()
+    write_control_vector(path, dirs)
     out = tmp_path / "ext.h5"
     run_safesteer(safesteer_bin, "vectors", "import", "--in", path, "--out", out)
     with h5py.File(out, "r") as f:

@@ -3,7 +3,9 @@ JSON record, seeded sampling is reproducible, stop strings cut the text, and
 bad input fails with a clear message and a non-zero exit."""
 import json
 
-from conftest import run_json, run_safesteer
+import numpy as np
+
+from conftest import run_json, run_safesteer, write_control_vector
 
 PROMPT = "Write a short poem about the sea."
 
@@ -71,3 +73,14 @@ def test_bad_option_values_are_usage_errors(safesteer_bin, default_model):
                              "hi", *args, check=False)
         assert proc.returncode == 2, args
         assert text in proc.stderr, (args, proc.stderr)
+
+
+def test_overflowing_steering_is_an_error(safesteer_bin, default_model, tmp_path):
+    """A vector whose scaled values overflow f32 makes every logit NaN: that is
+    a clear error, never tokens sampled from NaN."""
+    cv = tmp_path / "huge.gguf"
+    write_control_vector(cv, {10: np.full(576, 3e38, dtype=np.float32)})
+    proc = run_safesteer(safesteer_bin, "generate", "--model", default_model, "--prompt", "hi",
+                         "--max-new", "4", "--steer", cv, "--strength", "4", check=False)
+    assert proc.returncode == 1
+    assert "the logits are not finite" in proc.stderr, proc.stderr

@@ -4,12 +4,11 @@ log-probs and the hidden state of every token after every layer, plain and
 steered."""
 import sys
 
-import gguf
 import h5py
 import numpy as np
 import pytest
 
-from conftest import REPO, run_json, run_safesteer
+from conftest import REPO, run_json, run_safesteer, write_control_vector
 
 sys.path.insert(0, str(REPO / "scripts" / "reference"))
 import llama_numpy  # noqa: E402
@@ -61,19 +60,6 @@ def test_logits_and_every_capture_site_match_reference(safesteer_bin, default_mo
         assert e < 1e-4, site
 
 
-def write_control_vector(path, layer, vec):
-    """A llama.cpp control-vector GGUF written by the `gguf` package:
-    direction.N steers the output of block N (docs/steering.md)."""
-    w = gguf.GGUFWriter(str(path), "controlvector")
-    w.add_string("controlvector.model_hint", "llama")
-    w.add_int32("controlvector.layer_count", 1)
-    w.add_tensor(f"direction.{layer}", vec)
-    w.write_header_to_file()
-    w.write_kv_data_to_file()
-    w.write_tensors_to_file()
-    w.close()
-
-
 def write_h5_vectors(path, site, layer, vec):
     """A one-category safesteer vector file (docs/vectors.md) written by h5py."""
     with h5py.File(path, "w") as f:
@@ -107,7 +93,7 @@ def test_steered_logprobs_match_reference(safesteer_bin, default_model, referenc
         vec = acts[layer, begin:].mean(axis=0).astype(np.float32)
     if site == "resid_post":
         path = tmp_path / "cv.gguf"
-        write_control_vector(path, layer, vec)
+        write_control_vector(path, {layer: vec})
     else:
         path = tmp_path / "v.h5"
         write_h5_vectors(path, site, layer, vec)
