@@ -95,12 +95,34 @@ def random_weights(seed):
     return w
 
 
-def write_safetensors(path, tensors):
+def round_to(arr, dtype):
+    """float32 values exactly representable in dtype (F32, F16, BF16; nearest,
+    ties to even), so a copy stored as F32 holds the same numbers."""
+    if dtype == "F16":
+        return arr.astype(np.float16).astype(np.float32)
+    if dtype == "BF16":
+        u = np.ascontiguousarray(arr, dtype=np.float32).view(np.uint32).astype(np.uint64)
+        u = ((u + 0x7FFF + ((u >> 16) & 1)) >> 16) << 16
+        return u.astype(np.uint32).view(np.float32)
+    return arr
+
+
+def encode(arr, dtype):
+    """Little-endian bytes of float32 arr (already round_to dtype) as dtype."""
+    if dtype == "F16":
+        return np.ascontiguousarray(arr, dtype="<f2").tobytes()
+    if dtype == "BF16":
+        u = np.ascontiguousarray(arr, dtype="<f4").view("<u4")
+        return (u >> 16).astype("<u2").tobytes()
+    return np.ascontiguousarray(arr, dtype="<f4").tobytes()
+
+
+def write_safetensors(path, tensors, dtype="F32"):
     """The safetensors format: u64 header length, JSON header, raw data."""
     header, offset, blobs = {"__metadata__": {"format": "pt"}}, 0, []
     for name, arr in tensors.items():
-        data = np.ascontiguousarray(arr, dtype="<f4").tobytes()
-        header[name] = {"dtype": "F32", "shape": list(arr.shape),
+        data = encode(arr, dtype)
+        header[name] = {"dtype": dtype, "shape": list(arr.shape),
                         "data_offsets": [offset, offset + len(data)]}
         offset += len(data)
         blobs.append(data)
@@ -222,13 +244,13 @@ def write_gguf(path, w, tok_md):
     writer.close()
 
 
-def write_hf(folder, w, src):
-    """config.json, model.safetensors and, when the tokenizer_json helper is
-    importable, tokenizer.json + tokenizer_config.json.  Returns whether the
-    tokenizer files were written."""
+def write_hf(folder, w, src, dtype="F32"):
+    """config.json, model.safetensors (tensors stored as dtype) and, when the
+    tokenizer_json helper is importable, tokenizer.json +
+    tokenizer_config.json.  Returns whether the tokenizer files were written."""
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "config.json").write_text(json.dumps(CONFIG, indent=2))
-    write_safetensors(folder / "model.safetensors", w)
+    write_safetensors(folder / "model.safetensors", w, dtype)
     if tokenizer_json is None:
         return False
     (folder / "tokenizer.json").write_text(tokenizer_json.build_tokenizer_json(src),
@@ -238,13 +260,14 @@ def write_hf(folder, w, src):
     return True
 
 
-def make(out_dir, src=None, seed=0):
-    """Writes both copies; returns (hf_folder, gguf_path, has_hf_tokenizer)."""
+def make(out_dir, src=None, seed=0, dtype="F32"):
+    """Writes both copies, the HF one stored as dtype and the GGUF one as F32
+    holding the same values; returns (hf_folder, gguf_path, has_hf_tokenizer)."""
     out_dir = pathlib.Path(out_dir)
     src = pathlib.Path(src or default_gguf())
-    w = random_weights(seed)
+    w = {name: round_to(arr, dtype) for name, arr in random_weights(seed).items()}
     hf, gg = out_dir / "tiny-llama-hf", out_dir / "tiny-llama.gguf"
-    has_tok = write_hf(hf, w, src)
+    has_tok = write_hf(hf, w, src, dtype)
     write_gguf(gg, w, read_tokenizer_metadata(src))
     return hf, gg, has_tok
 

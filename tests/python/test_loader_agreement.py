@@ -1,5 +1,6 @@
-"""The same tiny random Llama as a Hugging Face folder and as a llama.cpp-style
-F32 GGUF (Q/K rows permuted, llama3 rope scaling as rope_freqs.weight; see
+"""The same tiny random Llama as a Hugging Face folder (safetensors stored as
+F32, BF16 or F16) and as a llama.cpp-style F32 GGUF holding the same values
+(Q/K rows permuted, llama3 rope scaling as rope_freqs.weight; see
 make_tiny_llama.py) must give the same next-token distribution through
 `safesteer generate`: the greedy ids agree and the top-K log-probabilities
 of every step agree within 1e-4.
@@ -36,6 +37,15 @@ def tiny(tmp_path_factory, default_model):
     return make_tiny_llama.make(tmp_path_factory.mktemp("tiny"), default_model)
 
 
+@pytest.fixture(scope="module", params=["F32", "BF16", "F16"])
+def tiny_stored_as(request, tmp_path_factory, default_model):
+    if make_tiny_llama.tokenizer_json is None:
+        pytest.skip("scripts/goldens/tokenizer_json.py is missing: the HF folder would have "
+                    "no tokenizer.json")
+    return make_tiny_llama.make(tmp_path_factory.mktemp("tiny"), default_model,
+                                dtype=request.param)
+
+
 def generate(binary, model):
     return run_json(binary, "generate", "--model", model, "--prompt", PROMPT, "--max-new", STEPS,
                     "--logprobs", TOP_K, "--json", "--threads", 2)
@@ -48,8 +58,8 @@ def first_step_gap(a, b):
     return max(abs(lp - other.get(i, -np.inf)) for i, lp in zip(la["top_ids"], la["top_logprobs"]))
 
 
-def test_hf_and_gguf_agree(safesteer_bin, generate_available, tiny):
-    hf, gg, _ = tiny
+def test_hf_and_gguf_agree(safesteer_bin, generate_available, tiny_stored_as):
+    hf, gg, _ = tiny_stored_as
     a, b = generate(safesteer_bin, hf), generate(safesteer_bin, gg)
     assert a["prompt_ids"] == b["prompt_ids"]
     assert len(a["prompt_ids"]) > 5  # several positions, so rotary pairing matters
