@@ -75,15 +75,6 @@ static inline float top2_gap(const float *l, int n)
     return vals[0] - vals[1];
 }
 
-static inline int argmax_of(const float *l, int n)
-{
-    int best = 0;
-    for (int i = 1; i < n; i++)
-        if (l[i] > l[best])
-            best = i;
-    return best;
-}
-
 /* KL(softmax(ref) || softmax(x)) in nats, in double. */
 static inline double logits_kl(const float *ref, const float *x, int n)
 {
@@ -113,7 +104,7 @@ static inline void expect_logits_agree(const float *gpu, const float *cpu, int n
     for (int i = 0; i < n; i++)
         cr_assert(isfinite(gpu[i]), "%s: logit %d is %g", what, i, (double)gpu[i]);
     double kl = logits_kl(cpu, gpu, n);
-    int tg = argmax_of(gpu, n), tc = argmax_of(cpu, n);
+    int tg = ss_argmax(gpu, n), tc = ss_argmax(cpu, n);
     float gap = top2_gap(cpu, n);
     fprintf(stderr, "%s: KL(CPU || CUDA) %.3g, top token CUDA %d CPU %d (CPU top-2 gap %.3f)\n",
             what, kl, tg, tc, gap);
