@@ -7,10 +7,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "h5io.h"
+#include "progress.h"
 #include "safesteer/sha256.h"
 
 #define SS_CAPTURE_FORMAT "safesteer.capture"
@@ -714,22 +714,6 @@ static int flush_batch(cap_ctx *c, cap_file *cf, batch_buf *bb, int i0, int nb, 
     return 0;
 }
 
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
-}
-
-static void progress(int done, int n, int started_at, double t0)
-{
-    double el = now_s() - t0;
-    double rate = el > 0 ? (done - started_at) / el : 0;
-    double eta = rate > 0 ? (n - done) / rate : 0;
-    fprintf(stderr, "capture: %d/%d prompts, %.2f prompts/s, elapsed %.0f s, ETA %.0f s\n", done,
-            n, rate, el, eta);
-}
-
 /* Decides what to do with an existing file at path: *resume_it = 1 to
  * continue it, 0 to (re)create it; errors for files that must be kept. */
 static int check_existing(const char *path, const ss_capture_opts *o, int *resume_it,
@@ -929,19 +913,16 @@ int ss_capture_run(ss_engine *e, const ss_capture_source *src, const ss_capture_
     free(mask);
     if (hook < 0)
         goto out;
-    double t0 = now_s(), last = t0;
-    int started = (int)done;
+    ss_progress prog;
+    ss_progress_begin(&prog, "capture", "prompts", done, src->n, 0);
     for (int i0 = (int)done; i0 < src->n; i0 += o->batch) {
         int nb = src->n - i0 < o->batch ? src->n - i0 : o->batch;
         int64_t before = row_next;
         if (run_batch(e, src, &c, &bb, i0, nb, &row_next, err) < 0 ||
             flush_batch(&c, &cf, &bb, i0, nb, before, row_next, err) < 0)
             goto unhook;
-        double t = now_s();
-        if (o->progress && (t - last >= 1.0 || i0 + nb == src->n)) {
-            progress(i0 + nb, src->n, started, t0);
-            last = t;
-        }
+        if (o->progress)
+            ss_progress_update(&prog, i0 + nb);
     }
     if (ss_h5_attr_set_i64(cf.f, "complete", 1, err) < 0)
         goto unhook;

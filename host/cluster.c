@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "h5io.h"
+#include "progress.h"
 #include "safesteer/sha256.h"
 #include "safesteer/vectors.h"
 
@@ -647,6 +648,8 @@ int ss_cluster_run(const ss_cluster_options *o, const char *out_path, ss_error *
     r.inertia = ss_malloc((size_t)r.nk * sizeof(float), err);
     if (!r.ks || !r.sil || !r.inertia)
         goto out;
+    ss_progress prog;
+    ss_progress_begin(&prog, "cluster", "k values", 0, r.nk, 1);
     for (int i = 0; i < r.nk; i++) {
         ss_kmeans km;
         r.ks[i] = o->k_min + i;
@@ -663,6 +666,8 @@ int ss_cluster_run(const ss_cluster_options *o, const char *out_path, ss_error *
         } else {
             ss_kmeans_free(&km);
         }
+        if (o->progress)
+            ss_progress_update(&prog, i + 1);
     }
     if (describe(&c, &r, err) < 0 || write_clusters(out_path, o, in, &c, &r, err) < 0)
         goto out;

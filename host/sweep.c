@@ -748,6 +748,7 @@ static int capture_and_vectors(sweep *s, int resume, ss_error *err)
             vo.n_layers = L;
             vo.method = c->methods[mi];
             vo.seed = c->data_seed;
+            vo.progress = s->progress;
             ss_vec_result r;
             memset(&r, 0, sizeof r);
             if (ss_vec_compute(&vo, &r, err) < 0)

@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "h5io.h"
+#include "progress.h"
 #include "safesteer/sha256.h"
 
 /* ================================================================ capture reader */
@@ -425,18 +426,38 @@ typedef struct {
     float **sc;             /* [C] -> [cap][L] scores */
     int8_t **lab, **hld;    /* [C] -> [cap] */
     int64_t *fill;          /* [C] */
+    ss_progress progress;   /* over all passes */
+    int64_t progress_done;  /* prompts read so far, all passes */
+    int n_passes, max_passes;
 } vctx;
 
 typedef int (*block_fn)(vctx *v, vsrc *s, int64_t p0, int64_t nb, const float *x,
                         ss_error *err);
 
-/* Streams every source in blocks of chunk_rows prompts through fn. */
-static int stream(vctx *v, block_fn fn, ss_error *err)
+/* Progress over all passes: prompts read so far out of prompts times the
+ * most passes the method can take (PCA may converge early). */
+static void progress_begin(vctx *v)
+{
+    int64_t n = 0;
+    for (int k = 0; k < v->n_src; k++)
+        n += v->src[k].n;
+    int method = v->o->method;
+    v->max_passes = method == SS_VEC_PCA      ? v->o->pca_iters + 2
+                    : method == SS_VEC_PRUNED ? 4
+                                              : 2;
+    ss_progress_begin(&v->progress, "vectors", "prompt reads", 0, n * v->max_passes, 1);
+}
+
+/* Streams every source in blocks of chunk_rows prompts through fn, the
+ * pass called `name` in progress lines. */
+static int stream(vctx *v, block_fn fn, const char *name, ss_error *err)
 {
     size_t L = (size_t)v->L, d = (size_t)v->d, chunk = (size_t)v->o->chunk_rows;
     float *x = ss_malloc(chunk * L * d * sizeof(float), err);
     if (!x)
         return -1;
+    snprintf(v->progress.what, sizeof v->progress.what, "vectors: pass %d of at most %d (%s)",
+             ++v->n_passes, v->max_passes, name);
     int rc = 0;
     for (int k = 0; k < v->n_src && !rc; k++) {
         vsrc *s = &v->src[k];
@@ -444,6 +465,9 @@ static int stream(vctx *v, block_fn fn, ss_error *err)
             int64_t nb = s->n - p0 < (int64_t)chunk ? s->n - p0 : (int64_t)chunk;
             rc = ss_actfile_read(s->a, p0, nb, s->rows, v->L, x, err) < 0 ||
                  fn(v, s, p0, nb, x, err) < 0 ? -1 : 0;
+            v->progress_done += nb;
+            if (!rc && v->o->progress)
+                ss_progress_update(&v->progress, v->progress_done);
         }
     }
     free(x);
@@ -844,7 +868,7 @@ static int run_pruned(vctx *v, ss_vec_result *r, ss_error *err)
     int rc = -1;
     if (!v->nrm || !v->med || !v->kept_sum || !v->kept || !tmp)
         goto out;
-    if (stream(v, pass_norms, err) < 0)
+    if (stream(v, pass_norms, "norms", err) < 0)
         goto out;
     for (size_t c = 0; c < C; c++)
         for (size_t l = 0; l < L; l++) {
@@ -854,7 +878,7 @@ static int run_pruned(vctx *v, ss_vec_result *r, ss_error *err)
                     tmp[m++] = v->nrm[i * L + l];
             v->med[c * L + l] = median_of(tmp, m);
         }
-    if (stream(v, pass_kept, err) < 0)
+    if (stream(v, pass_kept, "kept", err) < 0)
         goto out;
     r->passes += 2;
     r->counts_kept = ss_malloc(C * L * sizeof(int64_t), err);
@@ -911,7 +935,7 @@ static int run_pca(vctx *v, ss_vec_result *r, ss_error *err)
     double worst = 1;
     for (it = 0; it < v->o->pca_iters; it++) {
         memset(v->pacc, 0, C * L * d * sizeof(double));
-        if (stream(v, pass_power, err) < 0)
+        if (stream(v, pass_power, "power iteration", err) < 0)
             return -1;
         r->passes++;
         worst = 0;
@@ -965,7 +989,7 @@ static int run_separability(vctx *v, ss_vec_result *r, ss_error *err)
         if (!v->sc[c] || !v->lab[c] || !v->hld[c])
             return -1;
     }
-    if (stream(v, pass_project, err) < 0)
+    if (stream(v, pass_project, "separability", err) < 0)
         return -1;
     r->passes++;
     int64_t maxfill = 1;
@@ -1102,7 +1126,8 @@ int ss_vec_compute(const ss_vec_options *o, ss_vec_result *r, ss_error *err)
     if (!r->safe_pool || !v.pool_of || !v.nu || !v.nu_all || !v.np || !v.np_all || !v.sum_u ||
         !v.sum_p || !v.w || assign_roles(&v, r, err) < 0)
         goto fail;
-    if (stream(&v, pass_means, err) < 0)
+    progress_begin(&v);
+    if (stream(&v, pass_means, "means", err) < 0)
         goto fail;
     r->passes = 1;
     for (size_t c = 0; c < C; c++)

@@ -21,7 +21,8 @@ static void usage(FILE *f)
             "  --max-iter N              Lloyd iterations per run (default 300)\n"
             "  --silhouette-samples N    points used for the silhouette (default 5000)\n"
             "  --safe-label S            prompts with this label form the safe pool and are\n"
-            "                            not clustered (default safe)\n");
+            "                            not clustered (default safe)\n"
+            "  --quiet                   no progress lines (shown when a run takes over a second)\n");
 }
 
 static int parse_range(const char *s, int *a, int *b, ss_error *err)
@@ -50,9 +51,11 @@ int ss_cmd_cluster(int argc, char **argv)
         {"restarts", required_argument, 0, 'r'}, {"max-iter", required_argument, 0, 'i'},
         {"silhouette-samples", required_argument, 0, 'S'},
         {"safe-label", required_argument, 0, 's'}, {"out", required_argument, 0, 'o'},
-        {"help", no_argument, 0, 'h'},           {0, 0, 0, 0}};
+        {"quiet", no_argument, 0, 'q'},          {"help", no_argument, 0, 'h'},
+        {0, 0, 0, 0}};
     ss_cluster_options o;
     ss_cluster_options_init(&o);
+    o.progress = 1;
     ss_error err = {{0}};
     const char *out = NULL;
     int have_layer = 0, opt;
@@ -91,6 +94,7 @@ int ss_cmd_cluster(int argc, char **argv)
             rc = ss_cli_int("--silhouette-samples", optarg, 2, 1L << 40, &v, &err);
             o.silhouette_samples = v;
             break;
+        case 'q': o.progress = 0; break;
         case 'h': usage(stdout); return SS_EXIT_OK;
         default: usage(stderr); return SS_EXIT_USAGE;
         }

@@ -35,7 +35,8 @@ static void usage(FILE *f)
             "  --holdout F          fraction held out for separability (default 0.2)\n"
             "  --seed N             split seed (default 0)\n"
             "  --pca-iters N        maximum power iterations (default 200)\n"
-            "  --chunk-rows N       prompts per HDF5 read (default 64)\n");
+            "  --chunk-rows N       prompts per HDF5 read (default 64)\n"
+            "  --quiet              no progress lines (shown for passes over a second)\n");
 }
 
 /* Splits "a,b,c" in place into items[*n] (at most cap). */
@@ -80,11 +81,12 @@ static int cmd_compute(int argc, char **argv)
         {"safe-category", required_argument, 0, 'C'}, {"categories", required_argument, 0, 'c'},
         {"layers", required_argument, 0, 'l'},    {"holdout", required_argument, 0, 'H'},
         {"seed", required_argument, 0, 'e'},      {"pca-iters", required_argument, 0, 'p'},
-        {"chunk-rows", required_argument, 0, 'r'}, {"help", no_argument, 0, 'h'},
-        {0, 0, 0, 0}};
+        {"chunk-rows", required_argument, 0, 'r'}, {"quiet", no_argument, 0, 'q'},
+        {"help", no_argument, 0, 'h'},            {0, 0, 0, 0}};
     ss_vec_options o;
     ss_vec_options_init(&o);
     o.holdout = 0.2;
+    o.progress = 1;
     ss_error err = {{0}};
     const char *out = NULL, *layers_spec = NULL;
     char cats_buf[4096];
@@ -127,6 +129,7 @@ static int cmd_compute(int argc, char **argv)
             rc = ss_cli_int("--chunk-rows", optarg, 1, 1 << 20, &v, &err);
             o.chunk_rows = (int)v;
             break;
+        case 'q': o.progress = 0; break;
         case 'h': usage(stdout); return SS_EXIT_OK;
         default: usage(stderr); return SS_EXIT_USAGE;
         }

@@ -52,6 +52,7 @@ typedef struct {
     int64_t silhouette_samples;
     const char *safe_label;   /* prompts with this label are the safe pool, not clustered */
     int chunk_rows;
+    int progress;             /* 1: a progress line per k on stderr when the run is slow */
 } ss_cluster_options;
 
 void ss_cluster_options_init(ss_cluster_options *o);

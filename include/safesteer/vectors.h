@@ -66,6 +66,8 @@ typedef struct {
     uint64_t seed;                         /* split seed (PCA start is fixed) */
     int pca_iters;                         /* maximum power iterations */
     int chunk_rows;                        /* prompts per HDF5 read */
+    int progress;                          /* 1: progress lines on stderr for passes
+                                              that take more than a second */
 } ss_vec_options;
 
 void ss_vec_options_init(ss_vec_options *o);
