@@ -2,12 +2,14 @@
  * consistency (mean of `all` == `mean`, `last` == last prompt row), batch
  * independence, f16 storage, overwrite/resume rules, layer norms. */
 #include <criterion/criterion.h>
+#include <criterion/redirect.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
+#include "../host/progress.h"
 #include "safesteer/capture.h"
 #include "tiny_model.h"
 
@@ -241,4 +243,25 @@ Test(capture, layer_specs)
     cr_assert(strstr(err.msg, "0..29"), "%s", err.msg);
     cr_assert_eq(ss_layers_parse("5-2", 30, &l, &n, &err), -1);
     cr_assert_eq(ss_layers_parse("x", 30, &l, &n, &err), -1);
+}
+
+/* The progress reporter: a loop over in well under a second prints only
+ * its final line, or nothing when asked to stay quiet for fast loops. */
+Test(progress, final_line_and_quiet_when_fast, .init = cr_redirect_stderr)
+{
+    ss_progress p;
+    ss_progress_begin(&p, "fast", "items", 0, 3, 1);
+    for (int i = 1; i <= 3; i++)
+        ss_progress_update(&p, i);
+    ss_progress_begin(&p, "resumed", "prompts", 2, 5, 0);
+    for (int i = 3; i <= 5; i++)
+        ss_progress_update(&p, i);
+    fflush(stderr);
+    char out[256] = "";
+    size_t n = fread(out, 1, sizeof out - 1, cr_get_redirected_stderr());
+    out[n] = 0;
+    cr_assert(!strstr(out, "fast"), "a fast quiet loop printed: %s", out);
+    cr_assert(!strncmp(out, "resumed: 5/5 prompts, ", 22), "%s", out);
+    cr_assert(strstr(out, " prompts/s, elapsed 0 s, ETA 0 s\n"), "%s", out);
+    cr_assert(!strchr(out, '\n') || strchr(out, '\n')[1] == 0, "more than one line: %s", out);
 }
