@@ -1,14 +1,18 @@
-/* engine_cpu.c - the CPU backend: f32 weights, OpenBLAS matrix products,
- * OpenMP attention.
+/* engine_cpu.c - the CPU backend: weights used as the file stores them
+ * (cpu_weights.c: decoded on the fly, values exactly as dequantised), f32
+ * activations, OpenBLAS matrix products, OpenMP attention.
  *
  * All tokens of a batch are stacked into one [T][d_model] activation, so
  * every linear layer is one matrix product over all T rows (decode of many
  * sequences becomes a small GEMM); only attention and the steering/capture
  * hooks run per sequence.  See docs/cpu-engine.md. */
 #include "cpu_ops.h"
+#include "cpu_weights.h"
 #include "safesteer/engine.h"
 
 #include <cblas.h>
+#include <float.h>
+#include <math.h>
 #include <omp.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,14 +21,16 @@
  * across threads, large enough to amortise the scheduling */
 #define SS_ATTN_QBLOCK 32
 
+/* Matrices point into the model (file mapping or its memory): the model
+ * must outlive the engine.  Norm weights are small f32 copies. */
 typedef struct {
-    float *attn_norm;           /* [d_model] */
-    float *wq;                  /* [n_heads*head_dim][d_model] */
-    float *wk, *wv;             /* [n_kv_heads*head_dim][d_model] */
-    float *wo;                  /* [d_model][n_heads*head_dim] */
-    float *ffn_norm;            /* [d_model] */
-    float *w_gate, *w_up;       /* [d_ff][d_model] */
-    float *w_down;              /* [d_model][d_ff] */
+    float *attn_norm;               /* [d_model] */
+    const ss_tensor *wq;            /* [n_heads*head_dim][d_model] */
+    const ss_tensor *wk, *wv;       /* [n_kv_heads*head_dim][d_model] */
+    const ss_tensor *wo;            /* [d_model][n_heads*head_dim] */
+    float *ffn_norm;                /* [d_model] */
+    const ss_tensor *w_gate, *w_up; /* [d_ff][d_model] */
+    const ss_tensor *w_down;        /* [d_model][d_ff] */
 } cpu_layer;
 
 typedef struct {
@@ -37,9 +43,10 @@ typedef struct {
 } attn_item;
 
 typedef struct {
-    float *tok_embd;            /* [vocab][d_model] */
-    float *output;              /* [vocab][d_model]; == tok_embd when tied */
+    const ss_tensor *tok_embd;  /* [vocab][d_model] */
+    const ss_tensor *output;    /* [vocab][d_model]; == tok_embd when tied */
     float *output_norm;         /* [d_model] */
+    ss_cpu_scratch wscratch;    /* decoded weight rows, per thread */
     cpu_layer *layers;          /* [n_layers] */
     float *inv_freq;            /* [head_dim/2] */
     cpu_kv *kv;                 /* [max_seqs] */
@@ -56,53 +63,69 @@ typedef struct {
 
 /* ---------------------------------------------------------------- weights */
 
-/* Checks t (ss_model_tensor_check), then decodes it to f32 [out][in],
- * failing on the first non-finite value. */
-static int load_tensor(const ss_model *m, const ss_tensor *t, const char *what, int64_t in,
-                       int64_t out, float **dst, ss_error *err)
+/* A matrix used in place: checked (ss_model_tensor_check) and scanned for
+ * NaN or infinity, block by block in the per-thread scratch. */
+static int use_matrix(const ss_model *m, const ss_tensor *t, const char *what, int64_t in,
+                      int64_t out, const ss_cpu_scratch *scr, const ss_tensor **dst,
+                      ss_error *err)
 {
     if (ss_model_tensor_check(m, t, what, in, out, err))
         return -1;
-    float *w = ss_malloc((size_t)(in * out) * sizeof(float), err);
-    if (!w)
-        return ss_fail_context(err, "%s: tensor %s", m->path, t->name);
-    const int64_t block = 256;
-    int64_t n_blocks = (out + block - 1) / block, first_bad = n_blocks;
-#pragma omp parallel for schedule(dynamic, 1)
-    for (int64_t b = 0; b < n_blocks; b++) {
-        int64_t r0 = b * block, nr = out - r0 < block ? out - r0 : block;
-        ss_error block_err;
-        if (ss_model_tensor_rows(m, t, r0, nr, w + r0 * in, &block_err)) {
+    size_t rb = ss_type_row_bytes(t->type, in);
+    int64_t n_blocks = (out + SS_CPU_ROW_BLOCK - 1) / SS_CPU_ROW_BLOCK, first_bad = n_blocks;
+#pragma omp parallel num_threads(scr->threads)
+    {
+        float *buf = scr->buf + (size_t)omp_get_thread_num() * SS_CPU_ROW_BLOCK * scr->max_in;
+#pragma omp for schedule(dynamic, 1)
+        for (int64_t b = 0; b < n_blocks; b++) {
+            int64_t r0 = b * SS_CPU_ROW_BLOCK, nr = out - r0 < SS_CPU_ROW_BLOCK ? out - r0
+                                                                              : SS_CPU_ROW_BLOCK;
+            ss_cpu_decode(t->type, (const uint8_t *)t->data + r0 * rb, buf, nr * in);
+            int bad = 0;
+            for (int64_t i = 0; i < nr * in; i++) /* branch-free, so it vectorises */
+                bad |= !(fabsf(buf[i]) <= FLT_MAX);
+            if (bad) {
 #pragma omp critical
-            if (b < first_bad) { /* report the first bad row whatever the thread order */
-                first_bad = b;
-                *err = block_err;
+                first_bad = b < first_bad ? b : first_bad;
             }
         }
     }
-    if (first_bad < n_blocks) {
-        free(w);
-        return -1;
-    }
-    *dst = w;
+    if (first_bad < n_blocks) /* the message names the first bad value */
+        return ss_model_tensor_rows(m, t, first_bad * SS_CPU_ROW_BLOCK,
+                                    out - first_bad * SS_CPU_ROW_BLOCK < SS_CPU_ROW_BLOCK
+                                        ? out - first_bad * SS_CPU_ROW_BLOCK
+                                        : SS_CPU_ROW_BLOCK,
+                                    scr->buf, err);
+    *dst = t;
     return 0;
 }
 
-static int load_layer(const ss_model *m, int l, cpu_layer *w, ss_error *err)
+/* A norm weight [d], decoded to f32. */
+static int load_vector(const ss_model *m, const ss_tensor *t, const char *what, int64_t d,
+                       float **dst, ss_error *err)
+{
+    if (ss_model_tensor_check(m, t, what, d, 1, err) ||
+        !(*dst = ss_malloc((size_t)d * sizeof(float), err)))
+        return -1;
+    return ss_model_tensor_rows(m, t, 0, 1, *dst, err);
+}
+
+static int load_layer(const ss_model *m, int l, const ss_cpu_scratch *scr, cpu_layer *w,
+                      ss_error *err)
 {
     const ss_config *c = &m->cfg;
     const ss_layer_weights *t = &m->layers[l];
     int64_t d = c->d_model, qd = (int64_t)c->n_heads * c->head_dim;
     int64_t kvd = (int64_t)c->n_kv_heads * c->head_dim, ff = c->d_ff;
-    if (load_tensor(m, &t->attn_norm, "attn_norm", d, 1, &w->attn_norm, err) ||
-        load_tensor(m, &t->wq, "wq", d, qd, &w->wq, err) ||
-        load_tensor(m, &t->wk, "wk", d, kvd, &w->wk, err) ||
-        load_tensor(m, &t->wv, "wv", d, kvd, &w->wv, err) ||
-        load_tensor(m, &t->wo, "wo", qd, d, &w->wo, err) ||
-        load_tensor(m, &t->ffn_norm, "ffn_norm", d, 1, &w->ffn_norm, err) ||
-        load_tensor(m, &t->w_gate, "w_gate", d, ff, &w->w_gate, err) ||
-        load_tensor(m, &t->w_up, "w_up", d, ff, &w->w_up, err) ||
-        load_tensor(m, &t->w_down, "w_down", ff, d, &w->w_down, err))
+    if (load_vector(m, &t->attn_norm, "attn_norm", d, &w->attn_norm, err) ||
+        use_matrix(m, &t->wq, "wq", d, qd, scr, &w->wq, err) ||
+        use_matrix(m, &t->wk, "wk", d, kvd, scr, &w->wk, err) ||
+        use_matrix(m, &t->wv, "wv", d, kvd, scr, &w->wv, err) ||
+        use_matrix(m, &t->wo, "wo", qd, d, scr, &w->wo, err) ||
+        load_vector(m, &t->ffn_norm, "ffn_norm", d, &w->ffn_norm, err) ||
+        use_matrix(m, &t->w_gate, "w_gate", d, ff, scr, &w->w_gate, err) ||
+        use_matrix(m, &t->w_up, "w_up", d, ff, scr, &w->w_up, err) ||
+        use_matrix(m, &t->w_down, "w_down", ff, d, scr, &w->w_down, err))
         return ss_fail_context(err, "layer %d", l);
     return 0;
 }
@@ -111,20 +134,20 @@ static int load_weights(const ss_model *m, cpu_impl *c, ss_error *err)
 {
     const ss_config *cfg = &m->cfg;
     int64_t d = cfg->d_model, V = cfg->vocab_size;
-    if (load_tensor(m, &m->tok_embd, "tok_embd", d, V, &c->tok_embd, err) ||
-        load_tensor(m, &m->output_norm, "output_norm", d, 1, &c->output_norm, err))
+    const ss_cpu_scratch *scr = &c->wscratch;
+    if (use_matrix(m, &m->tok_embd, "tok_embd", d, V, scr, &c->tok_embd, err) ||
+        load_vector(m, &m->output_norm, "output_norm", d, &c->output_norm, err))
         return -1;
-    /* a tied head reuses the embedding copy instead of a second vocab x d */
     int tied = cfg->tied_embeddings || !m->output.data || m->output.data == m->tok_embd.data;
     if (tied)
         c->output = c->tok_embd;
-    else if (load_tensor(m, &m->output, "output", d, V, &c->output, err))
+    else if (use_matrix(m, &m->output, "output", d, V, scr, &c->output, err))
         return -1;
     c->layers = ss_calloc((size_t)cfg->n_layers, sizeof *c->layers, err);
     if (!c->layers)
         return -1;
     for (int l = 0; l < cfg->n_layers; l++)
-        if (load_layer(m, l, &c->layers[l], err))
+        if (load_layer(m, l, scr, &c->layers[l], err))
             return -1;
     return 0;
 }
@@ -213,23 +236,13 @@ static void cpu_destroy(ss_engine *e)
         return;
     if (c->layers) {
         for (int l = 0; l < e->cfg.n_layers; l++) {
-            cpu_layer *w = &c->layers[l];
-            free(w->attn_norm);
-            free(w->wq);
-            free(w->wk);
-            free(w->wv);
-            free(w->wo);
-            free(w->ffn_norm);
-            free(w->w_gate);
-            free(w->w_up);
-            free(w->w_down);
+            free(c->layers[l].attn_norm);
+            free(c->layers[l].ffn_norm);
         }
         free(c->layers);
     }
-    if (c->output != c->tok_embd)
-        free(c->output);
-    free(c->tok_embd);
     free(c->output_norm);
+    ss_cpu_scratch_free(&c->wscratch);
     free(c->inv_freq);
     if (c->kv) {
         for (int s = 0; s < e->max_seqs; s++) {
@@ -327,21 +340,21 @@ static void decoder_layer(ss_engine *e, cpu_impl *c, const ss_batch *b, int l, i
     size_t td = (size_t)T * d;
 
     ss_cpu_rmsnorm(c->xn, c->h, w->attn_norm, T, d, g->rms_eps);
-    ss_cpu_matmul(c->q, c->xn, w->wq, T, d, qd);
-    ss_cpu_matmul(c->k, c->xn, w->wk, T, d, kvd);
-    ss_cpu_matmul(c->v, c->xn, w->wv, T, d, kvd);
+    ss_cpu_matmul_w(c->q, c->xn, w->wq, T, d, qd, &c->wscratch);
+    ss_cpu_matmul_w(c->k, c->xn, w->wk, T, d, kvd, &c->wscratch);
+    ss_cpu_matmul_w(c->v, c->xn, w->wv, T, d, kvd, &c->wscratch);
     ss_cpu_rope(c->q, c->pos, T, g->n_heads, g, c->inv_freq);
     ss_cpu_rope(c->k, c->pos, T, g->n_kv_heads, g, c->inv_freq);
     attention_layer(e, c, b, l, n_items, attn_work);
-    ss_cpu_matmul(c->tmp, c->att, w->wo, T, qd, d);
+    ss_cpu_matmul_w(c->tmp, c->att, w->wo, T, qd, d, &c->wscratch);
     run_hooks(e, b, c->off, SS_SITE_ATTN_OUT, l, c->tmp);
     add_rows(c->h, c->tmp, td);
 
     ss_cpu_rmsnorm(c->xn, c->h, w->ffn_norm, T, d, g->rms_eps);
-    ss_cpu_matmul(c->gate, c->xn, w->w_gate, T, d, g->d_ff);
-    ss_cpu_matmul(c->up, c->xn, w->w_up, T, d, g->d_ff);
+    ss_cpu_matmul_w(c->gate, c->xn, w->w_gate, T, d, g->d_ff, &c->wscratch);
+    ss_cpu_matmul_w(c->up, c->xn, w->w_up, T, d, g->d_ff, &c->wscratch);
     ss_cpu_swiglu(c->gate, c->gate, c->up, T * g->d_ff);
-    ss_cpu_matmul(c->tmp, c->gate, w->w_down, T, g->d_ff, d);
+    ss_cpu_matmul_w(c->tmp, c->gate, w->w_down, T, g->d_ff, d, &c->wscratch);
     run_hooks(e, b, c->off, SS_SITE_MLP_OUT, l, c->tmp);
     add_rows(c->h, c->tmp, td);
     run_hooks(e, b, c->off, SS_SITE_RESID_POST, l, c->h);
@@ -361,7 +374,7 @@ static void output_logits(ss_engine *e, cpu_impl *c, const ss_batch *b, int T, f
                    (size_t)d * sizeof(float));
         ss_cpu_rmsnorm(c->xn, c->xn, c->output_norm, n, d, g->rms_eps);
     }
-    ss_cpu_matmul(logits, c->xn, c->output, n, d, g->vocab_size);
+    ss_cpu_matmul_w(logits, c->xn, c->output, n, d, g->vocab_size, &c->wscratch);
 }
 
 static int cpu_forward(ss_engine *e, const ss_batch *b, float *logits, ss_error *err)
@@ -382,8 +395,10 @@ static int cpu_forward(ss_engine *e, const ss_batch *b, float *logits, ss_error 
         for (int t = 0; t < b->n_tokens[i]; t++) {
             int row = c->off[i] + t;
             c->pos[row] = e->slot_pos[b->slots[i]] + t;
-            memcpy(c->h + (size_t)row * d, c->tok_embd + (size_t)b->tokens[row] * d,
-                   (size_t)d * sizeof(float));
+            size_t rb = ss_type_row_bytes(c->tok_embd->type, d);
+            ss_cpu_decode(c->tok_embd->type,
+                          (const uint8_t *)c->tok_embd->data + (size_t)b->tokens[row] * rb,
+                          c->h + (size_t)row * d, d);
         }
     long attn_work;
     int n_items = build_attn_items(e, b, c->items, &attn_work);
@@ -421,5 +436,10 @@ int ss_engine_cpu_create(ss_engine *e, const ss_engine_opts *o, ss_error *err)
         !(c->off = ss_malloc((size_t)(e->max_seqs + 1) * sizeof(int), err)))
         return -1;
     ss_cpu_rope_inv_freq(g, c->inv_freq);
+    int64_t qd = (int64_t)g->n_heads * g->head_dim, max_in = g->d_model;
+    max_in = qd > max_in ? qd : max_in;
+    max_in = g->d_ff > max_in ? g->d_ff : max_in;
+    if (ss_cpu_scratch_init(&c->wscratch, threads, max_in, err))
+        return -1;
     return load_weights(e->model, c, err);
 }

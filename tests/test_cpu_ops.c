@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "../host/cpu_ops.h"
+#include "../host/cpu_weights.h"
 
 /* ---------------------------------------------------------------- helpers */
 
@@ -113,6 +114,116 @@ Test(cpu_ops, matmul)
     check_matmul(2, 1536, 576);
     check_matmul(1, 576, 1536);  /* sgemv split across threads */
     check_matmul(3, 1000, 1001); /* threaded, ragged last slice */
+}
+
+/* ---------------------------------------------------------------- stored weights */
+
+static const int stored_types[] = {SS_TYPE_F32, SS_TYPE_F16, SS_TYPE_BF16, SS_TYPE_Q8_0,
+                                   SS_TYPE_Q4_0, SS_TYPE_Q4_1};
+
+static void put_f16(uint8_t *p, float f)
+{
+    uint16_t h = ss_f32_to_f16(f);
+    memcpy(p, &h, 2);
+}
+
+/* out rows of `in` random values encoded as `type` (scales from f32, quants
+ * random bits, so every code appears); a tensor {in, out} over them. */
+static ss_tensor rand_tensor(int type, int in, int out)
+{
+    ss_tensor t;
+    memset(&t, 0, sizeof t);
+    t.type = type;
+    t.n_dims = 2;
+    t.dims[0] = in;
+    t.dims[1] = out;
+    t.dims[2] = t.dims[3] = 1;
+    t.nbytes = ss_type_row_bytes(type, in) * (size_t)out;
+    uint8_t *p = malloc(t.nbytes);
+    cr_assert(p);
+    size_t n = (size_t)in * out;
+    if (type == SS_TYPE_F32 || type == SS_TYPE_F16 || type == SS_TYPE_BF16) {
+        for (size_t i = 0; i < n; i++) {
+            float f = frand();
+            if (type == SS_TYPE_F32)
+                memcpy(p + 4 * i, &f, 4);
+            else if (type == SS_TYPE_F16)
+                put_f16(p + 2 * i, f);
+            else {
+                uint16_t h = ss_f32_to_bf16(f);
+                memcpy(p + 2 * i, &h, 2);
+            }
+        }
+    } else {
+        size_t bb = ss_type_row_bytes(type, 32);
+        for (size_t b = 0; b < n / 32; b++) {
+            uint8_t *blk = p + b * bb;
+            int scales = type == SS_TYPE_Q4_1 ? 2 : 1;
+            for (int k = 0; k < scales; k++)
+                put_f16(blk + 2 * k, 0.05f * frand());
+            for (size_t i = 2 * (size_t)scales; i < bb; i++)
+                blk[i] = (uint8_t)((frand() + 1.0f) * 127.99f); /* any byte */
+        }
+    }
+    t.data = p;
+    return t;
+}
+
+/* Decoding matches ss_dequantize bit for bit, for every type. */
+Test(cpu_ops, stored_weights_decode_exactly)
+{
+    for (size_t k = 0; k < sizeof stored_types / sizeof stored_types[0]; k++) {
+        int type = stored_types[k], in = 96, out = 7; /* float types also take a ragged 20 */
+        ss_tensor t = rand_tensor(type, in, out);
+        float *a = malloc(sizeof(float) * in * out), *b = malloc(sizeof(float) * in * out);
+        ss_dequantize(type, t.data, a, (int64_t)in * out);
+        ss_cpu_decode(type, t.data, b, (int64_t)in * out);
+        cr_assert(memcmp(a, b, sizeof(float) * in * out) == 0, "%s: decode differs (%s)",
+                  ss_type_name(type), ss_cpu_weights_isa());
+        if (type == SS_TYPE_F32 || type == SS_TYPE_F16 || type == SS_TYPE_BF16) {
+            ss_cpu_decode(type, t.data, b, 20);
+            cr_assert(memcmp(a, b, sizeof(float) * 20) == 0, "%s: 20 values", ss_type_name(type));
+        }
+        free(a), free(b), free((void *)t.data);
+    }
+}
+
+/* ss_cpu_matmul_w against a double-precision product with the decoded
+ * weights: the fused rows (n <= 4), the decoded-block sgemm (n > 4), the
+ * threaded split and a row length that is not a multiple of 32 (float
+ * types). */
+Test(cpu_ops, stored_weights_matmul)
+{
+    static const int shapes[][3] = {{1, 576, 192}, {2, 64, 300}, {3, 1536, 77}, {4, 96, 129},
+                                    {5, 576, 200}, {17, 128, 65}, {1, 20, 9}, {6, 52, 33}};
+    ss_cpu_scratch scr;
+    ss_error err;
+    cr_assert_eq(ss_cpu_scratch_init(&scr, 2, 1536, &err), 0, "%s", err.msg);
+    for (size_t k = 0; k < sizeof stored_types / sizeof stored_types[0]; k++)
+        for (size_t sh = 0; sh < sizeof shapes / sizeof shapes[0]; sh++) {
+            int type = stored_types[k], n = shapes[sh][0], in = shapes[sh][1];
+            int out = shapes[sh][2];
+            if (in % 32 && type != SS_TYPE_F32 && type != SS_TYPE_F16 && type != SS_TYPE_BF16)
+                continue;
+            ss_tensor t = rand_tensor(type, in, out);
+            float *w = malloc(sizeof(float) * in * out), *x = rand_array((size_t)n * in);
+            float *y = malloc(sizeof(float) * n * out);
+            ss_dequantize(type, t.data, w, (int64_t)in * out);
+            ss_cpu_matmul_w(y, x, &t, n, in, out, &scr);
+            for (int i = 0; i < n; i++)
+                for (int o = 0; o < out; o++) {
+                    double want = 0, mag = 0;
+                    for (int j = 0; j < in; j++) {
+                        want += (double)x[i * in + j] * w[o * in + j];
+                        mag += fabs((double)x[i * in + j] * w[o * in + j]);
+                    }
+                    cr_assert(fabs(y[i * out + o] - want) <= 1e-6 * mag + 1e-7,
+                              "%s %dx%dx%d [%d][%d]: got %g want %g", ss_type_name(type), n, in,
+                              out, i, o, (double)y[i * out + o], want);
+                }
+            free(w), free(x), free(y), free((void *)t.data);
+        }
+    ss_cpu_scratch_free(&scr);
 }
 
 /* ---------------------------------------------------------------- rope */

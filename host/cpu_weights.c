@@ -1,0 +1,280 @@
+/* cpu_weights.c - see cpu_weights.h.
+ *
+ * Few rows (decode): each 32-value block of a weight row is decoded into
+ * four AVX2 registers and multiplied into every x row at once, so the
+ * weights are read once, in their stored size.  Many rows (prefill): blocks
+ * of 64 weight rows are decoded into per-thread scratch and handed to
+ * sgemm, where the decoding is a small part of the multiply-adds.
+ * Decoding multiplies and adds in separate steps (this file is built with
+ * -ffp-contract=off) so every value rounds as ss_dequantize's does. */
+#include "cpu_weights.h"
+
+#include "cpu_ops.h"
+
+#include <cblas.h>
+#include <omp.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+#define SS_X86 1
+#define SS_AVX2 __attribute__((target("avx2,fma,f16c")))
+#endif
+
+#define SS_BLOCK 32 /* values per quantisation block (and per decode step) */
+
+/* Bytes of 32 values of a type. */
+static size_t block_bytes(int type)
+{
+    return ss_type_row_bytes(type, SS_BLOCK);
+}
+
+static int have_avx2(void)
+{
+#ifdef SS_X86
+    static int cached = -1;
+    if (cached < 0) {
+        __builtin_cpu_init();
+        cached = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
+                 __builtin_cpu_supports("f16c");
+    }
+    return cached;
+#else
+    return 0;
+#endif
+}
+
+const char *ss_cpu_weights_isa(void)
+{
+    return have_avx2() ? "avx2" : "portable";
+}
+
+#ifdef SS_X86
+static uint16_t load_u16(const uint8_t *p)
+{
+    uint16_t v;
+    memcpy(&v, p, sizeof v);
+    return v;
+}
+
+/* 32 values of one block (Q types: {f16 d[, f16 m], quants}) into w[0..3].
+ * Inlined where type is a constant, so the switch disappears. */
+SS_AVX2 static inline __attribute__((always_inline)) void decode_block(int type,
+                                                                       const uint8_t *p,
+                                                                       __m256 w[4])
+{
+    switch (type) {
+    case SS_TYPE_F32:
+#pragma GCC unroll 4
+        for (int k = 0; k < 4; k++)
+            w[k] = _mm256_loadu_ps((const float *)p + 8 * k);
+        break;
+    case SS_TYPE_F16:
+#pragma GCC unroll 4
+        for (int k = 0; k < 4; k++)
+            w[k] = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(p + 16 * k)));
+        break;
+    case SS_TYPE_BF16:
+#pragma GCC unroll 4
+        for (int k = 0; k < 4; k++) {
+            __m256i h = _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)(p + 16 * k)));
+            w[k] = _mm256_castsi256_ps(_mm256_slli_epi32(h, 16));
+        }
+        break;
+    case SS_TYPE_Q8_0: {
+        __m256 d = _mm256_set1_ps(_cvtsh_ss(load_u16(p)));
+#pragma GCC unroll 4
+        for (int k = 0; k < 4; k++) {
+            __m128i q = _mm_loadl_epi64((const __m128i *)(p + 2 + 8 * k));
+            w[k] = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(q)), d);
+        }
+        break;
+    }
+    case SS_TYPE_Q4_0:
+    case SS_TYPE_Q4_1: {
+        /* quants: byte i holds value i (low nibble) and value i + 16 (high) */
+        int q41 = type == SS_TYPE_Q4_1;
+        __m256 d = _mm256_set1_ps(_cvtsh_ss(load_u16(p)));
+        __m256 m = _mm256_set1_ps(q41 ? _cvtsh_ss(load_u16(p + 2)) : 0.0f);
+        __m128i q = _mm_loadu_si128((const __m128i *)(p + (q41 ? 4 : 2)));
+        __m128i nib = _mm_set1_epi8(15);
+        __m128i lo = _mm_and_si128(q, nib), hi = _mm_and_si128(_mm_srli_epi16(q, 4), nib);
+        __m128i bytes[4] = {lo, _mm_srli_si128(lo, 8), hi, _mm_srli_si128(hi, 8)};
+        __m256i offset = _mm256_set1_epi32(q41 ? 0 : 8);
+#pragma GCC unroll 4
+        for (int k = 0; k < 4; k++) {
+            __m256i v = _mm256_sub_epi32(_mm256_cvtepu8_epi32(bytes[k]), offset);
+            w[k] = _mm256_mul_ps(_mm256_cvtepi32_ps(v), d);
+            if (q41)
+                w[k] = _mm256_add_ps(w[k], m);
+        }
+        break;
+    }
+    default:
+#pragma GCC unroll 4
+        for (int k = 0; k < 4; k++)
+            w[k] = _mm256_setzero_ps();
+    }
+}
+
+SS_AVX2 static void decode_avx2(int type, const uint8_t *src, float *dst, int64_t count)
+{
+    size_t bb = block_bytes(type);
+    int64_t nb = count / SS_BLOCK;
+    for (int64_t b = 0; b < nb; b++) {
+        __m256 w[4];
+        decode_block(type, src + (size_t)b * bb, w);
+#pragma GCC unroll 4
+        for (int k = 0; k < 4; k++)
+            _mm256_storeu_ps(dst + b * SS_BLOCK + 8 * k, w[k]);
+    }
+    if (count > nb * SS_BLOCK) /* float types only: rows need not fill a block */
+        ss_dequantize(type, src + (size_t)nb * bb, dst + nb * SS_BLOCK, count - nb * SS_BLOCK);
+}
+
+SS_AVX2 static float hsum(__m256 v)
+{
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+
+/* y[r * ldy] = x[r][:] . row for r < n (n <= SS_CPU_FUSED_ROWS).  Inlined
+ * with constant type and n (dot_rows below), so the accumulators live in
+ * registers and the block decoding has no branches. */
+SS_AVX2 static inline __attribute__((always_inline)) void dot_rows_tn(float *y, size_t ldy,
+                                                                      const float *x, int n,
+                                                                      const uint8_t *row,
+                                                                      int type, int in)
+{
+    __m256 acc[SS_CPU_FUSED_ROWS][2];
+    for (int r = 0; r < n; r++)
+        acc[r][0] = acc[r][1] = _mm256_setzero_ps();
+    size_t bb = block_bytes(type);
+    int nb = in / SS_BLOCK;
+    for (int b = 0; b < nb; b++) {
+        __m256 w[4];
+        decode_block(type, row + (size_t)b * bb, w);
+#pragma GCC unroll 4
+        for (int r = 0; r < n; r++) {
+            const float *xr = x + (size_t)r * in + b * SS_BLOCK;
+            acc[r][0] = _mm256_fmadd_ps(w[0], _mm256_loadu_ps(xr), acc[r][0]);
+            acc[r][1] = _mm256_fmadd_ps(w[1], _mm256_loadu_ps(xr + 8), acc[r][1]);
+            acc[r][0] = _mm256_fmadd_ps(w[2], _mm256_loadu_ps(xr + 16), acc[r][0]);
+            acc[r][1] = _mm256_fmadd_ps(w[3], _mm256_loadu_ps(xr + 24), acc[r][1]);
+        }
+    }
+    int rest = in - nb * SS_BLOCK;
+    float tail[SS_BLOCK];
+    if (rest)
+        ss_dequantize(type, row + (size_t)nb * bb, tail, rest);
+    for (int r = 0; r < n; r++) {
+        float s = hsum(_mm256_add_ps(acc[r][0], acc[r][1]));
+        for (int j = 0; j < rest; j++)
+            s += tail[j] * x[(size_t)r * in + nb * SS_BLOCK + j];
+        y[(size_t)r * ldy] = s;
+    }
+}
+
+#define SS_DOT_N(T)                                                                          \
+    switch (n) {                                                                             \
+    case 1: dot_rows_tn(y, ldy, x, 1, row, T, in); break;                                    \
+    case 2: dot_rows_tn(y, ldy, x, 2, row, T, in); break;                                    \
+    case 3: dot_rows_tn(y, ldy, x, 3, row, T, in); break;                                    \
+    default: dot_rows_tn(y, ldy, x, 4, row, T, in); break;                                   \
+    }
+
+SS_AVX2 static void dot_rows(float *y, size_t ldy, const float *x, int n, const uint8_t *row,
+                             int type, int in)
+{
+    switch (type) {
+    case SS_TYPE_F16: SS_DOT_N(SS_TYPE_F16); break;
+    case SS_TYPE_BF16: SS_DOT_N(SS_TYPE_BF16); break;
+    case SS_TYPE_Q8_0: SS_DOT_N(SS_TYPE_Q8_0); break;
+    case SS_TYPE_Q4_0: SS_DOT_N(SS_TYPE_Q4_0); break;
+    case SS_TYPE_Q4_1: SS_DOT_N(SS_TYPE_Q4_1); break;
+    default: SS_DOT_N(SS_TYPE_F32); break;
+    }
+}
+#undef SS_DOT_N
+#endif
+
+void ss_cpu_decode(int type, const void *src, float *dst, int64_t count)
+{
+#ifdef SS_X86
+    if (have_avx2()) {
+        decode_avx2(type, src, dst, count);
+        return;
+    }
+#endif
+    ss_dequantize(type, src, dst, count);
+}
+
+int ss_cpu_scratch_init(ss_cpu_scratch *s, int threads, int64_t max_in, ss_error *err)
+{
+    s->threads = threads;
+    s->max_in = max_in;
+    s->buf = ss_malloc((size_t)threads * SS_CPU_ROW_BLOCK * (size_t)max_in * sizeof(float), err);
+    return s->buf ? 0 : ss_fail_context(err, "CPU engine: weight decoding scratch");
+}
+
+void ss_cpu_scratch_free(ss_cpu_scratch *s)
+{
+    free(s->buf);
+    s->buf = NULL;
+}
+
+/* Few rows: every thread takes a range of weight rows and dots each with
+ * all n rows of x. */
+static void matmul_fused(float *y, const float *x, const ss_tensor *t, int n, int in, int out,
+                         int threads)
+{
+#ifdef SS_X86
+    const uint8_t *w = t->data;
+    size_t rb = ss_type_row_bytes(t->type, in);
+#pragma omp parallel for schedule(static) num_threads(threads) if ((long)in * out >= (1L << 16))
+    for (int o = 0; o < out; o++)
+        dot_rows(y + o, (size_t)out, x, n, w + (size_t)o * rb, t->type, in);
+#else
+    (void)y, (void)x, (void)t, (void)n, (void)in, (void)out, (void)threads;
+#endif
+}
+
+/* Many rows (or no AVX2): blocks of weight rows decoded, then sgemm. */
+static void matmul_decoded(float *y, const float *x, const ss_tensor *t, int n, int in, int out,
+                           const ss_cpu_scratch *s)
+{
+    const uint8_t *w = t->data;
+    size_t rb = ss_type_row_bytes(t->type, in);
+    int n_blocks = (out + SS_CPU_ROW_BLOCK - 1) / SS_CPU_ROW_BLOCK;
+#pragma omp parallel num_threads(s->threads) if ((long)n * in * out >= (1L << 18))
+    {
+        float *buf = s->buf + (size_t)omp_get_thread_num() * SS_CPU_ROW_BLOCK * s->max_in;
+#pragma omp for schedule(dynamic, 1)
+        for (int b = 0; b < n_blocks; b++) {
+            int o0 = b * SS_CPU_ROW_BLOCK;
+            int m = out - o0 < SS_CPU_ROW_BLOCK ? out - o0 : SS_CPU_ROW_BLOCK;
+            ss_cpu_decode(t->type, w + (size_t)o0 * rb, buf, (int64_t)m * in);
+            if (n == 1)
+                cblas_sgemv(CblasRowMajor, CblasNoTrans, m, in, 1.0f, buf, in, x, 1, 0.0f,
+                            y + o0, 1);
+            else
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, m, in, 1.0f, x, in, buf,
+                            in, 0.0f, y + o0, out);
+        }
+    }
+}
+
+void ss_cpu_matmul_w(float *y, const float *x, const ss_tensor *t, int n, int in, int out,
+                     const ss_cpu_scratch *s)
+{
+    if (t->type == SS_TYPE_F32)
+        ss_cpu_matmul(y, x, t->data, n, in, out);
+    else if (n <= SS_CPU_FUSED_ROWS && have_avx2())
+        matmul_fused(y, x, t, n, in, out, s->threads);
+    else
+        matmul_decoded(y, x, t, n, in, out, s);
+}
