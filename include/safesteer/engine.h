@@ -75,6 +75,8 @@ typedef void (*ss_capture_fn)(void *user, int slot, int site, int layer, int pos
 
 typedef struct ss_engine ss_engine;
 
+/* The CPU engine computes from m's weights in place: free the engine before
+ * the model. */
 int ss_engine_create(const ss_model *m, const ss_engine_opts *o, ss_engine **out, ss_error *err);
 void ss_engine_free(ss_engine *e);
 const ss_config *ss_engine_config(const ss_engine *e);

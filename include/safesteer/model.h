@@ -1,9 +1,9 @@
 /* model.h - model files (GGUF, Hugging Face safetensors folders) and the
  * Llama-family architecture description every engine runs.
  *
- * Weights stay in the file's own encoding, memory-mapped; engines convert
- * them with ss_tensor_rows_f32 (CPU: once at load; CUDA: row blocks on the way
- * to bf16).  Shapes follow GGUF: dims[0] is the contiguous (innermost) axis,
+ * Weights stay in the file's own encoding, memory-mapped; engines decode
+ * them to exactly the values ss_tensor_rows_f32 gives (CPU: inside every
+ * matrix product; CUDA: row blocks on the way to bf16).  Shapes follow GGUF: dims[0] is the contiguous (innermost) axis,
  * so a linear layer W with y = W x has dims = {in, out} and is stored as
  * `out` rows of `in` values. */
 #ifndef SAFESTEER_MODEL_H
