@@ -15,6 +15,7 @@
  * median of its repeats after warm-up. */
 #include <getopt.h>
 #include <math.h>
+#include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -83,6 +84,57 @@ static int ss_bench_model_new(const ss_config *cfg, const char *name, int host, 
     if (ss_model_random(cfg, host ? &s : NULL, seed, out, err))
         return ss_fail_context(err, "synthetic %s", name);
     snprintf((*out)->name, sizeof (*out)->name, "%s (synthetic)", name);
+    return 0;
+}
+
+/* Bytes of the matrices a CPU decode step reads as stored (the engine keeps
+ * the file's encoding): every layer's, and the output head's (the
+ * embedding table when tied; of a separate table only one row is read). */
+static double ss_bench_cpu_weight_bytes(const ss_model *m)
+{
+    const ss_tensor *head = m->output.data ? &m->output : &m->tok_embd;
+    double bytes = (double)head->nbytes;
+    for (int l = 0; l < m->cfg.n_layers; l++) {
+        const ss_layer_weights *w = &m->layers[l];
+        const ss_tensor *ts[] = {&w->wq, &w->wk, &w->wv, &w->wo, &w->w_gate, &w->w_up,
+                                 &w->w_down};
+        for (size_t i = 0; i < sizeof ts / sizeof ts[0]; i++)
+            bytes += (double)ts[i]->nbytes;
+    }
+    return bytes;
+}
+
+/* Host copy bandwidth (GB/s, bytes read + written), median of reps copies
+ * of `bytes` split over the OpenMP threads the CPU engine uses. */
+static int ss_bench_host_copy(size_t bytes, int reps, double *gbps, ss_error *err)
+{
+    char *a = ss_malloc(bytes, err), *b = a ? ss_malloc(bytes, err) : NULL;
+    double *t = b ? ss_malloc((size_t)reps * sizeof *t, err) : NULL;
+    if (!t) {
+        free(a), free(b);
+        return -1;
+    }
+    memset(a, 1, bytes); /* touch every page before timing */
+    memset(b, 0, bytes);
+    for (int r = 0; r < reps; r++) {
+        struct timespec t0, t1;
+        clock_gettime(CLOCK_MONOTONIC, &t0);
+#pragma omp parallel
+        {
+            size_t nt = (size_t)omp_get_num_threads(), id = (size_t)omp_get_thread_num();
+            size_t lo = bytes * id / nt, hi = bytes * (id + 1) / nt;
+            memcpy(b + lo, a + lo, hi - lo);
+        }
+        clock_gettime(CLOCK_MONOTONIC, &t1);
+        t[r] = (double)(t1.tv_sec - t0.tv_sec) + 1e-9 * (double)(t1.tv_nsec - t0.tv_nsec);
+    }
+    for (int i = 1; i < reps; i++) /* insertion sort: reps is small */
+        for (int j = i; j > 0 && t[j] < t[j - 1]; j--) {
+            double x = t[j];
+            t[j] = t[j - 1], t[j - 1] = x;
+        }
+    *gbps = 2.0 * (double)bytes / t[reps / 2] / 1e9;
+    free(a), free(b), free(t);
     return 0;
 }
 
@@ -446,15 +498,21 @@ static void ss_bench_print(const ss_bench_res *R, const ss_bench_opts *o, const 
     double pf_tf = R->pf_flops / (R->pf_ms * 1e-3) / 1e12;
     printf("safesteer bench: %s on %s (%s)\n", name, R->devname,
            cuda ? "cudaEvent timing" : "wall-clock timing");
-    printf("  weights %.2f GB held, %.2f GB read per decode step (bf16); copy bandwidth %.0f GB/s "
-           "(D2D, read+write)\n",
-           R->wheld / 1e9, R->wread / 1e9, R->copy_gbps);
-    printf("  bf16 tensor peak: %.0f TFLOP/s measured (cuBLAS %d^3), %.0f nominal\n",
-           R->peak_measured, SS_BENCH_GEMM, R->peak_nominal);
-    printf("  prefill %d tokens: %.2f ms  %.0f tok/s  %.1f TFLOP/s (%.0f%% of measured, %.0f%% of "
-           "nominal peak)\n",
-           o->prompt_len, R->pf_ms, o->prompt_len / (R->pf_ms * 1e-3), pf_tf,
-           ss_pct(pf_tf, R->peak_measured), ss_pct(pf_tf, R->peak_nominal));
+    printf("  weights %.2f GB held, %.2f GB read per decode step (%s); copy bandwidth %.0f GB/s "
+           "(%s, read+write)\n",
+           R->wheld / 1e9, R->wread / 1e9, cuda ? "bf16" : "as stored", R->copy_gbps,
+           cuda ? "D2D" : "host memcpy");
+    if (cuda) {
+        printf("  bf16 tensor peak: %.0f TFLOP/s measured (cuBLAS %d^3), %.0f nominal\n",
+               R->peak_measured, SS_BENCH_GEMM, R->peak_nominal);
+        printf("  prefill %d tokens: %.2f ms  %.0f tok/s  %.1f TFLOP/s (%.0f%% of measured, "
+               "%.0f%% of nominal peak)\n",
+               o->prompt_len, R->pf_ms, o->prompt_len / (R->pf_ms * 1e-3), pf_tf,
+               ss_pct(pf_tf, R->peak_measured), ss_pct(pf_tf, R->peak_nominal));
+    } else {
+        printf("  prefill %d tokens: %.2f ms  %.0f tok/s  %.1f GFLOP/s\n", o->prompt_len,
+               R->pf_ms, o->prompt_len / (R->pf_ms * 1e-3), pf_tf * 1e3);
+    }
     if (R->pf_gemm_ms > 0)
         printf("    of which matmuls alone (cuBLAS): %.2f ms; attention and the rest: %.2f ms\n",
                R->pf_gemm_ms, R->pf_ms - R->pf_gemm_ms);
@@ -510,6 +568,8 @@ static void ss_bench_print(const ss_bench_res *R, const ss_bench_opts *o, const 
                R->st_batch[k], s[0], s[1], ss_pct(s[1] - s[0], s[0]), L, s[2],
                ss_pct(s[2] - s[0], s[0]));
     }
+    if (!cuda) /* the targets below are the CUDA engine's */
+        return;
     /* the three targets, last */
     int b1 = -1;
     for (int i = 0; i < R->n_batches; i++)
@@ -759,8 +819,11 @@ int ss_cmd_bench(int argc, char **argv)
     int64_t d = g->d_model, qd = (int64_t)g->n_heads * g->head_dim;
     int64_t kvd = (int64_t)g->n_kv_heads * g->head_dim, ff = g->d_ff;
     double mat_params = (double)L * (d * (qd + 2 * kvd) + qd * d + 3 * ff * d) + (double)V * d;
-    if (R.wheld == 0) /* CPU: count the bf16-equivalent bytes */
-        R.wheld = R.wread = 2.0 * mat_params;
+    if (!c.tm.cuda) {
+        R.wheld = R.wread = ss_bench_cpu_weight_bytes(m);
+        if (ss_bench_host_copy((size_t)256 << 20, 5, &R.copy_gbps, &err))
+            goto fail;
+    }
 
     /* prefill */
     fprintf(stderr, "bench: prefill...\n");
@@ -780,7 +843,9 @@ int ss_cmd_bench(int argc, char **argv)
             ss_engine_cuda_set_graphs(c.e, mode);
 #endif
         for (int i = 0; i < o.n_batches; i++) {
-            R.dec_bytes[i] = R.wread + (double)o.batches[i] * L * 2 * kv_pos * kvd * 2;
+            /* K and V of every position read: bf16 on the GPU, f32 on the CPU */
+            R.dec_bytes[i] = R.wread + (double)o.batches[i] * L * 2 * kv_pos * kvd *
+                                           (c.tm.cuda ? 2 : 4);
             if (ss_bench_decode(&c, o.batches[i], o.prompt_len, o.steps, &R.dec_ms[i][mode],
                                 &err))
                 goto fail;
