@@ -741,6 +741,28 @@ Test(engine_cpu, create_errors)
                   strstr(err.msg, "nan at row 3, column 5"),
               "%s", err.msg);
     wd[3 * TFF + 5] = keep;
+    /* the same through a quantised tensor: layer 2's down projection as
+     * Q8_0 blocks {f16 scale, 32 x int8}, one scale NaN (row 40, block 1) */
+    ss_tensor saved = t->layers[2].w_down;
+    size_t bb = 34, n_blk = (size_t)TD * (TFF / 32);
+    uint8_t *q = calloc(n_blk, bb);
+    for (size_t k = 0; k < n_blk; k++) {
+        uint16_t scale = k == 40 * (TFF / 32) + 1 ? 0x7e00 /* NaN */ : 0x211f /* ~0.01 */;
+        memcpy(q + k * bb, &scale, 2);
+        memset(q + k * bb + 2, 1, 32);
+    }
+    t->layers[2].w_down.type = SS_TYPE_Q8_0;
+    t->layers[2].w_down.data = q;
+    t->layers[2].w_down.nbytes = n_blk * bb;
+    cr_assert(ss_engine_create(t, &o, &e, &err) == -1);
+    cr_assert(strstr(err.msg, "layer 2") && strstr(err.msg, "nan at row 40, column 32"), "%s",
+              err.msg);
+    uint16_t fine = 0x211f;
+    memcpy(q + (40 * (TFF / 32) + 1) * bb, &fine, 2);
+    cr_assert(ss_engine_create(t, &o, &e, &err) == 0, "%s", err.msg);
+    ss_engine_free(e);
+    t->layers[2].w_down = saved;
+    free(q);
     o.device = SS_DEVICE_CPU;
     cr_assert(ss_engine_create(t, &o, &e, &err) == 0, "%s", err.msg);
     ss_engine_free(e);
