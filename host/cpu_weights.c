@@ -4,24 +4,18 @@
  * four AVX2 registers and multiplied into every x row at once, so the
  * weights are read once, in their stored size.  Many rows (prefill): blocks
  * of 64 weight rows are decoded into per-thread scratch and handed to
- * sgemm, where the decoding is a small part of the multiply-adds.
- * Decoding multiplies and adds in separate steps (this file is built with
- * -ffp-contract=off) so every value rounds as ss_dequantize's does. */
+ * sgemm, where the decoding is a small part of the multiply-adds.  Both
+ * decode with quant_avx2.h / ss_dequantize, so every weight is the value
+ * gguf-py gives. */
 #include "cpu_weights.h"
 
 #include "cpu_ops.h"
+#include "quant_avx2.h"
 
 #include <cblas.h>
 #include <omp.h>
 #include <stdint.h>
 #include <stdlib.h>
-#include <string.h>
-
-#if defined(__x86_64__) && defined(__GNUC__)
-#include <immintrin.h>
-#define SS_X86 1
-#define SS_AVX2 __attribute__((target("avx2,fma,f16c")))
-#endif
 
 #define SS_BLOCK 32 /* values per quantisation block (and per decode step) */
 
@@ -31,109 +25,12 @@ static size_t block_bytes(int type)
     return ss_type_row_bytes(type, SS_BLOCK);
 }
 
-static int have_avx2(void)
-{
-#ifdef SS_X86
-    static int cached = -1;
-    if (cached < 0) {
-        __builtin_cpu_init();
-        cached = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
-                 __builtin_cpu_supports("f16c");
-    }
-    return cached;
-#else
-    return 0;
-#endif
-}
-
 const char *ss_cpu_weights_isa(void)
 {
-    return have_avx2() ? "avx2" : "portable";
+    return ss_have_avx2() ? "avx2" : "portable";
 }
 
 #ifdef SS_X86
-static uint16_t load_u16(const uint8_t *p)
-{
-    uint16_t v;
-    memcpy(&v, p, sizeof v);
-    return v;
-}
-
-/* 32 values of one block (Q types: {f16 d[, f16 m], quants}) into w[0..3].
- * Inlined where type is a constant, so the switch disappears. */
-SS_AVX2 static inline __attribute__((always_inline)) void decode_block(int type,
-                                                                       const uint8_t *p,
-                                                                       __m256 w[4])
-{
-    switch (type) {
-    case SS_TYPE_F32:
-#pragma GCC unroll 4
-        for (int k = 0; k < 4; k++)
-            w[k] = _mm256_loadu_ps((const float *)p + 8 * k);
-        break;
-    case SS_TYPE_F16:
-#pragma GCC unroll 4
-        for (int k = 0; k < 4; k++)
-            w[k] = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(p + 16 * k)));
-        break;
-    case SS_TYPE_BF16:
-#pragma GCC unroll 4
-        for (int k = 0; k < 4; k++) {
-            __m256i h = _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)(p + 16 * k)));
-            w[k] = _mm256_castsi256_ps(_mm256_slli_epi32(h, 16));
-        }
-        break;
-    case SS_TYPE_Q8_0: {
-        __m256 d = _mm256_set1_ps(_cvtsh_ss(load_u16(p)));
-#pragma GCC unroll 4
-        for (int k = 0; k < 4; k++) {
-            __m128i q = _mm_loadl_epi64((const __m128i *)(p + 2 + 8 * k));
-            w[k] = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(q)), d);
-        }
-        break;
-    }
-    case SS_TYPE_Q4_0:
-    case SS_TYPE_Q4_1: {
-        /* quants: byte i holds value i (low nibble) and value i + 16 (high) */
-        int q41 = type == SS_TYPE_Q4_1;
-        __m256 d = _mm256_set1_ps(_cvtsh_ss(load_u16(p)));
-        __m256 m = _mm256_set1_ps(q41 ? _cvtsh_ss(load_u16(p + 2)) : 0.0f);
-        __m128i q = _mm_loadu_si128((const __m128i *)(p + (q41 ? 4 : 2)));
-        __m128i nib = _mm_set1_epi8(15);
-        __m128i lo = _mm_and_si128(q, nib), hi = _mm_and_si128(_mm_srli_epi16(q, 4), nib);
-        __m128i bytes[4] = {lo, _mm_srli_si128(lo, 8), hi, _mm_srli_si128(hi, 8)};
-        __m256i offset = _mm256_set1_epi32(q41 ? 0 : 8);
-#pragma GCC unroll 4
-        for (int k = 0; k < 4; k++) {
-            __m256i v = _mm256_sub_epi32(_mm256_cvtepu8_epi32(bytes[k]), offset);
-            w[k] = _mm256_mul_ps(_mm256_cvtepi32_ps(v), d);
-            if (q41)
-                w[k] = _mm256_add_ps(w[k], m);
-        }
-        break;
-    }
-    default:
-#pragma GCC unroll 4
-        for (int k = 0; k < 4; k++)
-            w[k] = _mm256_setzero_ps();
-    }
-}
-
-SS_AVX2 static void decode_avx2(int type, const uint8_t *src, float *dst, int64_t count)
-{
-    size_t bb = block_bytes(type);
-    int64_t nb = count / SS_BLOCK;
-    for (int64_t b = 0; b < nb; b++) {
-        __m256 w[4];
-        decode_block(type, src + (size_t)b * bb, w);
-#pragma GCC unroll 4
-        for (int k = 0; k < 4; k++)
-            _mm256_storeu_ps(dst + b * SS_BLOCK + 8 * k, w[k]);
-    }
-    if (count > nb * SS_BLOCK) /* float types only: rows need not fill a block */
-        ss_dequantize(type, src + (size_t)nb * bb, dst + nb * SS_BLOCK, count - nb * SS_BLOCK);
-}
-
 SS_AVX2 static float hsum(__m256 v)
 {
     __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
@@ -157,7 +54,7 @@ SS_AVX2 static inline __attribute__((always_inline)) void dot_rows_tn(float *y, 
     int nb = in / SS_BLOCK;
     for (int b = 0; b < nb; b++) {
         __m256 w[4];
-        decode_block(type, row + (size_t)b * bb, w);
+        ss_avx2_decode_block(type, row + (size_t)b * bb, w);
 #pragma GCC unroll 4
         for (int r = 0; r < n; r++) {
             const float *xr = x + (size_t)r * in + b * SS_BLOCK;
@@ -201,17 +98,6 @@ SS_AVX2 static void dot_rows(float *y, size_t ldy, const float *x, int n, const 
 }
 #undef SS_DOT_N
 #endif
-
-void ss_cpu_decode(int type, const void *src, float *dst, int64_t count)
-{
-#ifdef SS_X86
-    if (have_avx2()) {
-        decode_avx2(type, src, dst, count);
-        return;
-    }
-#endif
-    ss_dequantize(type, src, dst, count);
-}
 
 int ss_cpu_scratch_init(ss_cpu_scratch *s, int threads, int64_t max_in, ss_error *err)
 {
@@ -257,7 +143,7 @@ static void matmul_decoded(float *y, const float *x, const ss_tensor *t, int n, 
         for (int b = 0; b < n_blocks; b++) {
             int o0 = b * SS_CPU_ROW_BLOCK;
             int m = out - o0 < SS_CPU_ROW_BLOCK ? out - o0 : SS_CPU_ROW_BLOCK;
-            ss_cpu_decode(t->type, w + (size_t)o0 * rb, buf, (int64_t)m * in);
+            ss_dequantize(t->type, w + (size_t)o0 * rb, buf, (int64_t)m * in);
             if (n == 1)
                 cblas_sgemv(CblasRowMajor, CblasNoTrans, m, in, 1.0f, buf, in, x, 1, 0.0f,
                             y + o0, 1);
@@ -273,7 +159,7 @@ void ss_cpu_matmul_w(float *y, const float *x, const ss_tensor *t, int n, int in
 {
     if (t->type == SS_TYPE_F32)
         ss_cpu_matmul(y, x, t->data, n, in, out);
-    else if (n <= SS_CPU_FUSED_ROWS && have_avx2())
+    else if (n <= SS_CPU_FUSED_ROWS && ss_have_avx2())
         matmul_fused(y, x, t, n, in, out, s->threads);
     else
         matmul_decoded(y, x, t, n, in, out, s);

@@ -40,9 +40,4 @@ void ss_cpu_matmul_w(float *y, const float *x, const ss_tensor *t, int n, int in
 /* Which kernels ss_cpu_matmul_w uses on this CPU: "avx2" or "portable". */
 const char *ss_cpu_weights_isa(void);
 
-/* Decodes count values of type `type` from src into dst with the kernels
- * ss_cpu_matmul_w uses (count a multiple of 32 for the block types); bit
- * for bit what ss_dequantize gives.  For the tests. */
-void ss_cpu_decode(int type, const void *src, float *dst, int64_t count);
-
 #endif

@@ -80,7 +80,7 @@ static int use_matrix(const ss_model *m, const ss_tensor *t, const char *what, i
         for (int64_t b = 0; b < n_blocks; b++) {
             int64_t r0 = b * SS_CPU_ROW_BLOCK, nr = out - r0 < SS_CPU_ROW_BLOCK ? out - r0
                                                                               : SS_CPU_ROW_BLOCK;
-            ss_cpu_decode(t->type, (const uint8_t *)t->data + r0 * rb, buf, nr * in);
+            ss_dequantize(t->type, (const uint8_t *)t->data + r0 * rb, buf, nr * in);
             int bad = 0;
             for (int64_t i = 0; i < nr * in; i++) /* branch-free, so it vectorises */
                 bad |= !(fabsf(buf[i]) <= FLT_MAX);
@@ -396,7 +396,7 @@ static int cpu_forward(ss_engine *e, const ss_batch *b, float *logits, ss_error 
             int row = c->off[i] + t;
             c->pos[row] = e->slot_pos[b->slots[i]] + t;
             size_t rb = ss_type_row_bytes(c->tok_embd->type, d);
-            ss_cpu_decode(c->tok_embd->type,
+            ss_dequantize(c->tok_embd->type,
                           (const uint8_t *)c->tok_embd->data + (size_t)b->tokens[row] * rb,
                           c->h + (size_t)row * d, d);
         }

@@ -8,7 +8,7 @@
  * where nibble_i is the low nibble of qs[i] for i < 16 and the high nibble
  * of qs[i - 16] for i >= 16.  The arithmetic is done in float exactly as
  * gguf-py's dequantize does it, so results match it bit for bit. */
-#include "safesteer/model.h"
+#include "quant_avx2.h"
 
 #include <stdio.h>
 #include <string.h>
@@ -220,7 +220,57 @@ static void ss_dequant_q4_1(const uint8_t *src, float *dst, int64_t n)
     }
 }
 
+int ss_have_avx2(void)
+{
+#ifdef SS_X86
+    static int cached = -1;
+    if (cached < 0) {
+        __builtin_cpu_init();
+        cached = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
+                 __builtin_cpu_supports("f16c");
+    }
+    return cached;
+#else
+    return 0;
+#endif
+}
+
+#ifdef SS_X86
+/* Whole 32-value blocks with AVX2; returns how many values it decoded. */
+SS_AVX2 static int64_t ss_dequant_avx2(int type, const uint8_t *src, float *dst, int64_t n)
+{
+    size_t bb = ss_type_row_bytes(type, SS_QK);
+    int64_t nb = n / SS_QK;
+    for (int64_t b = 0; b < nb; b++) {
+        __m256 w[4];
+        ss_avx2_decode_block(type, src + (size_t)b * bb, w);
+#pragma GCC unroll 4
+        for (int k = 0; k < 4; k++)
+            _mm256_storeu_ps(dst + b * SS_QK + 8 * k, w[k]);
+    }
+    return nb * SS_QK;
+}
+#endif
+
+/* Every value as gguf-py decodes it (the AVX2 path gives the same bits; an
+ * F16 signalling NaN comes out quiet there, and is refused anyway). */
 void ss_dequantize(int type, const void *src, float *dst, int64_t n)
+{
+#ifdef SS_X86
+    if (ss_have_avx2() && type != SS_TYPE_F32) {
+        int64_t done = ss_dequant_avx2(type, src, dst, n);
+        if (done == n)
+            return;
+        /* float types only: rows need not fill a block */
+        src = (const uint8_t *)src + ss_type_row_bytes(type, done);
+        dst += done;
+        n -= done;
+    }
+#endif
+    ss_dequantize_portable(type, src, dst, n);
+}
+
+void ss_dequantize_portable(int type, const void *src, float *dst, int64_t n)
 {
     const uint8_t *s = src;
     switch (type) {
