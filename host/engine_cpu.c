@@ -11,8 +11,6 @@
 #include "safesteer/engine.h"
 
 #include <cblas.h>
-#include <float.h>
-#include <math.h>
 #include <omp.h>
 #include <stdlib.h>
 #include <string.h>
@@ -63,39 +61,34 @@ typedef struct {
 
 /* ---------------------------------------------------------------- weights */
 
-/* A matrix used in place: checked (ss_model_tensor_check) and scanned for
- * NaN or infinity, block by block in the per-thread scratch. */
+/* A matrix used in place: checked (ss_model_tensor_check) and decoded once,
+ * block by block in the per-thread scratch, to refuse NaN or infinity. */
 static int use_matrix(const ss_model *m, const ss_tensor *t, const char *what, int64_t in,
                       int64_t out, const ss_cpu_scratch *scr, const ss_tensor **dst,
                       ss_error *err)
 {
     if (ss_model_tensor_check(m, t, what, in, out, err))
         return -1;
-    size_t rb = ss_type_row_bytes(t->type, in);
     int64_t n_blocks = (out + SS_CPU_ROW_BLOCK - 1) / SS_CPU_ROW_BLOCK, first_bad = n_blocks;
 #pragma omp parallel num_threads(scr->threads)
     {
         float *buf = scr->buf + (size_t)omp_get_thread_num() * SS_CPU_ROW_BLOCK * scr->max_in;
 #pragma omp for schedule(dynamic, 1)
         for (int64_t b = 0; b < n_blocks; b++) {
-            int64_t r0 = b * SS_CPU_ROW_BLOCK, nr = out - r0 < SS_CPU_ROW_BLOCK ? out - r0
-                                                                              : SS_CPU_ROW_BLOCK;
-            ss_dequantize(t->type, (const uint8_t *)t->data + r0 * rb, buf, nr * in);
-            int bad = 0;
-            for (int64_t i = 0; i < nr * in; i++) /* branch-free, so it vectorises */
-                bad |= !(fabsf(buf[i]) <= FLT_MAX);
-            if (bad) {
+            int64_t r0 = b * SS_CPU_ROW_BLOCK;
+            int64_t nr = out - r0 < SS_CPU_ROW_BLOCK ? out - r0 : SS_CPU_ROW_BLOCK;
+            ss_error block_err;
+            if (ss_model_tensor_rows(m, t, r0, nr, buf, &block_err)) {
 #pragma omp critical
-                first_bad = b < first_bad ? b : first_bad;
+                if (b < first_bad) { /* the first bad row, whatever the thread order */
+                    first_bad = b;
+                    *err = block_err;
+                }
             }
         }
     }
-    if (first_bad < n_blocks) /* the message names the first bad value */
-        return ss_model_tensor_rows(m, t, first_bad * SS_CPU_ROW_BLOCK,
-                                    out - first_bad * SS_CPU_ROW_BLOCK < SS_CPU_ROW_BLOCK
-                                        ? out - first_bad * SS_CPU_ROW_BLOCK
-                                        : SS_CPU_ROW_BLOCK,
-                                    scr->buf, err);
+    if (first_bad < n_blocks)
+        return -1;
     *dst = t;
     return 0;
 }
