@@ -6,7 +6,8 @@
  * the `gguf` package), so results equal an f32 copy of the weights up to
  * summation order; the engine then holds no f32 copy (4 bytes a parameter)
  * and decode reads the file's bytes (0.6 for Q4_1) instead.
- * Checked by tests/test_cpu_ops.c against the f32 path on every type. */
+ * Checked by tests/test_cpu_ops.c on every type against a double-precision
+ * product of the decoded weights (fused, blocked, threaded, ragged shapes). */
 #ifndef SAFESTEER_CPU_WEIGHTS_H
 #define SAFESTEER_CPU_WEIGHTS_H
 
