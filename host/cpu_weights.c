@@ -1,8 +1,8 @@
 /* cpu_weights.c - see cpu_weights.h.
  *
- * Few rows (decode): each 32-value block of a weight row is decoded into
- * four AVX2 registers and multiplied into every x row at once, so the
- * weights are read once, in their stored size.  Many rows (prefill): blocks
+ * Few rows (decode, up to SS_CPU_FUSED_ROWS): each 32-value block of a
+ * weight row is decoded into four AVX2 registers and multiplied into four x
+ * rows at once, so the weights are read once, in their stored size.  Many rows (prefill): blocks
  * of 64 weight rows are decoded into per-thread scratch and handed to
  * sgemm, where the decoding is a small part of the multiply-adds.  Both
  * decode with quant_avx2.h / ss_dequantize, so every weight is the value
@@ -18,6 +18,7 @@
 #include <stdlib.h>
 
 #define SS_BLOCK 32 /* values per quantisation block (and per decode step) */
+#define SS_CPU_DOT_ROWS 4 /* x rows per pass over a weight row: 8 accumulators */
 
 /* Bytes of 32 values of a type. */
 static size_t block_bytes(int type)
@@ -39,7 +40,7 @@ SS_AVX2 static float hsum(__m256 v)
     return _mm_cvtss_f32(s);
 }
 
-/* y[r * ldy] = x[r][:] . row for r < n (n <= SS_CPU_FUSED_ROWS).  Inlined
+/* y[r * ldy] = x[r][:] . row for r < n (n <= SS_CPU_DOT_ROWS).  Inlined
  * with constant type and n (dot_rows below), so the accumulators live in
  * registers and the block decoding has no branches. */
 SS_AVX2 static inline __attribute__((always_inline)) void dot_rows_tn(float *y, size_t ldy,
@@ -47,7 +48,7 @@ SS_AVX2 static inline __attribute__((always_inline)) void dot_rows_tn(float *y, 
                                                                       const uint8_t *row,
                                                                       int type, int in)
 {
-    __m256 acc[SS_CPU_FUSED_ROWS][2];
+    __m256 acc[SS_CPU_DOT_ROWS][2];
     for (int r = 0; r < n; r++)
         acc[r][0] = acc[r][1] = _mm256_setzero_ps();
     size_t bb = block_bytes(type);
@@ -114,7 +115,8 @@ void ss_cpu_scratch_free(ss_cpu_scratch *s)
 }
 
 /* Few rows: every thread takes a range of weight rows and dots each with
- * all n rows of x. */
+ * all n rows of x, four at a time (the row stays in L1 after the first
+ * four, so later groups pay only its decoding). */
 static void matmul_fused(float *y, const float *x, const ss_tensor *t, int n, int in, int out,
                          int threads)
 {
@@ -123,7 +125,10 @@ static void matmul_fused(float *y, const float *x, const ss_tensor *t, int n, in
     size_t rb = ss_type_row_bytes(t->type, in);
 #pragma omp parallel for schedule(static) num_threads(threads) if ((long)in * out >= (1L << 16))
     for (int o = 0; o < out; o++)
-        dot_rows(y + o, (size_t)out, x, n, w + (size_t)o * rb, t->type, in);
+        for (int r0 = 0; r0 < n; r0 += SS_CPU_DOT_ROWS)
+            dot_rows(y + (size_t)r0 * out + o, (size_t)out, x + (size_t)r0 * in,
+                     n - r0 < SS_CPU_DOT_ROWS ? n - r0 : SS_CPU_DOT_ROWS,
+                     w + (size_t)o * rb, t->type, in);
 #else
     (void)y, (void)x, (void)t, (void)n, (void)in, (void)out, (void)threads;
 #endif

@@ -14,10 +14,10 @@
 #include "safesteer/error.h"
 #include "safesteer/model.h"
 
-/* Rows of x up to which each weight block is decoded in registers and
- * multiplied straight away (AVX2); more rows go through sgemm on decoded
- * row blocks. */
-#define SS_CPU_FUSED_ROWS 4
+/* Rows of x up to which weight blocks are decoded in registers and
+ * multiplied straight away (AVX2, four x rows per pass); more rows go
+ * through sgemm on decoded row blocks. */
+#define SS_CPU_FUSED_ROWS 8
 
 /* Per-thread room for decoded weight rows, made once per engine so a
  * matrix product never allocates (or fails). */
