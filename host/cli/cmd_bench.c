@@ -104,40 +104,6 @@ static double ss_bench_cpu_weight_bytes(const ss_model *m)
     return bytes;
 }
 
-/* Host copy bandwidth (GB/s, bytes read + written), median of reps copies
- * of `bytes` split over the OpenMP threads the CPU engine uses. */
-static int ss_bench_host_copy(size_t bytes, int reps, double *gbps, ss_error *err)
-{
-    char *a = ss_malloc(bytes, err), *b = a ? ss_malloc(bytes, err) : NULL;
-    double *t = b ? ss_malloc((size_t)reps * sizeof *t, err) : NULL;
-    if (!t) {
-        free(a), free(b);
-        return -1;
-    }
-    memset(a, 1, bytes); /* touch every page before timing */
-    memset(b, 0, bytes);
-    for (int r = 0; r < reps; r++) {
-        struct timespec t0, t1;
-        clock_gettime(CLOCK_MONOTONIC, &t0);
-#pragma omp parallel
-        {
-            size_t nt = (size_t)omp_get_num_threads(), id = (size_t)omp_get_thread_num();
-            size_t lo = bytes * id / nt, hi = bytes * (id + 1) / nt;
-            memcpy(b + lo, a + lo, hi - lo);
-        }
-        clock_gettime(CLOCK_MONOTONIC, &t1);
-        t[r] = (double)(t1.tv_sec - t0.tv_sec) + 1e-9 * (double)(t1.tv_nsec - t0.tv_nsec);
-    }
-    for (int i = 1; i < reps; i++) /* insertion sort: reps is small */
-        for (int j = i; j > 0 && t[j] < t[j - 1]; j--) {
-            double x = t[j];
-            t[j] = t[j - 1], t[j - 1] = x;
-        }
-    *gbps = 2.0 * (double)bytes / t[reps / 2] / 1e9;
-    free(a), free(b), free(t);
-    return 0;
-}
-
 /* ---------------------------------------------------------------- timing */
 
 typedef struct {
@@ -187,6 +153,33 @@ static double ss_median(double *v, int n)
 {
     qsort(v, (size_t)n, sizeof *v, ss_cmp_dbl);
     return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+/* Host copy bandwidth (GB/s, bytes read + written), median of reps copies
+ * of `bytes` split over the OpenMP threads the CPU engine uses. */
+static int ss_bench_host_copy(size_t bytes, int reps, double *gbps, ss_error *err)
+{
+    char *a = ss_malloc(bytes, err), *b = a ? ss_malloc(bytes, err) : NULL;
+    double *t = b ? ss_malloc((size_t)reps * sizeof *t, err) : NULL;
+    if (!t) {
+        free(a), free(b);
+        return -1;
+    }
+    memset(a, 1, bytes); /* touch every page before timing */
+    memset(b, 0, bytes);
+    for (int r = 0; r < reps; r++) {
+        double t0 = ss_now();
+#pragma omp parallel
+        {
+            size_t nt = (size_t)omp_get_num_threads(), id = (size_t)omp_get_thread_num();
+            size_t lo = bytes * id / nt, hi = bytes * (id + 1) / nt;
+            memcpy(b + lo, a + lo, hi - lo);
+        }
+        t[r] = ss_now() - t0;
+    }
+    *gbps = 2.0 * (double)bytes / ss_median(t, reps) / 1e9;
+    free(a), free(b), free(t);
+    return 0;
 }
 
 /* ---------------------------------------------------------------- results */
