@@ -423,19 +423,25 @@ int ss_vectors_category(const ss_vector_set *v, const char *name, int *index, ss
     return ss_fail(err, "%s: no vector named \"%s\" (it has: %s)", v->path, name, list);
 }
 
+int ss_layer_index(const int32_t *layers, int n, int layer, const char *sep, char *list,
+                   size_t cap)
+{
+    size_t o = 0;
+    list[0] = '\0';
+    for (int i = 0; i < n; i++) {
+        if (layers[i] == layer)
+            return i;
+        if (o < cap)
+            o += (size_t)snprintf(list + o, cap - o, "%s%d", i ? sep : "", (int)layers[i]);
+    }
+    return -1;
+}
+
 int ss_vectors_layer_row(const ss_vector_set *v, int layer, ss_error *err)
 {
-    char list[512] = "";
-    size_t o = 0;
-    for (int i = 0; i < v->n_layers; i++) {
-        if (v->layers[i] == layer)
-            return i;
-        o += (size_t)snprintf(list + o, o < sizeof list ? sizeof list - o : 0, "%s%d",
-                              i ? ", " : "", (int)v->layers[i]);
-        if (o >= sizeof list)
-            o = sizeof list;
-    }
-    if (err)
+    char list[512];
+    int row = ss_layer_index(v->layers, v->n_layers, layer, ", ", list, sizeof list);
+    if (row < 0 && err)
         ss_fail(err, "%s: no vector for layer %d (it has layers %s)", v->path, layer, list);
-    return -1;
+    return row;
 }

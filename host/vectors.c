@@ -237,17 +237,11 @@ fail:
 int ss_actfile_layer_row(const ss_actfile *a, int layer, ss_error *err)
 {
     const ss_actfile_info *in = &a->info;
-    char list[256] = "";
-    size_t o = 0;
-    for (int i = 0; i < in->n_layers; i++) {
-        if (in->layers[i] == layer)
-            return i;
-        if (o < sizeof list)
-            o += (size_t)snprintf(list + o, sizeof list - o, "%s%d", i ? "," : "",
-                                  in->layers[i]);
-    }
-    return ss_fail(err, "%s: layer %d was not captured (/layers holds %s)", in->path, layer,
-                   list);
+    char list[256];
+    int row = ss_layer_index(in->layers, in->n_layers, layer, ",", list, sizeof list);
+    if (row < 0)
+        ss_fail(err, "%s: layer %d was not captured (/layers holds %s)", in->path, layer, list);
+    return row;
 }
 
 static int grow(ss_actfile *a, size_t floats, size_t doubles, ss_error *err)

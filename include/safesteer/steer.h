@@ -101,5 +101,10 @@ int ss_vectors_category(const ss_vector_set *v, const char *name, int *index, ss
 /* Row of model layer `layer` in v->layers, or -1 with an error (err may be
  * NULL) naming the file and the layers it has. */
 int ss_vectors_layer_row(const ss_vector_set *v, int layer, ss_error *err);
+/* Index of `layer` in layers[n], or -1 with the layers written to list[cap]
+ * joined by sep (truncated to fit), for the caller's error message.  Vector
+ * sets and capture files both look layers up this way. */
+int ss_layer_index(const int32_t *layers, int n, int layer, const char *sep, char *list,
+                   size_t cap);
 
 #endif
