@@ -26,6 +26,8 @@ import gguf
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "scripts" / "goldens"))
+sys.path.insert(0, str(REPO / "scripts" / "reference"))
+import llama_numpy  # noqa: E402  (bf16 rounding)
 try:
     import tokenizer_json  # build_tokenizer_json / read_gguf_metadata
 except ImportError:  # the HF folder then gets no tokenizer.json
@@ -101,9 +103,7 @@ def round_to(arr, dtype):
     if dtype == "F16":
         return arr.astype(np.float16).astype(np.float32)
     if dtype == "BF16":
-        u = np.ascontiguousarray(arr, dtype=np.float32).view(np.uint32).astype(np.uint64)
-        u = ((u + 0x7FFF + ((u >> 16) & 1)) >> 16) << 16
-        return u.astype(np.uint32).view(np.float32)
+        return llama_numpy.bf16(arr).astype(np.float32)
     return arr
 
 
