@@ -6,17 +6,11 @@
  * stream so a stop string is never printed. */
 #include "safesteer/generate.h"
 
+#include "progress.h"
+
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
-
-static double now_seconds(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
 typedef struct {
     ss_sampler sampler;
@@ -206,10 +200,10 @@ int ss_generate(ss_engine *e, const ss_tokenizer *tok, int n, const int32_t *con
         off += n_prompt[i];
     }
     ss_batch b = {.n_seqs = n, .slots = slots, .n_tokens = counts, .tokens = tokens};
-    double t0 = now_seconds();
+    double t0 = ss_seconds();
     if (ss_engine_forward(e, &b, logits, err) < 0)
         goto out;
-    timing->prefill_seconds = now_seconds() - t0;
+    timing->prefill_seconds = ss_seconds() - t0;
     timing->prefill_tokens = total_prompt;
 
     int *active = ss_malloc(sizeof(int) * (size_t)n, err);
@@ -218,7 +212,7 @@ int ss_generate(ss_engine *e, const ss_tokenizer *tok, int n, const int32_t *con
     for (int i = 0; i < n; i++)
         active[i] = i;
     int n_active = params->max_new > 0 ? n : 0;
-    t0 = now_seconds();
+    t0 = ss_seconds();
     while (n_active > 0) {
         /* logits row j belongs to active[j] */
         int still = 0;
@@ -248,7 +242,7 @@ int ss_generate(ss_engine *e, const ss_tokenizer *tok, int n, const int32_t *con
         }
         timing->decode_tokens += n_active;
     }
-    timing->decode_seconds = now_seconds() - t0;
+    timing->decode_seconds = ss_seconds() - t0;
     free(active);
     for (int i = 0; i < n; i++) {
         results[i].text = st[i].text;

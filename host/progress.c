@@ -4,7 +4,7 @@
 #include <stdio.h>
 #include <time.h>
 
-static double now_seconds(void)
+double ss_seconds(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -18,14 +18,14 @@ void ss_progress_begin(ss_progress *p, const char *what, const char *unit, int64
     p->unit = unit;
     p->start = start;
     p->total = total;
-    p->t0 = p->last = now_seconds();
+    p->t0 = p->last = ss_seconds();
     p->printed = 0;
     p->only_if_slow = only_if_slow;
 }
 
 void ss_progress_update(ss_progress *p, int64_t done)
 {
-    double t = now_seconds();
+    double t = ss_seconds();
     int end = done >= p->total;
     if (t - p->last < 1.0 && !(end && (p->printed || !p->only_if_slow)))
         return;

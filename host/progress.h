@@ -1,11 +1,15 @@
-/* progress.h - one-line progress reports on stderr for long loops
- * (capture, vector passes):
+/* progress.h - the monotonic clock every timing in the library reads, and
+ * one-line progress reports on stderr for long loops (capture, vector
+ * passes, clustering):
  *   "WHAT: DONE/TOTAL UNIT, R UNIT/s, elapsed E s, ETA T s"
  * at most once a second, and once more when the loop ends. */
 #ifndef SAFESTEER_PROGRESS_H
 #define SAFESTEER_PROGRESS_H
 
 #include <stdint.h>
+
+/* Seconds on a monotonic clock (differences only). */
+double ss_seconds(void);
 
 typedef struct {
     char what[96];

@@ -11,10 +11,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "h5io.h"
+#include "progress.h"
 #include "safesteer/capture.h"
 #include "safesteer/dataset.h"
 #include "safesteer/eval.h"
@@ -659,18 +659,11 @@ typedef struct {
     int progress;
 } sweep;
 
-static double now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + ts.tv_nsec * 1e-9;
-}
-
 static void show_progress(sweep *s)
 {
     if (!s->progress || s->todo == 0)
         return;
-    double el = now() - s->t0;
+    double el = ss_seconds() - s->t0;
     double eta = s->finished ? el * (s->todo - s->finished) / s->finished : 0;
     int w = 30, fill = (int)(w * s->finished / s->todo);
     char bar[64];
@@ -1264,7 +1257,7 @@ int ss_sweep_run(ss_sweep_config *c, const ss_sweep_opts *o, ss_error *err)
             expected++;
             s.todo += done[i] ? 0 : c->n_eval;
         }
-    s.t0 = now();
+    s.t0 = ss_seconds();
     for (int u = 0, c0 = 0; u < n_units; u++) {
         int c1 = c0;
         while (c1 < s.n_cells && unit_of[c1] == u)

@@ -19,8 +19,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
+#include "../progress.h"
 #include "cli.h"
 #include "safesteer/engine.h"
 #include "safesteer/model.h"
@@ -114,13 +114,6 @@ typedef struct {
 #endif
 } ss_bench_timer;
 
-static double ss_now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
 static int ss_timer_start(ss_bench_timer *t, ss_error *err)
 {
 #ifdef SAFESTEER_HAVE_CUDA
@@ -128,7 +121,7 @@ static int ss_timer_start(ss_bench_timer *t, ss_error *err)
         return ss_cuda_timer_start(t->ev, err);
 #endif
     (void)err;
-    t->t0 = ss_now();
+    t->t0 = ss_seconds();
     return 0;
 }
 
@@ -139,7 +132,7 @@ static int ss_timer_ms(ss_bench_timer *t, double *ms, ss_error *err)
         return ss_cuda_timer_stop(t->ev, ms, err);
 #endif
     (void)err;
-    *ms = (ss_now() - t->t0) * 1e3;
+    *ms = (ss_seconds() - t->t0) * 1e3;
     return 0;
 }
 
@@ -168,14 +161,14 @@ static int ss_bench_host_copy(size_t bytes, int reps, double *gbps, ss_error *er
     memset(a, 1, bytes); /* touch every page before timing */
     memset(b, 0, bytes);
     for (int r = 0; r < reps; r++) {
-        double t0 = ss_now();
+        double t0 = ss_seconds();
 #pragma omp parallel
         {
             size_t nt = (size_t)omp_get_num_threads(), id = (size_t)omp_get_thread_num();
             size_t lo = bytes * id / nt, hi = bytes * (id + 1) / nt;
             memcpy(b + lo, a + lo, hi - lo);
         }
-        t[r] = ss_now() - t0;
+        t[r] = ss_seconds() - t0;
     }
     *gbps = 2.0 * (double)bytes / ss_median(t, reps) / 1e9;
     free(a), free(b), free(t);
