@@ -61,6 +61,34 @@ extern "C" int ss_cuda_rmsnorm(ss_cuda_ctx *c, uint16_t *d_out, const float *d_x
 
 /* ---------------------------------------------------------------- residual + steering */
 
+/* What one row steers at this layer: the slot's steering entry
+ * (info[slot * 5] = {on, site, op, first position, end position or -1}),
+ * its strength for the layer and its vector, or site -1 when the row is
+ * not steered here (slot off, strength 0, or position outside the rule). */
+typedef struct {
+    int site, op;
+    float alpha;
+    const float *v; /* [d] */
+} ss_row_steer;
+
+static __device__ __forceinline__ ss_row_steer
+    ss_row_steering(const int *info, const float *alpha_all, const float *vec_all, int slot,
+                    int pos, int layer, int n_layers, int d)
+{
+    ss_row_steer st = {-1, 0, 0.0f, nullptr};
+    if (!info || !vec_all || !info[slot * 5 + 0])
+        return st;
+    int pb = info[slot * 5 + 3], pe = info[slot * 5 + 4];
+    float alpha = alpha_all[(size_t)slot * n_layers + layer];
+    if (alpha == 0.0f || pos < pb || (pe >= 0 && pos >= pe))
+        return st;
+    st.site = info[slot * 5 + 1];
+    st.op = info[slot * 5 + 2];
+    st.alpha = alpha;
+    st.v = vec_all + ((size_t)slot * n_layers + layer) * d;
+    return st;
+}
+
 /* Applies ADD or ABLATE of vector v to h[d] (one row, whole block).
  * Returns after every thread has updated its own elements. */
 static __device__ void ss_steer_row(float *h, const float *v, int d, int op, float alpha,
@@ -89,19 +117,10 @@ __global__ void ss_residual_steer_kernel(float *x, float *delta, uint16_t *xb,
     int i = blockIdx.x, slot = slots[i], pos = positions[i];
     float *xr = x + (size_t)i * d, *tr = delta + (size_t)i * d;
 
-    /* Which site (if any) this slot steers, and with what. */
-    int site = -1, op = 0;
-    float alpha = 0.0f;
-    const float *v = nullptr;
-    if (info && info[slot * 5 + 0]) {
-        int pb = info[slot * 5 + 3], pe = info[slot * 5 + 4];
-        alpha = alpha_all[(size_t)slot * n_layers + layer];
-        if (alpha != 0.0f && pos >= pb && (pe < 0 || pos < pe) && vec_all) {
-            site = info[slot * 5 + 1];
-            op = info[slot * 5 + 2];
-            v = vec_all + ((size_t)slot * n_layers + layer) * d;
-        }
-    }
+    ss_row_steer st = ss_row_steering(info, alpha_all, vec_all, slot, pos, layer, n_layers, d);
+    int site = st.site, op = st.op;
+    float alpha = st.alpha;
+    const float *v = st.v;
 
     if (site == block)  /* ATTN_OUT or MLP_OUT: steer the block output */
         ss_steer_row(tr, v, d, op, alpha, red);
@@ -175,18 +194,10 @@ __global__ void __launch_bounds__(SS_RS_THREADS)
     int i = blockIdx.x, slot = slots[i], pos = positions[i], nv = d / 4;
     float4 *xr = (float4 *)(x + (size_t)i * d), *tr = (float4 *)(delta + (size_t)i * d);
 
-    int site = -1, op = 0;
-    float alpha = 0.0f;
-    const float4 *v = nullptr;
-    if (info && info[slot * 5 + 0]) {
-        int pb = info[slot * 5 + 3], pe = info[slot * 5 + 4];
-        alpha = alpha_all[(size_t)slot * n_layers + layer];
-        if (alpha != 0.0f && pos >= pb && (pe < 0 || pos < pe) && vec_all) {
-            site = info[slot * 5 + 1];
-            op = info[slot * 5 + 2];
-            v = (const float4 *)(vec_all + ((size_t)slot * n_layers + layer) * d);
-        }
-    }
+    ss_row_steer st = ss_row_steering(info, alpha_all, vec_all, slot, pos, layer, n_layers, d);
+    int site = st.site, op = st.op;
+    float alpha = st.alpha;
+    const float4 *v = (const float4 *)st.v;
     bool steer_t = site == block, steer_x = block == SS_SITE_MLP_OUT && site == SS_SITE_RESID_POST;
 
     const float4 z = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
