@@ -20,6 +20,73 @@
 #define SS_PF_BK 32   /* keys per shared-memory tile */
 #define SS_DEC_SPLIT 128 /* 4 warps x 32 keys: at 500 positions, 4 splits x 32 heads fill the SMs */
 
+/* A prefill block's work: query rows row0..row0+nq-1 of one sequence (at
+ * positions pos0..), query head h, and the offset of that sequence's layer
+ * for h's K/V head in the cache (rows of kvd elements). */
+struct ss_pf_tile {
+    int row0, nq, h, pos0, kvd;
+    size_t base;
+};
+
+/* Reads the block's tile and stages its queries, pre-scaled by
+ * 1/sqrt(HD), in sq[SS_PF_BQ][HD] (rows past nq zero). */
+template <int HD>
+static __device__ __forceinline__ ss_pf_tile ss_pf_begin(float *sq, const float *q,
+                                                         const int *slots, const int *positions,
+                                                         const int *tiles, ss_cuda_attn_shape s)
+{
+    ss_pf_tile t;
+    t.row0 = tiles[2 * blockIdx.x];
+    t.nq = tiles[2 * blockIdx.x + 1];
+    t.h = blockIdx.y;
+    t.pos0 = positions[t.row0];
+    t.kvd = s.n_kv_heads * HD;
+    int kvh = t.h / (s.n_heads / s.n_kv_heads);
+    t.base = ((size_t)slots[t.row0] * s.n_layers + s.layer) * s.max_ctx * t.kvd + (size_t)kvh * HD;
+    float scale = rsqrtf((float)HD);
+    for (int k = threadIdx.x; k < SS_PF_BQ * HD; k += blockDim.x) {
+        int r = k / HD, dd = k % HD;
+        sq[k] = r < t.nq ? q[(size_t)(t.row0 + r) * s.q_stride + t.h * HD + dd] * scale : 0.0f;
+    }
+    return t;
+}
+
+/* Online-softmax state before the first key: max -inf, sums and outputs 0. */
+template <int HD>
+static __device__ __forceinline__ void ss_pf_reset(float (&m)[4], float (&l)[4],
+                                                   float (&acc)[4][HD / 32])
+{
+#pragma unroll
+    for (int a = 0; a < 4; a++) {
+        m[a] = -INFINITY;
+        l[a] = 0.0f;
+#pragma unroll
+        for (int c = 0; c < HD / 32; c++)
+            acc[a][c] = 0.0f;
+    }
+}
+
+/* Writes each of the warp's 4 queries' normalised output (lane owns
+ * dimensions lane + 32c) as bf16. */
+template <int HD>
+static __device__ __forceinline__ void ss_pf_finish(uint16_t *out, const ss_pf_tile &t, int warp,
+                                                    int lane, const float (&l)[4],
+                                                    const float (&acc)[4][HD / 32],
+                                                    ss_cuda_attn_shape s)
+{
+#pragma unroll
+    for (int a = 0; a < 4; a++) {
+        int r = warp * 4 + a;
+        if (r >= t.nq)
+            continue;
+        uint16_t *o = out + (size_t)(t.row0 + r) * s.n_heads * HD + t.h * HD;
+        float inv = 1.0f / l[a];
+#pragma unroll
+        for (int c = 0; c < HD / 32; c++)
+            o[lane + 32 * c] = ss_to_bf(acc[a][c] * inv);
+    }
+}
+
 template <int HD>
 __global__ void __launch_bounds__(128)
     ss_attn_prefill_kernel(uint16_t *out, const float *q, const uint16_t *kc, const uint16_t *vc,
@@ -32,28 +99,12 @@ __global__ void __launch_bounds__(128)
     __shared__ float sv[SS_PF_BK][HD];
 
     int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
-    int row0 = tiles[2 * blockIdx.x], nq = tiles[2 * blockIdx.x + 1];
-    int h = blockIdx.y, kvh = h / (s.n_heads / s.n_kv_heads);
-    int slot = slots[row0], pos0 = positions[row0];
-    int kvd = s.n_kv_heads * HD;
-    size_t base = ((size_t)slot * s.n_layers + s.layer) * s.max_ctx * kvd + (size_t)kvh * HD;
-    const uint16_t *kb = kc + base, *vb = vc + base;
-    float scale = rsqrtf((float)HD);
+    ss_pf_tile t = ss_pf_begin<HD>(&sq[0][0], q, slots, positions, tiles, s);
+    int nq = t.nq, pos0 = t.pos0, kvd = t.kvd;
+    const uint16_t *kb = kc + t.base, *vb = vc + t.base;
 
-    for (int k = tid; k < SS_PF_BQ * HD; k += blockDim.x) {
-        int r = k / HD, dd = k % HD;
-        sq[r][dd] = r < nq ? q[(size_t)(row0 + r) * s.q_stride + h * HD + dd] * scale : 0.0f;
-    }
-
-    float m[4], l[4], acc[4][DPL];
-#pragma unroll
-    for (int a = 0; a < 4; a++) {
-        m[a] = -INFINITY;
-        l[a] = 0.0f;
-#pragma unroll
-        for (int c = 0; c < DPL; c++)
-            acc[a][c] = 0.0f;
-    }
+    float m[4], l[4], acc[4][DPL]; /* running max, sum and output of the warp's 4 queries */
+    ss_pf_reset<HD>(m, l, acc);
 
     int n_keys = pos0 + nq; /* the last query sees positions 0..pos0+nq-1 */
     for (int k0 = 0; k0 < n_keys; k0 += SS_PF_BK) {
@@ -95,17 +146,7 @@ __global__ void __launch_bounds__(128)
         }
     }
 
-#pragma unroll
-    for (int a = 0; a < 4; a++) {
-        int r = warp * 4 + a;
-        if (r >= nq)
-            continue;
-        uint16_t *o = out + (size_t)(row0 + r) * s.n_heads * HD + h * HD;
-        float inv = 1.0f / l[a];
-#pragma unroll
-        for (int c = 0; c < DPL; c++)
-            o[lane + 32 * c] = ss_to_bf(acc[a][c] * inv);
-    }
+    ss_pf_finish<HD>(out, t, warp, lane, l, acc, s);
 }
 
 /* Prefill v2: the same tiling, with the work of a warp's 4 queries
@@ -127,28 +168,12 @@ __global__ void __launch_bounds__(128)
     __shared__ __align__(16) float sv[SS_PF_BK][HD];
 
     int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
-    int row0 = tiles[2 * blockIdx.x], nq = tiles[2 * blockIdx.x + 1];
-    int h = blockIdx.y, kvh = h / (s.n_heads / s.n_kv_heads);
-    int slot = slots[row0], pos0 = positions[row0];
-    int kvd = s.n_kv_heads * HD;
-    size_t base = ((size_t)slot * s.n_layers + s.layer) * s.max_ctx * kvd + (size_t)kvh * HD;
-    const uint16_t *kb = kc + base, *vb = vc + base;
-    float scale = rsqrtf((float)HD);
+    ss_pf_tile t = ss_pf_begin<HD>(&sq[0][0], q, slots, positions, tiles, s);
+    int nq = t.nq, pos0 = t.pos0, kvd = t.kvd;
+    const uint16_t *kb = kc + t.base, *vb = vc + t.base;
 
-    for (int k = tid; k < SS_PF_BQ * HD; k += blockDim.x) {
-        int r = k / HD, dd = k % HD;
-        sq[r][dd] = r < nq ? q[(size_t)(row0 + r) * s.q_stride + h * HD + dd] * scale : 0.0f;
-    }
-
-    float m[4], l[4], acc[4][DPL];
-#pragma unroll
-    for (int a = 0; a < 4; a++) {
-        m[a] = -INFINITY;
-        l[a] = 0.0f;
-#pragma unroll
-        for (int c = 0; c < DPL; c++)
-            acc[a][c] = 0.0f;
-    }
+    float m[4], l[4], acc[4][DPL]; /* running max, sum and output of the warp's 4 queries */
+    ss_pf_reset<HD>(m, l, acc);
     bool busy = warp * 4 < nq; /* warp-uniform: this warp has queries */
 
     int n_keys = pos0 + nq; /* the last query sees positions 0..pos0+nq-1 */
@@ -219,17 +244,7 @@ __global__ void __launch_bounds__(128)
         }
     }
 
-#pragma unroll
-    for (int a = 0; a < 4; a++) {
-        int r = warp * 4 + a;
-        if (r >= nq)
-            continue;
-        uint16_t *o = out + (size_t)(row0 + r) * s.n_heads * HD + h * HD;
-        float inv = 1.0f / l[a];
-#pragma unroll
-        for (int c = 0; c < DPL; c++)
-            o[lane + 32 * c] = ss_to_bf(acc[a][c] * inv);
-    }
+    ss_pf_finish<HD>(out, t, warp, lane, l, acc, s);
 }
 
 /* partial[row][head][split][HD + 2] = {acc[HD] (unnormalised), m, l}. */
