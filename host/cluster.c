@@ -482,14 +482,13 @@ static int write_clusters(const char *path, const ss_cluster_options *o,
                           const ss_actfile_info *in, const cl_data *c, const cl_result *r,
                           ss_error *err)
 {
-    ss_h5_quiet();
-    char tmp[1100], sha[65];
+    char sha[65];
     if (ss_sha256_file(in->path, sha, err) < 0)
         return -1;
-    snprintf(tmp, sizeof tmp, "%s.tmp", path);
-    hid_t f = H5Fcreate(tmp, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
+    ss_outfile out;
+    hid_t f = ss_h5_out_create(&out, path, err);
     if (f < 0)
-        return ss_fail(err, "%s: cannot create", tmp);
+        return -1;
     int K = r->km.k, N = (int)in->n_prompts;
     int32_t *assign = ss_malloc((size_t)(N ? N : 1) * sizeof(int32_t), err);
     int rc = assign ? 0 : -1;
@@ -550,17 +549,7 @@ static int write_clusters(const char *path, const ss_cluster_options *o,
         H5Dclose(cd);
     H5Tclose(st);
     free(assign);
-    if (H5Fclose(f) < 0 && !rc)
-        rc = ss_fail(err, "%s: cannot close", tmp);
-    if (rc) {
-        remove(tmp);
-        return ss_fail_context(err, "%s", path);
-    }
-    if (rename(tmp, path) != 0) {
-        remove(tmp);
-        return ss_fail(err, "%s: cannot rename %s into place", path, tmp);
-    }
-    return 0;
+    return ss_h5_out_close(&out, f, rc, err);
 }
 
 /* Sizes, contingency, label metrics and cluster-vs-safe-pool vectors. */

@@ -8,10 +8,11 @@
  * written as direction.l and l = 0 cannot be represented. */
 #include "safesteer/vectors.h"
 
-#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include "outfile.h"
 
 /* GGUF constants used by the writer (GGUF v3, little-endian host). */
 #define GGUF_VERSION 3
@@ -85,18 +86,14 @@ int ss_control_vector_write(const char *path, const ss_vector_set *v, int cat, f
         *skipped = n0;
     if (n == 0)
         return ss_fail(err, "%s: no layer >= 1 to export", v->path);
-    char tmp[1100];
-    snprintf(tmp, sizeof tmp, "%s.tmp", path);
-    gw w = {fopen(tmp, "wb"), 0};
+    ss_outfile out;
+    gw w = {ss_outfile_fopen(&out, path, err), 0};
     if (!w.f)
-        return ss_fail(err, "%s: cannot create: %s", tmp, strerror(errno));
+        return -1;
     size_t d = (size_t)v->d_model;
     float *row = ss_malloc(d * sizeof(float), err);
-    if (!row) {
-        fclose(w.f);
-        remove(tmp);
-        return -1;
-    }
+    if (!row)
+        return ss_outfile_fclose(&out, w.f, -1, err);
     uint64_t pos = 0;
     put(&w, "GGUF", 4);
     put_u32(&w, GGUF_VERSION);
@@ -144,13 +141,5 @@ int ss_control_vector_write(const char *path, const ss_vector_set *v, int cat, f
         put_pad(&w, &pos);
     }
     free(row);
-    if (fclose(w.f) != 0 || w.bad) {
-        remove(tmp);
-        return ss_fail(err, "%s: write failed", tmp);
-    }
-    if (rename(tmp, path) != 0) {
-        remove(tmp);
-        return ss_fail(err, "%s: cannot rename %s into place: %s", path, tmp, strerror(errno));
-    }
-    return 0;
+    return ss_outfile_fclose(&out, w.f, 0, err);
 }

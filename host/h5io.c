@@ -6,6 +6,24 @@
 
 void ss_h5_quiet(void) { H5Eset_auto2(H5E_DEFAULT, NULL, NULL); }
 
+hid_t ss_h5_out_create(ss_outfile *o, const char *path, ss_error *err)
+{
+    ss_h5_quiet();
+    if (ss_outfile_begin(o, path, err) < 0)
+        return -1;
+    hid_t f = H5Fcreate(o->tmp, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
+    if (f < 0)
+        ss_fail(err, "%s: cannot create %s as HDF5", path, o->tmp);
+    return f;
+}
+
+int ss_h5_out_close(ss_outfile *o, hid_t f, int rc, ss_error *err)
+{
+    if (H5Fclose(f) < 0 && rc == 0)
+        rc = ss_fail(err, "cannot close %s", o->tmp);
+    return ss_outfile_end(o, rc, err);
+}
+
 hid_t ss_h5_f16_type(void)
 {
     hid_t t = H5Tcopy(H5T_IEEE_F32LE);

@@ -9,6 +9,7 @@
 #include <hdf5.h>
 #include <stdint.h>
 
+#include "outfile.h"
 #include "safesteer/error.h"
 
 /* Silences HDF5's automatic error printing (we report through ss_error). */
@@ -17,6 +18,11 @@ void ss_h5_quiet(void);
 /* IEEE binary16 little-endian file type (h5py reads it as float16); the
  * caller closes it with H5Tclose. */
 hid_t ss_h5_f16_type(void);
+
+/* A new HDF5 file at o's temporary name for path (see outfile.h). */
+hid_t ss_h5_out_create(ss_outfile *o, const char *path, ss_error *err);
+/* Closes f (a failed close counts as failure), then ss_outfile_end. */
+int ss_h5_out_close(ss_outfile *o, hid_t f, int rc, ss_error *err);
 
 /* ---------------------------------------------------------------- attributes */
 

@@ -269,17 +269,12 @@ static char *read_text(const char *path, ss_error *err)
 
 static int write_text(const char *path, const char *text, ss_error *err)
 {
-    char tmp[2100];
-    snprintf(tmp, sizeof tmp, "%s.tmp", path);
-    FILE *f = fopen(tmp, "wb");
+    ss_outfile out;
+    FILE *f = ss_outfile_fopen(&out, path, err);
     if (!f)
-        return ss_fail(err, "%s: %s", tmp, strerror(errno));
-    int bad = fputs(text, f) < 0;
-    bad |= fflush(f) != 0 || fsync(fileno(f)) != 0;
-    bad |= fclose(f) != 0;
-    if (bad || rename(tmp, path) < 0)
-        return ss_fail(err, "%s: write failed: %s", path, strerror(errno));
-    return 0;
+        return -1;
+    fputs(text, f);
+    return ss_outfile_fclose(&out, f, 0, err);
 }
 
 /* done[n_cells] from cells_done.txt (one cell id a line); a missing file
@@ -481,11 +476,10 @@ static int aggregate(rec_list *r, cell_row **out, int *n_out, ss_error *err)
 
 static int write_summary(const char *path, const cell_row *rows, int n, ss_error *err)
 {
-    char tmp[2100];
-    snprintf(tmp, sizeof tmp, "%s.tmp", path);
-    FILE *f = fopen(tmp, "wb");
+    ss_outfile out;
+    FILE *f = ss_outfile_fopen(&out, path, err);
     if (!f)
-        return ss_fail(err, "%s: %s", tmp, strerror(errno));
+        return -1;
     fputs("cell_id,category,method,layer,strength,site,n_prompts", f);
     for (int k = 0; k < 7; k++)
         fprintf(f, ",%s", metric_names[k]);
@@ -503,21 +497,16 @@ static int write_summary(const char *path, const cell_row *rows, int n, ss_error
         }
         fputc('\n', f);
     }
-    int bad = ferror(f) || fclose(f) != 0;
-    if (bad || rename(tmp, path) < 0)
-        return ss_fail(err, "%s: write failed", path);
-    return 0;
+    return ss_outfile_fclose(&out, f, 0, err);
 }
 
 static int write_results(const char *path, const cell_row *rows, int n, const char *config,
                          const char *model_name, const char *model_sha, ss_error *err)
 {
-    ss_h5_quiet();
-    char tmp[2100];
-    snprintf(tmp, sizeof tmp, "%s.tmp", path);
-    hid_t f = H5Fcreate(tmp, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
+    ss_outfile out;
+    hid_t f = ss_h5_out_create(&out, path, err);
     if (f < 0)
-        return ss_fail(err, "%s: cannot create", tmp);
+        return -1;
     int rc = -1;
     int32_t *iv = ss_calloc((size_t)n + 1, sizeof *iv, err);
     double *dv = ss_calloc((size_t)n + 1, sizeof *dv, err);
@@ -570,13 +559,10 @@ static int write_results(const char *path, const cell_row *rows, int n, const ch
 out:
     if (g >= 0)
         H5Gclose(g);
-    H5Fclose(f);
     free(iv);
     free(dv);
     free(sv);
-    if (rc == 0 && rename(tmp, path) < 0)
-        rc = ss_fail(err, "%s: rename: %s", path, strerror(errno));
-    return rc;
+    return ss_h5_out_close(&out, f, rc, err);
 }
 
 /* Reads run.json: model name/sha, cell count. */

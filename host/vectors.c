@@ -1223,12 +1223,10 @@ static int write_arr(hid_t f, const char *name, hid_t ftype, hid_t mtype, int ra
 
 int ss_vec_write(const char *path, const ss_vec_result *r, ss_error *err)
 {
-    ss_h5_quiet();
-    char tmp[1100];
-    snprintf(tmp, sizeof tmp, "%s.tmp", path);
-    hid_t f = H5Fcreate(tmp, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
+    ss_outfile out;
+    hid_t f = ss_h5_out_create(&out, path, err);
     if (f < 0)
-        return ss_fail(err, "%s: cannot create", tmp);
+        return -1;
     hsize_t C = (hsize_t)r->n_categories, L = (hsize_t)r->n_layers, d = (hsize_t)r->d_model;
     int rc = ss_h5_attr_set_str(f, "format", "safesteer.vectors", err) ||
              ss_h5_attr_set_i64(f, "format_version", 1, err) ||
@@ -1280,16 +1278,5 @@ int ss_vec_write(const char *path, const ss_vec_result *r, ss_error *err)
     if (!rc && r->safe_split)
         rc = write_arr(f, "/safe_split", H5T_STD_I8LE, H5T_NATIVE_INT8, 1,
                        (hsize_t)r->n_safe_prompts, 0, 0, r->safe_split, err);
-    if (H5Fclose(f) < 0 && !rc)
-        rc = ss_fail(err, "%s: cannot close", tmp);
-    if (rc) {
-        ss_fail_context(err, "%s", path);
-        remove(tmp);
-        return -1;
-    }
-    if (rename(tmp, path) != 0) {
-        remove(tmp);
-        return ss_fail(err, "%s: cannot rename %s into place", path, tmp);
-    }
-    return 0;
+    return ss_h5_out_close(&out, f, rc, err);
 }
