@@ -24,6 +24,13 @@ static void teardown(void)
 
 TestSuite(outfile, .init = setup, .fini = teardown);
 
+/* path = dir/name, tmp = the temporary name ss_outfile gives it */
+static void names(const char *name, char path[300], char tmp[310])
+{
+    snprintf(path, 300, "%s/%s", dir, name);
+    snprintf(tmp, 310, "%s.tmp", path);
+}
+
 static void put_text(const char *path, const char *text)
 {
     FILE *f = fopen(path, "wb");
@@ -52,8 +59,7 @@ static int exists(const char *path)
 Test(outfile, completed_write_replaces_destination)
 {
     char path[300], tmp[310];
-    snprintf(path, sizeof path, "%s/out.txt", dir);
-    snprintf(tmp, sizeof tmp, "%s.tmp", path);
+    names("out.txt", path, tmp);
     put_text(path, "old contents\n");
     ss_outfile o;
     ss_error err = {{0}};
@@ -69,8 +75,7 @@ Test(outfile, completed_write_replaces_destination)
 Test(outfile, failed_write_keeps_destination)
 {
     char path[300], tmp[310];
-    snprintf(path, sizeof path, "%s/out.txt", dir);
-    snprintf(tmp, sizeof tmp, "%s.tmp", path);
+    names("out.txt", path, tmp);
     put_text(path, "old contents\n");
     ss_outfile o;
     ss_error err = {{0}};
@@ -90,8 +95,7 @@ Test(outfile, refused_rename_keeps_destination)
 {
     /* a directory cannot be replaced by a file */
     char path[300], tmp[310];
-    snprintf(path, sizeof path, "%s/taken", dir);
-    snprintf(tmp, sizeof tmp, "%s.tmp", path);
+    names("taken", path, tmp);
     cr_assert_eq(mkdir(path, 0700), 0);
     ss_outfile o;
     ss_error err = {{0}};
@@ -109,8 +113,7 @@ Test(outfile, refused_rename_keeps_destination)
 Test(outfile, hdf5_output_appears_only_when_closed)
 {
     char path[300], tmp[310];
-    snprintf(path, sizeof path, "%s/out.h5", dir);
-    snprintf(tmp, sizeof tmp, "%s.tmp", path);
+    names("out.h5", path, tmp);
     ss_outfile o;
     ss_error err = {{0}};
     hid_t f = ss_h5_out_create(&o, path, &err);
