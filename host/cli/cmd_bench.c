@@ -9,8 +9,9 @@
  * single-token steps; a step's bytes are the weights plus the KV cache read
  * (B x layers x 2 x positions x kv_dim x 2 bytes), GB/s = bytes / step time,
  * shown next to a device-to-device copy measured in the same run (read +
- * write bytes).  Steering overhead: batch-1 decode with no steering, one
- * steered layer, all layers (ADD at resid_post, alpha 4).  CUDA times come
+ * write bytes).  Steering overhead: decode with no steering, one steered
+ * layer, all layers (ADD at resid_post, alpha 4), taking turns step by
+ * step, at batch 1 and the largest batch.  CUDA times come
  * from cudaEvents, CPU times from the wall clock; each figure is the
  * median of its repeats after warm-up. */
 #include <getopt.h>
@@ -286,48 +287,61 @@ done:
     return rc;
 }
 
-/* Steers slots 0..B-1 (ADD at resid_post, alpha 4) on no layer, the middle
- * layer, or every layer. */
-static int ss_bench_steer(ss_bench_ctx *c, int B, int layers, ss_error *err)
+/* Sets (st) or clears (NULL) the steering of slots 0..B-1. */
+static int ss_bench_set_steering(ss_bench_ctx *c, int B, const ss_steer_slot *st, ss_error *err)
 {
-    const ss_config *g = ss_engine_config(c->e);
-    if (layers == 0) {
-        for (int s = 0; s < B; s++)
-            if (ss_engine_set_steering(c->e, s, NULL, err))
-                return -1;
-        return 0;
-    }
-    int L = g->n_layers, d = g->d_model;
-    float *alpha = ss_calloc((size_t)L, sizeof *alpha, err);
-    float *vec = alpha ? ss_malloc((size_t)L * d * sizeof *vec, err) : NULL;
-    if (!vec) {
-        free(alpha);
-        return -1;
-    }
-    for (int l = 0; l < L; l++) {
-        alpha[l] = (layers == 1 ? l == L / 2 : 1) ? 4.0f : 0.0f;
-        for (int j = 0; j < d; j++)
-            vec[(size_t)l * d + j] = ((l * 131 + j * 7) % 17 - 8) / (8.0f * sqrtf((float)d));
-    }
-    ss_steer_slot st = {SS_SITE_RESID_POST, SS_STEER_ADD, alpha, vec, 0, -1};
-    int rc = 0;
-    for (int s = 0; s < B && !rc; s++)
-        rc = ss_engine_set_steering(c->e, s, &st, err);
-    free(alpha);
-    free(vec);
-    return rc;
+    for (int s = 0; s < B; s++)
+        if (ss_engine_set_steering(c->e, s, st, err))
+            return -1;
+    return 0;
 }
 
-/* Steering overhead at batch B: decode step ms with none / one / all layers. */
+/* Steering overhead at batch B: decode step ms with no steering, the middle
+ * layer steered, and every layer steered (ADD at resid_post, alpha 4).
+ * After one prefill the three take turns step by step, so a drift in the
+ * machine's speed (clock, other load) falls on all three alike; each figure
+ * is the median of its `steps` steps after two warm-up rounds. */
 static int ss_bench_steering(ss_bench_ctx *c, int B, int prompt_len, int steps, double ms[3],
                              ss_error *err)
 {
-    int L = ss_engine_config(c->e)->n_layers;
+    const ss_config *g = ss_engine_config(c->e);
+    int L = g->n_layers, d = g->d_model, rc = -1;
+    float *alpha = ss_calloc(2 * (size_t)L, sizeof *alpha, err); /* [middle | all][L] */
+    float *vec = alpha ? ss_malloc((size_t)L * d * sizeof *vec, err) : NULL;
+    double *t = vec ? ss_malloc(3 * (size_t)steps * sizeof *t, err) : NULL; /* [3][steps] */
+    if (!t)
+        goto done;
+    for (int l = 0; l < L; l++) {
+        alpha[l] = l == L / 2 ? 4.0f : 0.0f;
+        alpha[L + l] = 4.0f;
+        for (int j = 0; j < d; j++)
+            vec[(size_t)l * d + j] = ((l * 131 + j * 7) % 17 - 8) / (8.0f * sqrtf((float)d));
+    }
+    ss_steer_slot st[2] = {{SS_SITE_RESID_POST, SS_STEER_ADD, alpha, vec, 0, -1},
+                           {SS_SITE_RESID_POST, SS_STEER_ADD, alpha + L, vec, 0, -1}};
+    ss_bench_reset(c, B);
+    for (int i = 0; i < B; i++)
+        c->lens[i] = prompt_len;
+    if (ss_bench_set_steering(c, B, NULL, err) || ss_bench_forward(c, B, c->lens, c->tokens, err))
+        goto done;
+    for (int s = -2; s < steps; s++)
+        for (int k = 0; k < 3; k++) {
+            double x;
+            if (ss_bench_set_steering(c, B, k ? &st[k - 1] : NULL, err) ||
+                ss_timer_start(&c->tm, err) || ss_bench_forward(c, B, c->ones, c->next, err) ||
+                ss_timer_ms(&c->tm, &x, err))
+                goto done;
+            if (s >= 0)
+                t[(size_t)k * steps + s] = x;
+        }
     for (int k = 0; k < 3; k++)
-        if (ss_bench_steer(c, B, k == 0 ? 0 : k == 1 ? 1 : L, err) ||
-            ss_bench_decode(c, B, prompt_len, steps, &ms[k], err))
-            return -1;
-    return ss_bench_steer(c, B, 0, err);
+        ms[k] = ss_median(t + (size_t)k * steps, steps);
+    rc = ss_bench_set_steering(c, B, NULL, err);
+done:
+    free(alpha);
+    free(vec);
+    free(t);
+    return rc;
 }
 
 #ifdef SAFESTEER_HAVE_CUDA
@@ -762,7 +776,7 @@ int ss_cmd_bench(int argc, char **argv)
     eo.device = o.device;
     eo.gpu = o.gpu;
     eo.max_seqs = maxb;
-    eo.max_ctx = o.prompt_len + o.steps + 8;
+    eo.max_ctx = o.prompt_len + 3 * (o.steps + 2); /* the steering run's three turns */
     fprintf(stderr, "bench: creating %s engine for %s (%d slots x %d positions)...\n",
             o.device == SS_DEVICE_CUDA ? "cuda" : "cpu", m->name, eo.max_seqs, eo.max_ctx);
     if (ss_engine_create(m, &eo, &c.e, &err))
