@@ -13,4 +13,5 @@ export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-PASSIVE}
 # ctest lists the device tests as skipped on a machine without a GPU; say why
 grep -h "^SKIP: no CUDA device" "$build/Testing/Temporary/LastTest.log" | sort -u |
     sed 's/^/device tests: /' || true
+[ -e "$build/test_cuda_kernels" ] || echo "device tests: not built (CMake found no CUDA compiler)"
 python3 -m pytest -q "$repo/tests/python"
