@@ -8,6 +8,7 @@
 #include <cblas.h>
 #include <math.h>
 #include <omp.h>
+#include <string.h>
 
 void ss_cpu_rmsnorm(float *out, const float *x, const float *w, int n, int d, float eps)
 {
@@ -112,67 +113,157 @@ void ss_cpu_swiglu(float *out, const float *gate, const float *up, int n)
 /* Keys are taken in blocks: scores of the block first, then one rescale of
  * the running sums by the block's maximum, then the weighted values, so the
  * exponentials and the rescaling run once per key and once per block
- * rather than branching per key.  AVX2 clone where the CPU has it. */
+ * rather than branching per key.  The query heads sharing a K/V head take
+ * each block in turn (up to SS_ATTN_HEADS at once), so the block is read
+ * from memory once for all of them and from L1/L2 after.  Every head's
+ * arithmetic is the same whichever heads run beside it.  AVX2 clone where
+ * the CPU has it. */
 #define SS_ATTN_KBLOCK 64
+#define SS_ATTN_HEADS 8
+
+/* Eight floats in one vector register (AVX2) or two (SSE2 clone). */
+typedef float ss_v8 __attribute__((vector_size(32)));
+
+/* (vectors go by pointer: by value, the SSE2 clone's ABI would differ) */
+static inline __attribute__((always_inline)) void load8(ss_v8 *v, const float *p)
+{
+    memcpy(v, p, sizeof *v);
+}
+
+/* The eight partial sums of a dot product, added pairwise. */
+static inline __attribute__((always_inline)) float hsum8(const ss_v8 *a)
+{
+    const float *p = (const float *)a;
+    return ((p[0] + p[4]) + (p[1] + p[5])) + ((p[2] + p[6]) + (p[3] + p[7]));
+}
+
+/* q . k over n values: eight partial sums (no reduction through memory
+ * per key), then the tail. */
+static inline __attribute__((always_inline)) float dot8(const float *q, const float *k, int n)
+{
+    ss_v8 a = {0}, qv, kv;
+    int d = 0;
+    for (; d + 8 <= n; d += 8) {
+        load8(&qv, q + d);
+        load8(&kv, k + d);
+        a += qv * kv;
+    }
+    float s = hsum8(&a);
+    for (; d < n; d++)
+        s += q[d] * k[d];
+    return s;
+}
+
+/* dot8 of q against four keys k0, k0 + stride, ... at once: four
+ * independent chains keep four key rows' loads in flight together, and
+ * each score is summed exactly as dot8 sums it. */
+static inline __attribute__((always_inline)) void dot8x4(float *out, const float *q,
+                                                          const float *k0, size_t stride, int n)
+{
+    const float *k1 = k0 + stride, *k2 = k1 + stride, *k3 = k2 + stride;
+    ss_v8 a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0}, qv, k;
+    int d = 0;
+    for (; d + 8 <= n; d += 8) {
+        load8(&qv, q + d);
+        load8(&k, k0 + d);
+        a0 += qv * k;
+        load8(&k, k1 + d);
+        a1 += qv * k;
+        load8(&k, k2 + d);
+        a2 += qv * k;
+        load8(&k, k3 + d);
+        a3 += qv * k;
+    }
+    out[0] = hsum8(&a0);
+    out[1] = hsum8(&a1);
+    out[2] = hsum8(&a2);
+    out[3] = hsum8(&a3);
+    for (; d < n; d++) {
+        out[0] += q[d] * k0[d];
+        out[1] += q[d] * k1[d];
+        out[2] += q[d] * k2[d];
+        out[3] += q[d] * k3[d];
+    }
+}
+
+/* One key block [t0, t0 + nk) for one query head: scores, rescale of the
+ * running max *m, sum *l and output acc[head_dim], weighted values. */
+static inline __attribute__((always_inline)) void attend_block(float *acc, float *m, float *l, const float *qi, const float *kp,
+                                const float *vp, int nk, size_t kv_stride, int head_dim,
+                                float scale)
+{
+    float p[SS_ATTN_KBLOCK], block_max = -INFINITY;
+    int j = 0;
+    for (; j + 4 <= nk; j += 4)
+        dot8x4(p + j, qi, kp + j * kv_stride, kv_stride, head_dim);
+    for (; j < nk; j++)
+        p[j] = dot8(qi, kp + j * kv_stride, head_dim);
+    for (j = 0; j < nk; j++) {
+        p[j] *= scale;
+        block_max = p[j] > block_max ? p[j] : block_max;
+    }
+    if (block_max > *m) { /* the first block scales the zeros by 0 */
+        float r = expf(*m - block_max);
+        *l *= r;
+        for (int d = 0; d < head_dim; d++)
+            acc[d] *= r;
+        *m = block_max;
+    }
+    for (int j = 0; j < nk; j++) {
+        p[j] = expf(p[j] - *m);
+        *l += p[j];
+    }
+    /* four keys per pass over acc: a quarter of its loads and stores */
+    for (j = 0; j + 4 <= nk; j += 4) {
+        const float *v0 = vp + j * kv_stride, *v1 = v0 + kv_stride;
+        const float *v2 = v1 + kv_stride, *v3 = v2 + kv_stride;
+#pragma omp simd
+        for (int d = 0; d < head_dim; d++)
+            acc[d] += p[j] * v0[d] + p[j + 1] * v1[d] + p[j + 2] * v2[d] + p[j + 3] * v3[d];
+    }
+    for (; j < nk; j++)
+#pragma omp simd
+        for (int d = 0; d < head_dim; d++)
+            acc[d] += p[j] * vp[j * kv_stride + d];
+}
 
 __attribute__((target_clones("avx2", "default")))
-void ss_cpu_attention_head(float *out, const float *q, const float *k, const float *v, int n_q,
-                           int q_pos0, int head, int n_heads, int n_kv_heads, int head_dim)
+void ss_cpu_attention_group(float *out, const float *q, const float *k, const float *v, int n_q,
+                            int q_pos0, int kv_head, int n_heads, int n_kv_heads, int head_dim)
 {
-    int kvh = head / (n_heads / n_kv_heads);
+    int group = n_heads / n_kv_heads;
     size_t q_stride = (size_t)n_heads * head_dim, kv_stride = (size_t)n_kv_heads * head_dim;
-    float scale = 1.0f / sqrtf((float)head_dim), p[SS_ATTN_KBLOCK];
+    float scale = 1.0f / sqrtf((float)head_dim);
+    const float *kh = k + (size_t)kv_head * head_dim, *vh = v + (size_t)kv_head * head_dim;
     for (int i = 0; i < n_q; i++) {
-        const float *qi = q + i * q_stride + (size_t)head * head_dim;
-        float *acc = out + i * q_stride + (size_t)head * head_dim;
-        /* online softmax: running max m and normaliser l, so no score
-         * buffer of context length is needed */
-        float m = -INFINITY, l = 0.0f;
-        for (int d = 0; d < head_dim; d++)
-            acc[d] = 0.0f;
         int n_keys = q_pos0 + i + 1;
-        for (int t0 = 0; t0 < n_keys; t0 += SS_ATTN_KBLOCK) {
-            int nk = n_keys - t0 < SS_ATTN_KBLOCK ? n_keys - t0 : SS_ATTN_KBLOCK;
-            const float *kp = k + (size_t)t0 * kv_stride + (size_t)kvh * head_dim;
-            const float *vp = v + (size_t)t0 * kv_stride + (size_t)kvh * head_dim;
-            float block_max = -INFINITY;
-            for (int j = 0; j < nk; j++) {
-                float s = 0.0f;
-#pragma omp simd reduction(+ : s)
-                for (int d = 0; d < head_dim; d++)
-                    s += qi[d] * kp[j * kv_stride + d];
-                p[j] = s * scale;
-                block_max = p[j] > block_max ? p[j] : block_max;
+        for (int h0 = kv_head * group; h0 < (kv_head + 1) * group; h0 += SS_ATTN_HEADS) {
+            int nh = (kv_head + 1) * group - h0 < SS_ATTN_HEADS ? (kv_head + 1) * group - h0
+                                                                : SS_ATTN_HEADS;
+            const float *qi = q + i * q_stride + (size_t)h0 * head_dim;
+            float *acc = out + i * q_stride + (size_t)h0 * head_dim; /* [nh][head_dim] */
+            /* online softmax per head: running max m and normaliser l, so no
+             * score buffer of context length is needed */
+            float m[SS_ATTN_HEADS], l[SS_ATTN_HEADS];
+            for (int c = 0; c < nh; c++) {
+                m[c] = -INFINITY;
+                l[c] = 0.0f;
             }
-            if (block_max > m) { /* the first block scales the zeros by 0 */
-                float r = expf(m - block_max);
-                l *= r;
-                for (int d = 0; d < head_dim; d++)
-                    acc[d] *= r;
-                m = block_max;
+            for (int d = 0; d < nh * head_dim; d++)
+                acc[d] = 0.0f;
+            for (int t0 = 0; t0 < n_keys; t0 += SS_ATTN_KBLOCK) {
+                int nk = n_keys - t0 < SS_ATTN_KBLOCK ? n_keys - t0 : SS_ATTN_KBLOCK;
+                for (int c = 0; c < nh; c++)
+                    attend_block(acc + (size_t)c * head_dim, &m[c], &l[c],
+                                 qi + (size_t)c * head_dim, kh + (size_t)t0 * kv_stride,
+                                 vh + (size_t)t0 * kv_stride, nk, kv_stride, head_dim, scale);
             }
-            for (int j = 0; j < nk; j++) {
-                p[j] = expf(p[j] - m);
-                l += p[j];
-            }
-            /* four keys per pass over acc: a quarter of its loads and stores */
-            int j = 0;
-            for (; j + 4 <= nk; j += 4) {
-                const float *v0 = vp + j * kv_stride, *v1 = v0 + kv_stride;
-                const float *v2 = v1 + kv_stride, *v3 = v2 + kv_stride;
-#pragma omp simd
+            for (int c = 0; c < nh; c++) {
+                float inv = 1.0f / l[c];
                 for (int d = 0; d < head_dim; d++)
-                    acc[d] += p[j] * v0[d] + p[j + 1] * v1[d] + p[j + 2] * v2[d] +
-                              p[j + 3] * v3[d];
+                    acc[(size_t)c * head_dim + d] *= inv;
             }
-            for (; j < nk; j++)
-#pragma omp simd
-                for (int d = 0; d < head_dim; d++)
-                    acc[d] += p[j] * vp[j * kv_stride + d];
         }
-        float inv = 1.0f / l;
-        for (int d = 0; d < head_dim; d++)
-            acc[d] *= inv;
     }
 }
 
@@ -181,8 +272,8 @@ void ss_cpu_attention(float *out, const float *q, const float *k, const float *v
 {
     long work = (long)n_q * (q_pos0 + n_q) * n_heads * head_dim;
 #pragma omp parallel for schedule(dynamic, 1) if (work >= (1L << 16))
-    for (int h = 0; h < n_heads; h++)
-        ss_cpu_attention_head(out, q, k, v, n_q, q_pos0, h, n_heads, n_kv_heads, head_dim);
+    for (int g = 0; g < n_kv_heads; g++)
+        ss_cpu_attention_group(out, q, k, v, n_q, q_pos0, g, n_heads, n_kv_heads, head_dim);
 }
 
 void ss_cpu_steer(float *h, int n, int d, int pos0, int op, float alpha, const float *v,

@@ -37,11 +37,12 @@ void ss_cpu_swiglu(float *out, const float *gate, const float *up, int n);
 void ss_cpu_attention(float *out, const float *q, const float *k, const float *v, int n_q,
                       int q_pos0, int n_heads, int n_kv_heads, int head_dim);
 
-/* ss_cpu_attention restricted to query head `head` (same layouts; writes
- * only that head's slices of out).  The engine schedules these per
- * (sequence, head, query block) across threads. */
-void ss_cpu_attention_head(float *out, const float *q, const float *k, const float *v, int n_q,
-                           int q_pos0, int head, int n_heads, int n_kv_heads, int head_dim);
+/* ss_cpu_attention restricted to the query heads that read K/V head
+ * kv_head (same layouts; writes only those heads' slices of out).  The
+ * engine schedules these per (sequence, K/V head, query block) across
+ * threads. */
+void ss_cpu_attention_group(float *out, const float *q, const float *k, const float *v, int n_q,
+                            int q_pos0, int kv_head, int n_heads, int n_kv_heads, int head_dim);
 
 /* Steering at one layer for one sequence: for rows i of h[n][d] whose
  * position pos0 + i lies in [pos_begin, pos_end) (pos_end < 0: no end):

@@ -37,7 +37,7 @@ typedef struct {
 } cpu_kv;
 
 typedef struct {
-    int seq, head, i0, n;       /* queries i0..i0+n-1 of sequence seq */
+    int seq, kv_head, i0, n;    /* queries i0..i0+n-1 of sequence seq */
 } attn_item;
 
 typedef struct {
@@ -56,7 +56,7 @@ typedef struct {
     float *gate, *up;           /* [cap_t][d_ff] */
     int *pos;                   /* [cap_t] */
     int *off;                   /* [max_seqs+1] first row of each sequence */
-    attn_item *items;           /* [n_heads*(cap_t/QBLOCK + max_seqs)] */
+    attn_item *items;           /* [n_kv_heads*(cap_t/QBLOCK + max_seqs)] */
 } cpu_impl;
 
 /* ---------------------------------------------------------------- weights */
@@ -174,7 +174,7 @@ static int ensure_scratch(const ss_engine *e, cpu_impl *c, int T, ss_error *err)
     const ss_config *g = &e->cfg;
     size_t t = (size_t)T, qd = (size_t)g->n_heads * g->head_dim;
     size_t kvd = (size_t)g->n_kv_heads * g->head_dim, f = sizeof(float);
-    size_t n_items = (size_t)g->n_heads * (t / SS_ATTN_QBLOCK + (size_t)e->max_seqs);
+    size_t n_items = (size_t)g->n_kv_heads * (t / SS_ATTN_QBLOCK + (size_t)e->max_seqs);
     if (!(c->h = ss_malloc(t * g->d_model * f, err)) ||
         !(c->xn = ss_malloc(t * g->d_model * f, err)) ||
         !(c->tmp = ss_malloc(t * g->d_model * f, err)) ||
@@ -271,7 +271,7 @@ static void run_hooks(ss_engine *e, const ss_batch *b, const int *off, int site,
     }
 }
 
-/* One work item per (sequence, head, block of queries); *work counts the
+/* One work item per (sequence, K/V head, block of queries); *work counts the
  * query-key multiply-adds of a layer, to skip threading tiny batches. */
 static int build_attn_items(const ss_engine *e, const ss_batch *b, attn_item *items, long *work)
 {
@@ -282,7 +282,7 @@ static int build_attn_items(const ss_engine *e, const ss_batch *b, attn_item *it
         *work += n * (e->slot_pos[b->slots[i]] + n) * e->cfg.n_heads * e->cfg.head_dim;
     }
     for (int i = 0; i < b->n_seqs; i++)
-        for (int h = 0; h < e->cfg.n_heads; h++)
+        for (int h = 0; h < e->cfg.n_kv_heads; h++)
             for (int i0 = 0; i0 < b->n_tokens[i]; i0 += SS_ATTN_QBLOCK) {
                 int rest = b->n_tokens[i] - i0;
                 items[n_items++] =
@@ -310,11 +310,11 @@ static void attention_layer(ss_engine *e, cpu_impl *c, const ss_batch *b, int l,
         int slot = b->slots[w.seq];
         const cpu_kv *kv = &c->kv[slot];
         size_t row = (size_t)c->off[w.seq] + w.i0;
-        ss_cpu_attention_head(c->att + row * qd, c->q + row * qd,
-                              kv->k + (size_t)l * kv->cap * kvd,
-                              kv->v + (size_t)l * kv->cap * kvd, w.n,
-                              e->slot_pos[slot] + w.i0, w.head, g->n_heads, g->n_kv_heads,
-                              g->head_dim);
+        ss_cpu_attention_group(c->att + row * qd, c->q + row * qd,
+                               kv->k + (size_t)l * kv->cap * kvd,
+                               kv->v + (size_t)l * kv->cap * kvd, w.n,
+                               e->slot_pos[slot] + w.i0, w.kv_head, g->n_heads, g->n_kv_heads,
+                               g->head_dim);
     }
 }
 

@@ -401,15 +401,15 @@ static void check_attention(int n_q, int q_pos0, int nh, int nkv, int hd, float 
     naive_attention(ref, q, k, v, n_q, q_pos0, nh, nkv, hd);
     ss_cpu_attention(out, q, k, v, n_q, q_pos0, nh, nkv, hd);
     assert_close(out, ref, len, 1e-5, "attention");
-    /* per-head entry point writes exactly that head's slices */
-    int h = nh - 1;
-    ss_cpu_attention_head(out_h, q, k, v, n_q, q_pos0, h, nh, nkv, hd);
+    /* the per-group entry point writes exactly that group's heads' slices */
+    int g = nkv - 1;
+    ss_cpu_attention_group(out_h, q, k, v, n_q, q_pos0, g, nh, nkv, hd);
     for (int i = 0; i < n_q; i++)
         for (int hh = 0; hh < nh; hh++)
             for (int j = 0; j < hd; j++) {
                 size_t at = ((size_t)i * nh + hh) * hd + j;
-                cr_assert(hh == h ? out_h[at] == out[at] : out_h[at] == 0.0f,
-                          "attention_head: row %d head %d", i, hh);
+                cr_assert(hh / (nh / nkv) == g ? out_h[at] == out[at] : out_h[at] == 0.0f,
+                          "attention_group: row %d head %d", i, hh);
             }
     free(q);
     free(k);
@@ -426,6 +426,7 @@ Test(cpu_ops, attention_gqa_shapes)
     check_attention(5, 11, 32, 8, 128, 1.0f); /* Llama-8B heads */
     check_attention(3, 2, 4, 4, 16, 6.0f);    /* MHA, peaked softmax */
     check_attention(2, 300, 4, 2, 32, 10.0f); /* long cache, max moves often */
+    check_attention(3, 70, 20, 1, 20, 1.0f);  /* MQA: a group of 20 heads (3 passes of 8), head_dim not a multiple of 8 */
 }
 
 Test(cpu_ops, attention_is_causal)
