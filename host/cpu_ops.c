@@ -188,9 +188,9 @@ static inline __attribute__((always_inline)) void dot8x4(float *out, const float
 
 /* One key block [t0, t0 + nk) for one query head: scores, rescale of the
  * running max *m, sum *l and output acc[head_dim], weighted values. */
-static inline __attribute__((always_inline)) void attend_block(float *acc, float *m, float *l, const float *qi, const float *kp,
-                                const float *vp, int nk, size_t kv_stride, int head_dim,
-                                float scale)
+static inline __attribute__((always_inline)) void
+    attend_block(float *acc, float *m, float *l, const float *qi, const float *kp, const float *vp,
+                 int nk, size_t kv_stride, int head_dim, float scale)
 {
     float p[SS_ATTN_KBLOCK], block_max = -INFINITY;
     int j = 0;
@@ -209,7 +209,7 @@ static inline __attribute__((always_inline)) void attend_block(float *acc, float
             acc[d] *= r;
         *m = block_max;
     }
-    for (int j = 0; j < nk; j++) {
+    for (j = 0; j < nk; j++) {
         p[j] = expf(p[j] - *m);
         *l += p[j];
     }
