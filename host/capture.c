@@ -957,11 +957,9 @@ void ss_capture_data_free(ss_capture_data *d)
 static int open_capture(const char *path, int allow_incomplete, hid_t *fout, int64_t *n,
                         int64_t *done, int64_t *complete, ss_error *err)
 {
-    ss_h5_quiet();
-    hid_t f = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
+    hid_t f = ss_h5_open(path, H5F_ACC_RDONLY, err);
     if (f < 0)
-        return ss_fail(err, "%s: cannot open as HDF5 (missing, or damaged by a killed run)",
-                       path);
+        return -1;
     char *fmt = NULL;
     int rc = ss_h5_attr_get_str(f, "format", &fmt, err) ||
              ss_h5_attr_get_i64(f, "n_prompts", n, err) ||

@@ -1,10 +1,25 @@
 /* h5io.c - HDF5 helpers (see h5io.h). */
 #include "h5io.h"
 
+#include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 void ss_h5_quiet(void) { H5Eset_auto2(H5E_DEFAULT, NULL, NULL); }
+
+hid_t ss_h5_open(const char *path, unsigned flags, ss_error *err)
+{
+    ss_h5_quiet();
+    FILE *probe = fopen(path, flags == H5F_ACC_RDWR ? "r+b" : "rb");
+    if (!probe)
+        return ss_fail(err, "%s: %s", path, strerror(errno));
+    fclose(probe);
+    hid_t f = H5Fopen(path, flags, H5P_DEFAULT);
+    if (f < 0)
+        ss_fail(err, "%s: not an HDF5 file, or damaged (a run killed mid-write?)", path);
+    return f;
+}
 
 hid_t ss_h5_out_create(ss_outfile *o, const char *path, ss_error *err)
 {

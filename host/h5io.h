@@ -19,6 +19,11 @@ void ss_h5_quiet(void);
  * caller closes it with H5Tclose. */
 hid_t ss_h5_f16_type(void);
 
+/* Opens an existing HDF5 file (H5F_ACC_RDONLY or H5F_ACC_RDWR); a missing
+ * or unreadable file and a file that is not HDF5 (or was damaged) each get
+ * their own message naming path. */
+hid_t ss_h5_open(const char *path, unsigned flags, ss_error *err);
+
 /* A new HDF5 file at o's temporary name for path (see outfile.h). */
 hid_t ss_h5_out_create(ss_outfile *o, const char *path, ss_error *err);
 /* Closes f (a failed close counts as failure), then ss_outfile_end. */

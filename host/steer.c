@@ -300,10 +300,9 @@ out:
 
 static int load_h5_vectors(const char *path, ss_vector_set *v, ss_error *err)
 {
-    ss_h5_quiet();
-    hid_t f = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
+    hid_t f = ss_h5_open(path, H5F_ACC_RDONLY, err);
     if (f < 0)
-        return ss_fail(err, "%s: cannot open as HDF5", path);
+        return -1;
     int rc = -1, rank;
     hsize_t dims[8], nc = 0;
     char *format = NULL, *site = NULL, *method = NULL;

@@ -156,7 +156,6 @@ static int open_acts(ss_actfile *a, ss_error *err)
 int ss_actfile_open(const char *path, ss_actfile **out, ss_error *err)
 {
     *out = NULL;
-    ss_h5_quiet();
     ss_actfile *a = ss_calloc(1, sizeof *a, err);
     if (!a)
         return -1;
@@ -166,10 +165,8 @@ int ss_actfile_open(const char *path, ss_actfile **out, ss_error *err)
     char *format = NULL;
     int64_t v;
     void *layers = NULL;
-    if ((a->file = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT)) < 0) {
-        ss_fail(err, "%s: cannot open as HDF5", path);
+    if ((a->file = ss_h5_open(path, H5F_ACC_RDONLY, err)) < 0)
         goto fail;
-    }
     if (ss_h5_attr_get_str(a->file, "format", &format, err) < 0)
         goto fail_ctx;
     if (strcmp(format, "safesteer.capture")) {

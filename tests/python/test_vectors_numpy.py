@@ -220,6 +220,11 @@ def test_bad_inputs(safesteer_bin, capture, tmp_path):
         f.attrs["format"] = "something.else"
     expect_error(safesteer_bin, "--acts", tmp_path / "other.h5", "--out", out,
                  contains=["format", "something.else"])
+    expect_error(safesteer_bin, "--acts", tmp_path / "absent.h5", "--out", out,
+                 contains=[str(tmp_path / "absent.h5"), "No such file"])
+    (tmp_path / "text.h5").write_text("not hdf5\n")
+    expect_error(safesteer_bin, "--acts", tmp_path / "text.h5", "--out", out,
+                 contains=[str(tmp_path / "text.h5"), "not an HDF5 file"])
     assert not out.exists()
 
 
