@@ -71,11 +71,12 @@ typedef struct {
     ss_cu_meta_layout ml;
     int *h_meta, *d_meta;        /* [ml.total] */
     float *h_capture;            /* [R][d_model] pinned */
-    /* steering mirror */
-    int *d_info;                 /* [max_seqs][5] */
-    float *d_alpha;              /* [max_seqs][n_layers] */
-    float *d_vec;                /* [max_seqs][n_layers][d_model], lazily */
-    int *h_info;
+    /* steering mirror (S = SS_SITE_COUNT sites) */
+    int *d_info;                 /* [max_seqs][3] */
+    float *d_alpha;              /* [max_seqs][S][n_layers] */
+    int *d_ops;                  /* [max_seqs][S][n_layers] */
+    float *d_vec;                /* [max_seqs][S][n_layers][d_model], lazily */
+    int *h_info, *h_ops;
     float *h_alpha;
     /* decode graph */
     int graphs_on;
@@ -131,11 +132,13 @@ static void ss_cu_destroy(ss_engine *e)
     cudaFree(c->d_meta);
     cudaFree(c->d_info);
     cudaFree(c->d_alpha);
+    cudaFree(c->d_ops);
     cudaFree(c->d_vec);
     cudaFreeHost(c->h_meta);
     cudaFreeHost(c->h_capture);
     free(c->h_info);
     free(c->h_alpha);
+    free(c->h_ops);
     ss_cuda_ctx_free(c->ctx);
     free(c);
     e->impl = NULL;
@@ -324,6 +327,7 @@ static int ss_cu_alloc_state(ss_engine *e, ss_error *err)
     const ss_config *g = &e->cfg;
     size_t R = SS_CU_ROWS, d = g->d_model, ff = g->d_ff, xw = d > ff ? d : ff;
     size_t kv_elems = (size_t)e->max_seqs * g->n_layers * (size_t)e->max_ctx * c->kv_dim;
+    size_t n_sl = (size_t)SS_SITE_COUNT * g->n_layers; /* steered (site, layer) pairs */
     c->max_splits = ss_cuda_attention_splits(e->max_ctx);
     c->kv_bytes = 2 * 2 * kv_elems;
     ss_cu_meta_layout *m = &c->ml;
@@ -349,21 +353,23 @@ static int ss_cu_alloc_state(ss_engine *e, ss_error *err)
                                                          c->max_splits),
                     "attention partials", err) ||
         ss_cu_alloc((void **)&c->d_meta, (size_t)m->total * 4, "batch metadata", err) ||
-        ss_cu_alloc((void **)&c->d_info, (size_t)e->max_seqs * 5 * 4, "steering", err) ||
-        ss_cu_alloc((void **)&c->d_alpha, (size_t)e->max_seqs * g->n_layers * 4, "steering",
-                    err) ||
+        ss_cu_alloc((void **)&c->d_info, (size_t)e->max_seqs * 3 * 4, "steering", err) ||
+        ss_cu_alloc((void **)&c->d_alpha, (size_t)e->max_seqs * n_sl * 4, "steering", err) ||
+        ss_cu_alloc((void **)&c->d_ops, (size_t)e->max_seqs * n_sl * 4, "steering", err) ||
         ss_cu_alloc((void **)&c->inv_freq, (size_t)g->head_dim / 2 * 4, "rope table", err))
         return -1;
     if (cudaMallocHost((void **)&c->h_meta, (size_t)m->total * 4) != cudaSuccess ||
         cudaMallocHost((void **)&c->h_capture, R * d * 4) != cudaSuccess)
         return ss_fail(err, "--device cuda: cudaMallocHost of %zu bytes failed",
                        (size_t)m->total * 4 + R * d * 4);
-    c->h_info = (int *)ss_calloc((size_t)e->max_seqs * 5, sizeof(int), err);
-    c->h_alpha = (float *)ss_calloc((size_t)e->max_seqs * g->n_layers, sizeof(float), err);
-    if (!c->h_info || !c->h_alpha)
+    c->h_info = (int *)ss_calloc((size_t)e->max_seqs * 3, sizeof(int), err);
+    c->h_alpha = (float *)ss_calloc((size_t)e->max_seqs * n_sl, sizeof(float), err);
+    c->h_ops = (int *)ss_calloc((size_t)e->max_seqs * n_sl, sizeof(int), err);
+    if (!c->h_info || !c->h_alpha || !c->h_ops)
         return -1;
-    SS_CU(cudaMemset(c->d_info, 0, (size_t)e->max_seqs * 5 * 4), err);
-    SS_CU(cudaMemset(c->d_alpha, 0, (size_t)e->max_seqs * g->n_layers * 4), err);
+    SS_CU(cudaMemset(c->d_info, 0, (size_t)e->max_seqs * 3 * 4), err);
+    SS_CU(cudaMemset(c->d_alpha, 0, (size_t)e->max_seqs * n_sl * 4), err);
+    SS_CU(cudaMemset(c->d_ops, 0, (size_t)e->max_seqs * n_sl * 4), err);
     float *inv = (float *)ss_malloc((size_t)g->head_dim / 2 * sizeof(float), err);
     if (!inv)
         return -1;
@@ -381,32 +387,34 @@ static int ss_cu_sync_hooks(ss_engine *e, ss_error *err)
 {
     ss_cu_impl *c = ss_cu(e);
     int L = e->cfg.n_layers, d = e->cfg.d_model, any = 0;
+    size_t n_sl = (size_t)SS_SITE_COUNT * L; /* (site, layer) pairs per slot */
     for (int s = 0; s < e->max_seqs; s++) {
-        int *in = c->h_info + s * 5;
+        int *in = c->h_info + s * 3;
         in[0] = e->steer[s].active;
-        in[1] = e->steer[s].site;
-        in[2] = e->steer[s].op;
-        in[3] = e->steer[s].pos_begin;
-        in[4] = e->steer[s].pos_end;
-        for (int l = 0; l < L; l++)
-            c->h_alpha[(size_t)s * L + l] = e->steer[s].active ? e->steer[s].alpha[l] : 0.0f;
+        in[1] = e->steer[s].pos_begin;
+        in[2] = e->steer[s].pos_end;
+        for (size_t k = 0; k < n_sl; k++) {
+            c->h_alpha[s * n_sl + k] = e->steer[s].active ? e->steer[s].alpha[k] : 0.0f;
+            c->h_ops[s * n_sl + k] = e->steer[s].active ? e->steer[s].ops[k] : 0;
+        }
         any |= e->steer[s].active;
     }
     SS_CU(cudaStreamSynchronize(c->ctx->stream), err); /* no forward reads the mirror now */
     if (any && !c->d_vec) {
-        if (ss_cu_alloc((void **)&c->d_vec, (size_t)e->max_seqs * L * d * 4, "steering vectors",
-                        err))
+        if (ss_cu_alloc((void **)&c->d_vec, (size_t)e->max_seqs * n_sl * d * 4,
+                        "steering vectors", err))
             return -1;
         ss_cu_drop_graph(c); /* a captured graph holds the old (NULL) pointer */
     }
     for (int s = 0; s < e->max_seqs; s++)
         if (e->steer[s].active)
-            SS_CU(cudaMemcpy(c->d_vec + (size_t)s * L * d, e->steer[s].vectors,
-                             (size_t)L * d * 4, cudaMemcpyHostToDevice), err);
-    SS_CU(cudaMemcpy(c->d_info, c->h_info, (size_t)e->max_seqs * 5 * 4, cudaMemcpyHostToDevice),
+            SS_CU(cudaMemcpy(c->d_vec + s * n_sl * d, e->steer[s].vectors, n_sl * d * 4,
+                             cudaMemcpyHostToDevice), err);
+    SS_CU(cudaMemcpy(c->d_info, c->h_info, (size_t)e->max_seqs * 3 * 4, cudaMemcpyHostToDevice),
           err);
-    SS_CU(cudaMemcpy(c->d_alpha, c->h_alpha, (size_t)e->max_seqs * L * 4,
-                     cudaMemcpyHostToDevice), err);
+    SS_CU(cudaMemcpy(c->d_alpha, c->h_alpha, e->max_seqs * n_sl * 4, cudaMemcpyHostToDevice),
+          err);
+    SS_CU(cudaMemcpy(c->d_ops, c->h_ops, e->max_seqs * n_sl * 4, cudaMemcpyHostToDevice), err);
     return 0;
 }
 
@@ -460,7 +468,7 @@ static int ss_cu_run_chunk(ss_engine *e, const ss_cu_chunk *ch, int hooks, ss_er
     int n = ch->n_rows, d = g->d_model, ff = g->d_ff, L = g->n_layers;
     const int *tok = c->d_meta + c->ml.tokens, *slot = c->d_meta + c->ml.slot;
     const int *pos = c->d_meta + c->ml.pos;
-    ss_cuda_steer_params sp = {c->d_info, c->d_alpha, c->d_vec, L};
+    ss_cuda_steer_params sp = {c->d_info, c->d_alpha, c->d_ops, c->d_vec, L};
     ss_cuda_attn_shape as = {g->n_heads, g->n_kv_heads, g->head_dim, L, e->max_ctx, 0,
                              c->qkv_dim};
 

@@ -120,13 +120,14 @@ int ss_cuda_attention_decode(ss_cuda_ctx *c, uint16_t *d_out, const float *d_q,
 int ss_cuda_swiglu(ss_cuda_ctx *c, uint16_t *d_out, const float *d_gu, int n, int d_ff,
                    ss_error *err);
 
-/* Device mirror of every slot's steering (ss_engine.steer).  Arrays:
- * d_info[max_seqs][5] = {active, site, op, pos_begin, pos_end},
- * d_alpha[max_seqs][n_layers], d_vec[max_seqs][n_layers][d] (may be NULL
- * when no slot is active). */
+/* Device mirror of every slot's steering (ss_engine.steer), S =
+ * SS_SITE_COUNT.  Arrays: d_info[max_seqs][3] = {active, pos_begin,
+ * pos_end}, d_alpha[max_seqs][S][n_layers], d_ops[max_seqs][S][n_layers],
+ * d_vec[max_seqs][S][n_layers][d] (may be NULL when no slot is active). */
 typedef struct {
     const int *d_info;
     const float *d_alpha;
+    const int *d_ops;
     const float *d_vec;
     int n_layers;
 } ss_cuda_steer_params;
@@ -134,10 +135,10 @@ typedef struct {
 /* Fused residual add + steering (+ the next RMSNorm).  For each row i of
  * d_x[n][d] (slot d_slot[i], position d_pos[i]):
  *   block == SS_SITE_ATTN_OUT: t = delta, steered if its slot steers
- *     ATTN_OUT; x += t.
+ *     ATTN_OUT at this layer; x += t.
  *   block == SS_SITE_MLP_OUT:  t = delta, steered if MLP_OUT; x += t;
- *     then x steered if the slot steers RESID_POST.
- * Steering is ss_cpu_steer's (alpha[layer] != 0, pos in range).  The
+ *     then x steered if the slot steers RESID_POST at this layer.
+ * Steering is ss_cpu_steer's (alpha[site][layer] != 0, pos in range).  The
  * steered block output t is written back to d_delta (capture reads it).
  * If d_norm_w is not NULL, d_xb[n][d] = bf16(rmsnorm(x) * d_norm_w). */
 int ss_cuda_residual_steer(ss_cuda_ctx *c, float *d_x, float *d_delta, uint16_t *d_xb,

@@ -61,32 +61,43 @@ extern "C" int ss_cuda_rmsnorm(ss_cuda_ctx *c, uint16_t *d_out, const float *d_x
 
 /* ---------------------------------------------------------------- residual + steering */
 
-/* What one row steers at this layer: the slot's steering entry
- * (info[slot * 5] = {on, site, op, first position, end position or -1}),
- * its strength for the layer and its vector, or site -1 when the row is
- * not steered here (slot off, strength 0, or position outside the rule). */
+/* How one row is steered at (site, layer): op, strength and vector, or
+ * v == nullptr when it is not (slot off, strength 0, position outside the
+ * slot's range [pos_begin, pos_end), end -1: none).  sp is the device
+ * mirror of ss_cuda_steer_params. */
 typedef struct {
-    int site, op;
+    int op;
     float alpha;
     const float *v; /* [d] */
 } ss_row_steer;
 
-static __device__ __forceinline__ ss_row_steer
-    ss_row_steering(const int *info, const float *alpha_all, const float *vec_all, int slot,
-                    int pos, int layer, int n_layers, int d)
+static __device__ __forceinline__ ss_row_steer ss_row_steering(const ss_cuda_steer_params &sp,
+                                                               int slot, int pos, int site,
+                                                               int layer, int d)
 {
-    ss_row_steer st = {-1, 0, 0.0f, nullptr};
-    if (!info || !vec_all || !info[slot * 5 + 0])
+    ss_row_steer st = {0, 0.0f, nullptr};
+    if (!sp.d_info || !sp.d_vec || !sp.d_info[slot * 3 + 0])
         return st;
-    int pb = info[slot * 5 + 3], pe = info[slot * 5 + 4];
-    float alpha = alpha_all[(size_t)slot * n_layers + layer];
+    int pb = sp.d_info[slot * 3 + 1], pe = sp.d_info[slot * 3 + 2];
+    size_t at = ((size_t)slot * SS_SITE_COUNT + site) * sp.n_layers + layer;
+    float alpha = sp.d_alpha[at];
     if (alpha == 0.0f || pos < pb || (pe >= 0 && pos >= pe))
         return st;
-    st.site = info[slot * 5 + 1];
-    st.op = info[slot * 5 + 2];
+    st.op = sp.d_ops[at];
     st.alpha = alpha;
-    st.v = vec_all + ((size_t)slot * n_layers + layer) * d;
+    st.v = sp.d_vec + at * d;
     return st;
+}
+
+/* The block output's steering (site = block) and, after the MLP, the
+ * layer output's (resid_post), for one row. */
+static __device__ __forceinline__ void ss_row_sites(const ss_cuda_steer_params &sp, int slot,
+                                                    int pos, int block, int layer, int d,
+                                                    ss_row_steer *out_t, ss_row_steer *out_x)
+{
+    *out_t = ss_row_steering(sp, slot, pos, block, layer, d);
+    *out_x = block == SS_SITE_MLP_OUT ? ss_row_steering(sp, slot, pos, SS_SITE_RESID_POST, layer, d)
+                                      : ss_row_steer{0, 0.0f, nullptr};
 }
 
 /* Applies ADD or ABLATE of vector v to h[d] (one row, whole block).
@@ -110,24 +121,20 @@ static __device__ void ss_steer_row(float *h, const float *v, int d, int op, flo
 __global__ void ss_residual_steer_kernel(float *x, float *delta, uint16_t *xb,
                                          const float *norm_w, float eps, const int *slots,
                                          const int *positions, int d, int block, int layer,
-                                         const int *info, const float *alpha_all,
-                                         const float *vec_all, int n_layers)
+                                         ss_cuda_steer_params sp)
 {
     __shared__ float red[32];
     int i = blockIdx.x, slot = slots[i], pos = positions[i];
     float *xr = x + (size_t)i * d, *tr = delta + (size_t)i * d;
+    ss_row_steer st, sx;
+    ss_row_sites(sp, slot, pos, block, layer, d, &st, &sx);
 
-    ss_row_steer st = ss_row_steering(info, alpha_all, vec_all, slot, pos, layer, n_layers, d);
-    int site = st.site, op = st.op;
-    float alpha = st.alpha;
-    const float *v = st.v;
-
-    if (site == block)  /* ATTN_OUT or MLP_OUT: steer the block output */
-        ss_steer_row(tr, v, d, op, alpha, red);
+    if (st.v) /* ATTN_OUT or MLP_OUT: steer the block output */
+        ss_steer_row(tr, st.v, d, st.op, st.alpha, red);
     for (int j = threadIdx.x; j < d; j += blockDim.x)
         xr[j] = xr[j] + tr[j];
-    if (block == SS_SITE_MLP_OUT && site == SS_SITE_RESID_POST)
-        ss_steer_row(xr, v, d, op, alpha, red);
+    if (sx.v) /* RESID_POST, after the MLP's residual add */
+        ss_steer_row(xr, sx.v, d, sx.op, sx.alpha, red);
 
     if (norm_w) {
         float ss = 0.0f;
@@ -187,18 +194,15 @@ static __device__ __forceinline__ void ss_steer_regs(float4 *h, const float4 *v,
 __global__ void __launch_bounds__(SS_RS_THREADS)
     ss_residual_steer_v2_kernel(float *x, float *delta, uint16_t *xb, const float *norm_w,
                                 float eps, const int *slots, const int *positions, int d,
-                                int block, int layer, const int *info, const float *alpha_all,
-                                const float *vec_all, int n_layers)
+                                int block, int layer, ss_cuda_steer_params sp)
 {
     __shared__ float red[32];
     int i = blockIdx.x, slot = slots[i], pos = positions[i], nv = d / 4;
     float4 *xr = (float4 *)(x + (size_t)i * d), *tr = (float4 *)(delta + (size_t)i * d);
-
-    ss_row_steer st = ss_row_steering(info, alpha_all, vec_all, slot, pos, layer, n_layers, d);
-    int site = st.site, op = st.op;
-    float alpha = st.alpha;
-    const float4 *v = (const float4 *)st.v;
-    bool steer_t = site == block, steer_x = block == SS_SITE_MLP_OUT && site == SS_SITE_RESID_POST;
+    ss_row_steer st, sx;
+    ss_row_sites(sp, slot, pos, block, layer, d, &st, &sx);
+    /* the first vector used comes with the row's own loads */
+    const float4 *v_first = (const float4 *)(st.v ? st.v : sx.v);
 
     const float4 z = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
     float4 h[SS_RS_V], t[SS_RS_V], vv[SS_RS_V];
@@ -208,10 +212,10 @@ __global__ void __launch_bounds__(SS_RS_THREADS)
         bool ok = j < nv;
         h[u] = ok ? xr[j] : z;
         t[u] = ok ? tr[j] : z;
-        vv[u] = ok && v ? v[j] : z;
+        vv[u] = ok && v_first ? v_first[j] : z;
     }
-    if (steer_t) { /* ATTN_OUT or MLP_OUT: steer the block output, written back for capture */
-        ss_steer_regs(t, vv, nv, op, alpha, red);
+    if (st.v) { /* ATTN_OUT or MLP_OUT: steer the block output, written back for capture */
+        ss_steer_regs(t, vv, nv, st.op, st.alpha, red);
 #pragma unroll
         for (int u = 0; u < SS_RS_V; u++)
             if (threadIdx.x + u * blockDim.x < nv)
@@ -224,8 +228,17 @@ __global__ void __launch_bounds__(SS_RS_THREADS)
         h[u].z = h[u].z + t[u].z;
         h[u].w = h[u].w + t[u].w;
     }
-    if (steer_x)
-        ss_steer_regs(h, vv, nv, op, alpha, red);
+    if (sx.v) { /* RESID_POST, after the MLP's residual add */
+        if (st.v) { /* both steered: the second vector now */
+            const float4 *v4 = (const float4 *)sx.v;
+#pragma unroll
+            for (int u = 0; u < SS_RS_V; u++) {
+                int j = threadIdx.x + u * blockDim.x;
+                vv[u] = j < nv ? v4[j] : z;
+            }
+        }
+        ss_steer_regs(h, vv, nv, sx.op, sx.alpha, red);
+    }
 #pragma unroll
     for (int u = 0; u < SS_RS_V; u++)
         if (threadIdx.x + u * blockDim.x < nv)
@@ -265,21 +278,18 @@ extern "C" int ss_cuda_residual_steer(ss_cuda_ctx *c, float *d_x, float *d_delta
         return 0;
     if (block != SS_SITE_ATTN_OUT && block != SS_SITE_MLP_OUT)
         return ss_fail(err, "ss_cuda_residual_steer: block %d is not ATTN_OUT or MLP_OUT", block);
-    const int *info = sp ? sp->d_info : nullptr;
-    const float *alpha = sp ? sp->d_alpha : nullptr, *vec = sp ? sp->d_vec : nullptr;
-    int nl = sp ? sp->n_layers : 0;
+    ss_cuda_steer_params none = {nullptr, nullptr, nullptr, nullptr, 0};
+    ss_cuda_steer_params p = sp ? *sp : none;
     if (c->residual == 2 && d % 4 == 0 && d <= 4 * SS_RS_V * SS_RS_THREADS) {
         /* fewer threads for narrow rows: every thread owns >= 1 float4 */
         int threads = d / 4 < SS_RS_THREADS ? (d / 4 + 31) / 32 * 32 : SS_RS_THREADS;
         ss_residual_steer_v2_kernel<<<n, threads, 0, c->stream>>>(
-            d_x, d_delta, d_xb, d_norm_w, eps, d_slot, d_pos, d, block, layer, info, alpha, vec,
-            nl);
+            d_x, d_delta, d_xb, d_norm_w, eps, d_slot, d_pos, d, block, layer, p);
         SS_LAUNCHED(c, "ss_residual_steer_v2_kernel", err);
         return 0;
     }
     ss_residual_steer_kernel<<<n, 256, 0, c->stream>>>(d_x, d_delta, d_xb, d_norm_w, eps, d_slot,
-                                                       d_pos, d, block, layer, info, alpha, vec,
-                                                       nl);
+                                                       d_pos, d, block, layer, p);
     SS_LAUNCHED(c, "ss_residual_steer_kernel", err);
     return 0;
 }

@@ -80,6 +80,7 @@ static void free_shared(ss_engine *e)
     if (e->steer) {
         for (int s = 0; s < e->max_seqs; s++) {
             free(e->steer[s].alpha);
+            free(e->steer[s].ops);
             free(e->steer[s].vectors);
         }
     }
@@ -217,38 +218,42 @@ int ss_engine_forward(ss_engine *e, const ss_batch *b, float *logits, ss_error *
 static int check_steer(const ss_engine *e, int slot, const ss_steer_slot *s, ss_error *err)
 {
     int L = e->cfg.n_layers, d = e->cfg.d_model;
-    if (s->site < 0 || s->site >= SS_SITE_COUNT)
-        return ss_fail(err, "steering slot %d: site %d out of range", slot, s->site);
-    if (s->op != SS_STEER_ADD && s->op != SS_STEER_ABLATE)
-        return ss_fail(err, "steering slot %d: op %d is neither add (0) nor ablate (1)", slot,
-                       s->op);
     if (s->pos_begin < 0 || (s->pos_end >= 0 && s->pos_end < s->pos_begin))
         return ss_fail(err,
                        "steering slot %d: position range [%d, %d) is invalid (need 0 <= "
                        "begin <= end, or end < 0 for no end)",
                        slot, s->pos_begin, s->pos_end);
-    if (!s->alpha || !s->vectors)
-        return ss_fail(err, "steering slot %d: alpha and vectors must be set", slot);
-    for (int l = 0; l < L; l++) {
-        if (!isfinite(s->alpha[l]))
-            return ss_fail(err, "steering slot %d: alpha of layer %d is %g", slot, l,
-                           (double)s->alpha[l]);
-        if (s->alpha[l] == 0.0f)
-            continue;
-        const float *v = s->vectors + (size_t)l * d;
-        double nn = 0.0;
-        for (int j = 0; j < d; j++) {
-            if (!isfinite(v[j]))
-                return ss_fail(err, "steering slot %d: vector of layer %d has %g at index %d",
-                               slot, l, (double)v[j], j);
-            nn += (double)v[j] * v[j];
+    if (!s->alpha || !s->ops || !s->vectors)
+        return ss_fail(err, "steering slot %d: alpha, ops and vectors must be set", slot);
+    for (int site = 0; site < SS_SITE_COUNT; site++)
+        for (int l = 0; l < L; l++) {
+            size_t at = (size_t)site * L + l;
+            const char *sn = ss_site_name(site);
+            if (!isfinite(s->alpha[at]))
+                return ss_fail(err, "steering slot %d: alpha of %s layer %d is %g", slot, sn, l,
+                               (double)s->alpha[at]);
+            if (s->alpha[at] == 0.0f)
+                continue;
+            if (s->ops[at] != SS_STEER_ADD && s->ops[at] != SS_STEER_ABLATE)
+                return ss_fail(err,
+                               "steering slot %d: op %d at %s layer %d is neither add (0) nor "
+                               "ablate (1)",
+                               slot, s->ops[at], sn, l);
+            const float *v = s->vectors + at * d;
+            double nn = 0.0;
+            for (int j = 0; j < d; j++) {
+                if (!isfinite(v[j]))
+                    return ss_fail(err,
+                                   "steering slot %d: vector of %s layer %d has %g at index %d",
+                                   slot, sn, l, (double)v[j], j);
+                nn += (double)v[j] * v[j];
+            }
+            if (s->ops[at] == SS_STEER_ABLATE && fabs(sqrt(nn) - 1.0) > 1e-3)
+                return ss_fail(err,
+                               "steering slot %d: ablation vector of %s layer %d has norm %g "
+                               "(must be unit norm)",
+                               slot, sn, l, sqrt(nn));
         }
-        if (s->op == SS_STEER_ABLATE && fabs(sqrt(nn) - 1.0) > 1e-3)
-            return ss_fail(err,
-                           "steering slot %d: ablation vector of layer %d has norm %g "
-                           "(must be unit norm)",
-                           slot, l, sqrt(nn));
-    }
     return 0;
 }
 
@@ -263,23 +268,25 @@ int ss_engine_set_steering(ss_engine *e, int slot, const ss_steer_slot *s, ss_er
     }
     if (check_steer(e, slot, s, err))
         return -1;
-    int L = e->cfg.n_layers;
-    size_t vec_bytes = (size_t)L * e->cfg.d_model * sizeof(float);
+    size_t n = (size_t)SS_SITE_COUNT * e->cfg.n_layers; /* (site, layer) pairs */
+    size_t vec_bytes = n * e->cfg.d_model * sizeof(float);
     /* allocated on first use: most slots are never steered */
     if (!e->steer[slot].alpha) {
-        float *a = ss_malloc((size_t)L * sizeof(float), err);
-        float *v = a ? ss_malloc(vec_bytes, err) : NULL;
+        float *a = ss_malloc(n * sizeof(float), err);
+        uint8_t *o = a ? ss_malloc(n, err) : NULL;
+        float *v = o ? ss_malloc(vec_bytes, err) : NULL;
         if (!v) {
             free(a);
+            free(o);
             return -1;
         }
         e->steer[slot].alpha = a;
+        e->steer[slot].ops = o;
         e->steer[slot].vectors = v;
     }
-    memcpy(e->steer[slot].alpha, s->alpha, (size_t)L * sizeof(float));
+    memcpy(e->steer[slot].alpha, s->alpha, n * sizeof(float));
+    memcpy(e->steer[slot].ops, s->ops, n);
     memcpy(e->steer[slot].vectors, s->vectors, vec_bytes);
-    e->steer[slot].site = s->site;
-    e->steer[slot].op = s->op;
     e->steer[slot].pos_begin = s->pos_begin;
     e->steer[slot].pos_end = s->pos_end;
     e->steer[slot].active = 1;

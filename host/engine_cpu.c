@@ -258,13 +258,13 @@ static void run_hooks(ss_engine *e, const ss_batch *b, const int *off, int site,
                       float *x)
 {
     int d = e->cfg.d_model;
+    size_t at = (size_t)site * e->cfg.n_layers + l; /* (site, layer) in the steering arrays */
     for (int i = 0; i < b->n_seqs; i++) {
         int slot = b->slots[i], n = b->n_tokens[i], pos0 = e->slot_pos[slot];
         float *rows = x + (size_t)off[i] * d;
-        if (e->steer[slot].active && e->steer[slot].site == site &&
-            e->steer[slot].alpha[l] != 0.0f)
-            ss_cpu_steer(rows, n, d, pos0, e->steer[slot].op, e->steer[slot].alpha[l],
-                         e->steer[slot].vectors + (size_t)l * d, e->steer[slot].pos_begin,
+        if (e->steer[slot].active && e->steer[slot].alpha[at] != 0.0f)
+            ss_cpu_steer(rows, n, d, pos0, e->steer[slot].ops[at], e->steer[slot].alpha[at],
+                         e->steer[slot].vectors + at * d, e->steer[slot].pos_begin,
                          e->steer[slot].pos_end);
         if (e->capture[site].fn && e->capture[site].layers[l])
             e->capture[site].fn(e->capture[site].user, slot, site, l, pos0, rows, n, d);

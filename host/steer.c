@@ -108,8 +108,45 @@ int ss_steer_plan_add(ss_steer_plan *p, int site, int layer, int op, float stren
 void ss_steer_compiled_free(ss_steer_compiled *c)
 {
     free(c->alpha);
+    free(c->ops);
     free(c->vectors);
     c->alpha = c->vectors = NULL;
+    c->ops = NULL;
+}
+
+/* Zeroed arrays for every (site, layer) pair, wired into out->slot. */
+static int compiled_alloc(int n_layers, int d_model, ss_steer_compiled *out, ss_error *err)
+{
+    memset(out, 0, sizeof *out);
+    size_t n = (size_t)SS_SITE_COUNT * n_layers;
+    out->alpha = ss_calloc(n, sizeof(float), err);
+    out->ops = out->alpha ? ss_calloc(n, 1, err) : NULL;
+    out->vectors = out->ops ? ss_calloc(n * d_model, sizeof(float), err) : NULL;
+    if (!out->vectors) {
+        ss_steer_compiled_free(out);
+        return -1;
+    }
+    out->slot.alpha = out->alpha;
+    out->slot.ops = out->ops;
+    out->slot.vectors = out->vectors;
+    return 0;
+}
+
+int ss_steer_compile_site(int n_layers, int d_model, int site, int op, const float *alpha,
+                          const float *vectors, int pos_begin, int pos_end,
+                          ss_steer_compiled *out, ss_error *err)
+{
+    if (site < 0 || site >= SS_SITE_COUNT)
+        return ss_fail(err, "steering: site %d out of range", site);
+    if (compiled_alloc(n_layers, d_model, out, err) < 0)
+        return -1;
+    size_t at = (size_t)site * n_layers;
+    memcpy(out->alpha + at, alpha, (size_t)n_layers * sizeof(float));
+    memset(out->ops + at, op, (size_t)n_layers); /* the engine checks op */
+    memcpy(out->vectors + at * d_model, vectors, (size_t)n_layers * d_model * sizeof(float));
+    out->slot.pos_begin = pos_begin;
+    out->slot.pos_end = pos_end;
+    return 0;
 }
 
 int ss_steer_compile(const ss_steer_plan *p, int n_prompt, ss_steer_compiled *out,
@@ -117,61 +154,55 @@ int ss_steer_compile(const ss_steer_plan *p, int n_prompt, ss_steer_compiled *ou
 {
     memset(out, 0, sizeof *out);
     int L = p->n_layers, d = p->d_model;
+    size_t n = (size_t)SS_SITE_COUNT * L; /* (site, layer) pairs */
     if (p->n_entries == 0)
         return ss_fail(err, "steering plan has no entries");
-    const ss_steer_entry *e0 = &p->entries[0];
-    for (int i = 1; i < p->n_entries; i++) {
-        const ss_steer_entry *e = &p->entries[i];
-        if (e->site != e0->site)
-            return ss_fail(err, "steering plan mixes sites: entry 0 (layer %d) is at %s, entry "
-                                "%d (layer %d) at %s; the engine steers one site per sequence",
-                           e0->layer, ss_site_name(e0->site), i, e->layer,
-                           ss_site_name(e->site));
-        if (e->op != e0->op)
-            return ss_fail(err, "steering plan mixes add and ablate (entries 0 and %d); the "
-                                "engine applies one operation per sequence", i);
-    }
-    out->alpha = ss_calloc((size_t)L, sizeof(float), err);
-    out->vectors = out->alpha ? ss_calloc((size_t)L * d, sizeof(float), err) : NULL;
-    if (!out->vectors) {
+    if (compiled_alloc(L, d, out, err) < 0)
+        return -1;
+    /* entries per (site, layer): how many, and the first two */
+    int *count = ss_calloc(n, sizeof(int), err);
+    int *two = count ? ss_malloc(2 * n * sizeof(int), err) : NULL;
+    if (!two) {
+        free(count);
         ss_steer_compiled_free(out);
         return -1;
     }
-    int *count = ss_calloc((size_t)L, sizeof(int), err);
-    if (!count) {
-        ss_steer_compiled_free(out);
-        return -1;
-    }
-    for (int i = 0; i < p->n_entries; i++)
-        count[p->entries[i].layer]++;
     for (int i = 0; i < p->n_entries; i++) {
+        size_t at = (size_t)p->entries[i].site * L + p->entries[i].layer;
+        if (count[at] < 2)
+            two[2 * at + count[at]] = i;
+        count[at]++;
+    }
+    int rc = 0;
+    for (int i = 0; i < p->n_entries && !rc; i++) {
         const ss_steer_entry *e = &p->entries[i];
-        float *v = out->vectors + (size_t)e->layer * d;
-        if (e->op == SS_STEER_ABLATE) {
-            if (count[e->layer] > 1) {
-                ss_fail(err, "steering plan ablates %d directions at layer %d; the engine "
-                             "ablates one direction per layer", count[e->layer], e->layer);
-                free(count);
-                ss_steer_compiled_free(out);
-                return -1;
-            }
+        size_t at = (size_t)e->site * L + e->layer;
+        float *v = out->vectors + at * d;
+        if (e->op == SS_STEER_ABLATE && count[at] > 1) {
+            rc = ss_fail(err,
+                         "steering plan entries %d and %d both steer %s at layer %d, and entry "
+                         "%d ablates: an ablation must be the only entry at its site and layer",
+                         two[2 * at], two[2 * at + 1], ss_site_name(e->site), e->layer, i);
+        } else if (e->op == SS_STEER_ABLATE) {
             memcpy(v, e->vector, (size_t)d * sizeof(float));
-            out->alpha[e->layer] = e->strength != 0.0f ? 1.0f : 0.0f;
-        } else if (count[e->layer] == 1) {
+            out->alpha[at] = e->strength != 0.0f ? 1.0f : 0.0f;
+            out->ops[at] = SS_STEER_ABLATE;
+        } else if (count[at] == 1) {
             /* keep alpha and v apart: the engine adds alpha * v exactly */
             memcpy(v, e->vector, (size_t)d * sizeof(float));
-            out->alpha[e->layer] = e->strength;
+            out->alpha[at] = e->strength;
         } else {
             for (int j = 0; j < d; j++)
                 v[j] += e->strength * e->vector[j];
-            out->alpha[e->layer] = 1.0f;
+            out->alpha[at] = 1.0f;
         }
     }
     free(count);
-    out->slot.site = e0->site;
-    out->slot.op = e0->op;
-    out->slot.alpha = out->alpha;
-    out->slot.vectors = out->vectors;
+    free(two);
+    if (rc) {
+        ss_steer_compiled_free(out);
+        return -1;
+    }
     ss_positions_range(&p->positions, n_prompt, &out->slot.pos_begin, &out->slot.pos_end);
     return 0;
 }

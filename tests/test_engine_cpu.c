@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "safesteer/engine.h"
+#include "safesteer/steer.h"
 
 /* ---------------------------------------------------------------- model */
 
@@ -380,10 +381,11 @@ static void capture_on(ss_engine *e, int site, capture_buf *c)
 static void set_steer(ss_engine *e, int slot, int site, int op, const float *alpha,
                       const float *vec, int pb, int pe)
 {
-    ss_steer_slot s = {.site = site, .op = op, .alpha = alpha, .vectors = vec,
-                       .pos_begin = pb, .pos_end = pe};
+    ss_steer_compiled s;
     ss_error err = {{0}};
-    cr_assert(ss_engine_set_steering(e, slot, &s, &err) == 0, "steering: %s", err.msg);
+    cr_assert(ss_steer_compile_site(TL, TD, site, op, alpha, vec, pb, pe, &s, &err) == 0);
+    cr_assert(ss_engine_set_steering(e, slot, &s.slot, &err) == 0, "steering: %s", err.msg);
+    ss_steer_compiled_free(&s);
 }
 
 static void unit_vectors(float *v) /* [TL][TD], each unit norm */
@@ -615,40 +617,45 @@ Test(engine_cpu, steering_one_sequence_leaves_others)
     ss_model_free(t);
 }
 
+/* Compiles one site's steering and returns what set_steering says. */
+static int try_steer(ss_engine *e, int slot, int site, int op, const float *alpha,
+                     const float *vec, int pb, int pe, ss_error *err)
+{
+    ss_steer_compiled s;
+    if (ss_steer_compile_site(TL, TD, site, op, alpha, vec, pb, pe, &s, err))
+        return -1;
+    int rc = ss_engine_set_steering(e, slot, &s.slot, err);
+    ss_steer_compiled_free(&s);
+    return rc;
+}
+
 Test(engine_cpu, steering_validation)
 {
     ss_model *t = tmodel_new(1, 0, 0);
     ss_engine *e = engine_new(t, 2, 0);
     float alpha[TL] = {1, 0, 0}, vec[TL * TD];
     unit_vectors(vec);
-    ss_steer_slot s = {.site = SS_SITE_RESID_POST, .op = SS_STEER_ADD, .alpha = alpha,
-                       .vectors = vec, .pos_begin = 0, .pos_end = -1};
+    const int R = SS_SITE_RESID_POST, ADD = SS_STEER_ADD;
     ss_error err = {{0}};
-    cr_assert(ss_engine_set_steering(e, 2, &s, &err) == -1);
+    cr_assert(try_steer(e, 2, R, ADD, alpha, vec, 0, -1, &err) == -1);
     cr_assert(strstr(err.msg, "slot 2 out of range"), "%s", err.msg);
     alpha[1] = NAN;
-    cr_assert(ss_engine_set_steering(e, 0, &s, &err) == -1);
-    cr_assert(strstr(err.msg, "alpha of layer 1 is nan"), "%s", err.msg);
+    cr_assert(try_steer(e, 0, SS_SITE_MLP_OUT, ADD, alpha, vec, 0, -1, &err) == -1);
+    cr_assert(strstr(err.msg, "alpha of mlp_out layer 1 is nan"), "%s", err.msg);
     alpha[1] = 0;
     vec[5] = INFINITY;
-    cr_assert(ss_engine_set_steering(e, 0, &s, &err) == -1);
-    cr_assert(strstr(err.msg, "vector of layer 0 has inf at index 5"), "%s", err.msg);
+    cr_assert(try_steer(e, 0, R, ADD, alpha, vec, 0, -1, &err) == -1);
+    cr_assert(strstr(err.msg, "vector of resid_post layer 0 has inf at index 5"), "%s", err.msg);
     unit_vectors(vec);
     vec[0] += 1.0f;
-    s.op = SS_STEER_ABLATE;
-    cr_assert(ss_engine_set_steering(e, 0, &s, &err) == -1);
+    cr_assert(try_steer(e, 0, SS_SITE_ATTN_OUT, SS_STEER_ABLATE, alpha, vec, 0, -1, &err) == -1);
+    cr_assert(strstr(err.msg, "ablation vector of attn_out layer 0"), "%s", err.msg);
     cr_assert(strstr(err.msg, "must be unit norm"), "%s", err.msg);
-    s.op = 7;
-    cr_assert(ss_engine_set_steering(e, 0, &s, &err) == -1);
+    cr_assert(try_steer(e, 0, R, 7, alpha, vec, 0, -1, &err) == -1);
     cr_assert(strstr(err.msg, "op 7"), "%s", err.msg);
-    s.op = SS_STEER_ADD;
-    s.site = SS_SITE_COUNT;
-    cr_assert(ss_engine_set_steering(e, 0, &s, &err) == -1);
+    cr_assert(try_steer(e, 0, SS_SITE_COUNT, ADD, alpha, vec, 0, -1, &err) == -1);
     cr_assert(strstr(err.msg, "site 3 out of range"), "%s", err.msg);
-    s.site = SS_SITE_MLP_OUT;
-    s.pos_begin = 5;
-    s.pos_end = 3;
-    cr_assert(ss_engine_set_steering(e, 0, &s, &err) == -1);
+    cr_assert(try_steer(e, 0, SS_SITE_MLP_OUT, ADD, alpha, vec, 5, 3, &err) == -1);
     cr_assert(strstr(err.msg, "[5, 3) is invalid"), "%s", err.msg);
     cr_assert(ss_engine_set_capture(e, -1, NULL, capture_fn, NULL, &err) == -1);
     cr_assert(strstr(err.msg, "site -1 out of range"), "%s", err.msg);

@@ -45,19 +45,30 @@ static ss_engine *make_engine(const ss_model *m)
     return e;
 }
 
-/* Runs the prompt with plan p (or none); fills logits[vocab] and g. */
-static void run(ss_engine *e, const ss_steer_plan *p, const int32_t *tok, int n, float *logits,
-                grab *g)
+/* Runs the prompt with plan p (or none); fills logits[vocab] and, for
+ * each site with g[site] set, that site's activations. */
+static void run_sites(ss_engine *e, const ss_steer_plan *p, const int32_t *tok, int n,
+                      float *logits, grab *g[SS_SITE_COUNT])
 {
     ss_error err = {{0}};
     ss_engine_reset_slot(e, 0);
     cr_assert_eq(ss_steer_apply(e, 0, p, n, &err), 0, "%s", err.msg);
-    if (g)
-        cr_assert_eq(ss_engine_set_capture(e, SS_SITE_RESID_POST, NULL, on_cap, g, &err), 0);
+    for (int s = 0; s < SS_SITE_COUNT; s++)
+        if (g[s])
+            cr_assert_eq(ss_engine_set_capture(e, s, NULL, on_cap, g[s], &err), 0);
     int slot = 0;
     ss_batch b = {.n_seqs = 1, .slots = &slot, .n_tokens = &n, .tokens = tok};
     cr_assert_eq(ss_engine_forward(e, &b, logits, &err), 0, "%s", err.msg);
-    ss_engine_set_capture(e, SS_SITE_RESID_POST, NULL, NULL, NULL, &err);
+    for (int s = 0; s < SS_SITE_COUNT; s++)
+        ss_engine_set_capture(e, s, NULL, NULL, NULL, &err);
+}
+
+/* run_sites capturing resid_post only (g may be NULL). */
+static void run(ss_engine *e, const ss_steer_plan *p, const int32_t *tok, int n, float *logits,
+                grab *g)
+{
+    grab *by_site[SS_SITE_COUNT] = {[SS_SITE_RESID_POST] = g};
+    run_sites(e, p, tok, n, logits, by_site);
 }
 
 static void random_vec(float *v, int d, uint64_t seed)
@@ -174,6 +185,67 @@ Test(steer, ablation_leaves_activation_orthogonal)
     ss_model_free(tm);
 }
 
+/* One plan steering three sites: resid_post add at layer 1, attn_out
+ * ablate and mlp_out add at layer 2.  Each site's captured activation is
+ * checked against its own contract, and layer 2's output against the
+ * residual sums of the steered blocks (order attn_out, mlp_out). */
+Test(steer, mixed_sites_and_ops_in_one_plan)
+{
+    ss_model *tm = tiny_model_new(5);
+    ss_engine *e = make_engine(tm);
+    int V = tm->cfg.vocab_size, d = tm->cfg.d_model, L = tm->cfg.n_layers;
+    int32_t tok[T_TOK] = {3, 14, 15, 62, 53, 35, 8};
+    float *logits = malloc(sizeof(float) * V), v1[64], u[64], v2[64];
+    size_t sz = (size_t)L * T_TOK * d;
+    grab base = {calloc(sz, sizeof(float)), d, L};
+    grab mix[SS_SITE_COUNT], part_mlp = {calloc(sz, sizeof(float)), d, L};
+    for (int s = 0; s < SS_SITE_COUNT; s++)
+        mix[s] = (grab){calloc(sz, sizeof(float)), d, L};
+    random_vec(v1, d, 21);
+    random_vec(u, d, 22);
+    random_vec(v2, d, 23);
+    run(e, NULL, tok, T_TOK, logits, &base);
+
+    ss_steer_plan p;
+    ss_steer_plan_init(&p, L, d);
+    ss_error err = {{0}};
+    cr_assert_eq(ss_steer_plan_add(&p, SS_SITE_RESID_POST, 1, SS_STEER_ADD, 0.75f, v1, &err), 0);
+    cr_assert_eq(ss_steer_plan_add(&p, SS_SITE_ATTN_OUT, 2, SS_STEER_ABLATE, 1.0f, u, &err), 0);
+    /* the same plan without the mlp_out entry: layer 2's MLP output before it is steered */
+    grab *only_mlp[SS_SITE_COUNT] = {[SS_SITE_MLP_OUT] = &part_mlp};
+    run_sites(e, &p, tok, T_TOK, logits, only_mlp);
+    cr_assert_eq(ss_steer_plan_add(&p, SS_SITE_MLP_OUT, 2, SS_STEER_ADD, -1.5f, v2, &err), 0);
+    grab *all[SS_SITE_COUNT] = {&mix[0], &mix[1], &mix[2]};
+    run_sites(e, &p, tok, T_TOK, logits, all);
+
+    const float *unit = p.entries[1].vector; /* the plan normalised the ablation direction */
+    for (int t = 0; t < T_TOK; t++) {
+        size_t r0 = ((size_t)0 * T_TOK + t) * d, r1 = ((size_t)1 * T_TOK + t) * d;
+        size_t r2 = ((size_t)2 * T_TOK + t) * d;
+        const float *res = mix[SS_SITE_RESID_POST].h, *att = mix[SS_SITE_ATTN_OUT].h;
+        const float *mlp = mix[SS_SITE_MLP_OUT].h;
+        cr_assert_eq(memcmp(res + r0, base.h + r0, sizeof(float) * d), 0, "layer 0 changed");
+        double dot = 0, an = 0;
+        for (int j = 0; j < d; j++) {
+            cr_assert_eq(res[r1 + j], base.h[r1 + j] + 0.75f * v1[j], "resid_post 1 pos %d", t);
+            cr_assert_eq(mlp[r2 + j], part_mlp.h[r2 + j] + -1.5f * v2[j], "mlp_out 2 pos %d", t);
+            cr_assert_eq(res[r2 + j], (res[r1 + j] + att[r2 + j]) + mlp[r2 + j],
+                         "resid_post 2 pos %d dim %d: not h + attn_out + mlp_out", t, j);
+            dot += (double)att[r2 + j] * unit[j];
+            an += (double)att[r2 + j] * att[r2 + j];
+        }
+        cr_assert_leq(fabs(dot), 1e-5 * sqrt(an) + 1e-6, "attn_out 2 pos %d: h.u = %g", t, dot);
+    }
+    ss_steer_plan_free(&p);
+    for (int s = 0; s < SS_SITE_COUNT; s++)
+        free(mix[s].h);
+    free(part_mlp.h);
+    free(base.h);
+    free(logits);
+    ss_engine_free(e);
+    ss_model_free(tm);
+}
+
 Test(steer, plan_compile_rules)
 {
     ss_steer_plan p;
@@ -196,9 +268,22 @@ Test(steer, plan_compile_rules)
     cr_assert_eq(c.slot.pos_begin, 0);
     cr_assert_eq(c.slot.pos_end, 10);
     ss_steer_compiled_free(&c);
+    /* sites and ops mix: each (site, layer) keeps its own op and vector */
     cr_assert_eq(ss_steer_plan_add(&p, SS_SITE_MLP_OUT, 2, SS_STEER_ADD, 1.0f, a, &err), 0);
+    cr_assert_eq(ss_steer_plan_add(&p, SS_SITE_ATTN_OUT, 2, SS_STEER_ABLATE, 1.0f, b, &err), 0);
+    cr_assert_eq(ss_steer_compile(&p, 10, &c, &err), 0, "%s", err.msg);
+    size_t mlp2 = SS_SITE_MLP_OUT * 4 + 2, attn2 = SS_SITE_ATTN_OUT * 4 + 2;
+    cr_assert(c.alpha[mlp2] == 1.0f && c.ops[mlp2] == SS_STEER_ADD);
+    cr_assert(c.vectors[mlp2 * 3 + 0] == 1.0f);
+    cr_assert(c.alpha[attn2] == 1.0f && c.ops[attn2] == SS_STEER_ABLATE);
+    cr_assert(c.vectors[attn2 * 3 + 1] == 1.0f); /* unit length */
+    cr_assert(c.alpha[1] == 1.0f && c.ops[1] == SS_STEER_ADD); /* resid_post unchanged */
+    ss_steer_compiled_free(&c);
+    /* an ablation must be alone at its (site, layer) */
+    cr_assert_eq(ss_steer_plan_add(&p, SS_SITE_RESID_POST, 3, SS_STEER_ABLATE, 1.0f, a, &err), 0);
     cr_assert_eq(ss_steer_compile(&p, 10, &c, &err), -1);
-    cr_assert(strstr(err.msg, "mixes sites") && strstr(err.msg, "mlp_out"), "%s", err.msg);
+    cr_assert(strstr(err.msg, "entries 2 and 5 both steer resid_post at layer 3, and entry 5 "
+                              "ablates"), "%s", err.msg);
     ss_steer_plan_free(&p);
 
     ss_positions pos;

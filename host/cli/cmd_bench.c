@@ -25,6 +25,7 @@
 #include "cli.h"
 #include "safesteer/engine.h"
 #include "safesteer/model.h"
+#include "safesteer/steer.h"
 #ifdef SAFESTEER_HAVE_CUDA
 #include "../../cuda/kernels.h"
 #endif
@@ -306,6 +307,7 @@ static int ss_bench_steering(ss_bench_ctx *c, int B, int prompt_len, int steps, 
 {
     const ss_config *g = ss_engine_config(c->e);
     int L = g->n_layers, d = g->d_model, rc = -1;
+    ss_steer_compiled st[2] = {{0}}; /* middle layer, all layers */
     float *alpha = ss_calloc(2 * (size_t)L, sizeof *alpha, err); /* [middle | all][L] */
     float *vec = alpha ? ss_malloc((size_t)L * d * sizeof *vec, err) : NULL;
     double *t = vec ? ss_malloc(3 * (size_t)steps * sizeof *t, err) : NULL; /* [3][steps] */
@@ -317,8 +319,10 @@ static int ss_bench_steering(ss_bench_ctx *c, int B, int prompt_len, int steps, 
         for (int j = 0; j < d; j++)
             vec[(size_t)l * d + j] = ((l * 131 + j * 7) % 17 - 8) / (8.0f * sqrtf((float)d));
     }
-    ss_steer_slot st[2] = {{SS_SITE_RESID_POST, SS_STEER_ADD, alpha, vec, 0, -1},
-                           {SS_SITE_RESID_POST, SS_STEER_ADD, alpha + L, vec, 0, -1}};
+    for (int k = 0; k < 2; k++)
+        if (ss_steer_compile_site(L, d, SS_SITE_RESID_POST, SS_STEER_ADD, alpha + k * L, vec, 0,
+                                  -1, &st[k], err))
+            goto done;
     ss_bench_reset(c, B);
     for (int i = 0; i < B; i++)
         c->lens[i] = prompt_len;
@@ -327,7 +331,7 @@ static int ss_bench_steering(ss_bench_ctx *c, int B, int prompt_len, int steps, 
     for (int s = -2; s < steps; s++)
         for (int k = 0; k < 3; k++) {
             double x;
-            if (ss_bench_set_steering(c, B, k ? &st[k - 1] : NULL, err) ||
+            if (ss_bench_set_steering(c, B, k ? &st[k - 1].slot : NULL, err) ||
                 ss_timer_start(&c->tm, err) || ss_bench_forward(c, B, c->ones, c->next, err) ||
                 ss_timer_ms(&c->tm, &x, err))
                 goto done;
@@ -338,6 +342,8 @@ static int ss_bench_steering(ss_bench_ctx *c, int B, int prompt_len, int steps, 
         ms[k] = ss_median(t + (size_t)k * steps, steps);
     rc = ss_bench_set_steering(c, B, NULL, err);
 done:
+    ss_steer_compiled_free(&st[0]);
+    ss_steer_compiled_free(&st[1]);
     free(alpha);
     free(vec);
     free(t);

@@ -53,16 +53,18 @@ int ss_site_parse(const char *name, int *site, ss_error *err);
 
 typedef enum { SS_STEER_ADD = 0, SS_STEER_ABLATE = 1 } ss_steer_op;
 
-/* Steering state of one KV slot.  At `site` of every layer l with
- * alpha[l] != 0, for token positions p with pos_begin <= p < pos_end:
- *   ADD:    h[p] += alpha[l] * vectors[l]
- *   ABLATE: h[p] -= (h[p] . vectors[l]) vectors[l]   (vectors[l] unit norm)
+/* Steering state of one KV slot.  At every site s and layer l with
+ * alpha[s][l] != 0, for token positions p with pos_begin <= p < pos_end,
+ * with v = vectors[s][l]:
+ *   ops[s][l] ADD:    h[p] += alpha[s][l] * v
+ *   ops[s][l] ABLATE: h[p] -= (h[p] . v) v   (v unit norm)
+ * Sites and layers combine freely (one op per site and layer).  At a layer
+ * the sites apply in forward order: attn_out, mlp_out, then resid_post.
  * The engine copies the arrays; pos_end < 0 means no end. */
 typedef struct {
-    int site;               /* ss_site */
-    int op;                 /* ss_steer_op */
-    const float *alpha;     /* [n_layers] */
-    const float *vectors;   /* [n_layers][d_model] */
+    const float *alpha;     /* [SS_SITE_COUNT][n_layers] */
+    const uint8_t *ops;     /* [SS_SITE_COUNT][n_layers] ss_steer_op */
+    const float *vectors;   /* [SS_SITE_COUNT][n_layers][d_model] */
     int pos_begin, pos_end;
 } ss_steer_slot;
 
@@ -121,9 +123,10 @@ struct ss_engine {
     int *slot_pos;                 /* [max_seqs] tokens in each slot */
     /* steering, per slot (host copies; backends mirror what they need) */
     struct {
-        int active, site, op, pos_begin, pos_end;
-        float *alpha;              /* [n_layers] */
-        float *vectors;            /* [n_layers][d_model] */
+        int active, pos_begin, pos_end;
+        float *alpha;              /* [SS_SITE_COUNT][n_layers] */
+        uint8_t *ops;              /* [SS_SITE_COUNT][n_layers] */
+        float *vectors;            /* [SS_SITE_COUNT][n_layers][d_model] */
     } *steer;                      /* [max_seqs] */
     /* capture hooks, one per site */
     struct {

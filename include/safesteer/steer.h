@@ -58,19 +58,28 @@ void ss_steer_plan_free(ss_steer_plan *p);
 int ss_steer_plan_add(ss_steer_plan *p, int site, int layer, int op, float strength,
                       const float *vector, ss_error *err);
 
-/* The engine form of a plan for one sequence: alpha[n_layers],
- * vectors[n_layers][d_model] and the position range for a prompt of
- * n_prompt tokens.  One site and one op per slot (the engine contract):
- * entries that mix sites or ops are an error naming both entries.  Several
- * ADD entries on one layer are summed into one vector with alpha 1. */
+/* The engine form of a plan for one sequence: per (site, layer) a
+ * strength, an op and a vector, and the position range for a prompt of
+ * n_prompt tokens.  Entries may mix sites, layers and ops; one (site,
+ * layer) takes either ADD entries, summed into one vector with alpha 1
+ * (a single one keeps its strength as alpha), or one ABLATE entry: an
+ * ABLATE sharing its (site, layer) with any other entry is an error naming
+ * both. */
 typedef struct {
-    float *alpha;      /* [n_layers] */
-    float *vectors;    /* [n_layers][d_model] */
+    float *alpha;      /* [SS_SITE_COUNT][n_layers] */
+    uint8_t *ops;      /* [SS_SITE_COUNT][n_layers] */
+    float *vectors;    /* [SS_SITE_COUNT][n_layers][d_model] */
     ss_steer_slot slot;
 } ss_steer_compiled;
 
 int ss_steer_compile(const ss_steer_plan *p, int n_prompt, ss_steer_compiled *out,
                      ss_error *err);
+/* The engine form of one site steered with one op at every layer:
+ * alpha[n_layers] and vectors[n_layers][d_model] (copied) at `site`, the
+ * other sites unsteered, positions [pos_begin, pos_end). */
+int ss_steer_compile_site(int n_layers, int d_model, int site, int op, const float *alpha,
+                          const float *vectors, int pos_begin, int pos_end,
+                          ss_steer_compiled *out, ss_error *err);
 void ss_steer_compiled_free(ss_steer_compiled *c);
 /* Compiles and installs on slot (an empty plan clears the slot). */
 int ss_steer_apply(ss_engine *e, int slot, const ss_steer_plan *p, int n_prompt,

@@ -21,6 +21,7 @@
 #include "device_check.h"
 #include "safesteer/engine.h"
 #include "safesteer/model.h"
+#include "safesteer/steer.h"
 #include "safesteer/tokenizer.h"
 
 static uint64_t rng = 0x9e3779b97f4a7c15ull;
@@ -187,9 +188,13 @@ Test(cuda_engine, all_logits_and_chunked_prefill_match_cpu)
 static void set_steer(ss_engine *e, int slot, int site, int op, const float *alpha,
                       const float *vec, int pb, int pe)
 {
-    ss_steer_slot s = {site, op, alpha, vec, pb, pe};
+    const ss_config *c = ss_engine_config(e);
+    ss_steer_compiled s;
     ss_error err;
-    cr_assert_eq(ss_engine_set_steering(e, slot, &s, &err), 0, "%s", err.msg);
+    cr_assert_eq(ss_steer_compile_site(c->n_layers, c->d_model, site, op, alpha, vec, pb, pe,
+                                       &s, &err), 0, "%s", err.msg);
+    cr_assert_eq(ss_engine_set_steering(e, slot, &s.slot, &err), 0, "%s", err.msg);
+    ss_steer_compiled_free(&s);
 }
 
 /* Prompt of n tokens into slot 0 after a reset; logits of the last token. */
@@ -248,7 +253,25 @@ Test(cuda_engine, steering_zero_identical_and_steered_matches_cpu)
                 cr_expect_gt(moved, 1e-3, "op %d site %d all %d: steering had no effect", op,
                              site, all);
             }
+    /* one plan over three sites and both ops: attn_out ablate at layer 0,
+     * resid_post add and mlp_out add at the last layer */
     ss_error err;
+    ss_steer_plan p;
+    ss_steer_plan_init(&p, L, d);
+    cr_assert_eq(ss_steer_plan_add(&p, SS_SITE_ATTN_OUT, 0, SS_STEER_ABLATE, 1.0f, vec, &err), 0);
+    cr_assert_eq(ss_steer_plan_add(&p, SS_SITE_RESID_POST, L - 1, SS_STEER_ADD, 4.0f,
+                                   vec + (size_t)(L - 1) * d, &err), 0);
+    cr_assert_eq(ss_steer_plan_add(&p, SS_SITE_MLP_OUT, L - 1, SS_STEER_ADD, -3.0f, vec, &err), 0);
+    cr_assert_eq(ss_steer_apply(gpu, 0, &p, n, &err), 0, "%s", err.msg);
+    cr_assert_eq(ss_steer_apply(cpu, 0, &p, n, &err), 0, "%s", err.msg);
+    run_prompt(gpu, tok, n, sg);
+    run_prompt(cpu, tok, n, sc);
+    double e_mix = rel_l2(sg, sc, (size_t)V, "mixed-plan logits");
+    cr_expect_lt(e_mix, 3e-2, "plan mixing sites and ops: GPU vs CPU rel err %g", e_mix);
+    cr_expect_gt(rel_l2(sg, none, (size_t)V, "mixed-plan logits"), 1e-3,
+                 "plan mixing sites and ops had no effect");
+    ss_steer_plan_free(&p);
+
     cr_assert_eq(ss_engine_set_steering(gpu, 0, NULL, &err), 0);
     run_prompt(gpu, tok, n, zero);
     cr_expect_eq(memcmp(none, zero, (size_t)V * 4), 0, "cleared steering differs from none");

@@ -541,71 +541,85 @@ Test(cuda_kernels, attention_prefill_and_decode)
 static void residual_case(ss_cuda_ctx *c, int d, int block)
 {
     ss_error err;
-    const int n = 5, L = 3, layer = 2, S = 3;
+    enum { N = 6, S = 4, L = 3, NS = SS_SITE_COUNT };
+    const int layer = 2;
     /* rows: slot, position */
-    const int slot[5] = {0, 0, 1, 1, 2}, pos[5] = {3, 4, 10, 11, 0};
-    /* slot 0: ADD at `block` site; slot 1: ABLATE at RESID_POST from pos 11
-     * (when block == ATTN_OUT: ABLATE at ATTN_OUT); slot 2: off */
-    int info[3][5] = {{1, block, SS_STEER_ADD, 0, -1},
-                      {1, block == SS_SITE_MLP_OUT ? SS_SITE_RESID_POST : SS_SITE_ATTN_OUT,
-                       SS_STEER_ABLATE, 11, 20},
-                      {0, 0, 0, 0, -1}};
-    float alpha[3][3] = {{0.5f, 0.0f, 2.5f}, {1.0f, 1.0f, 1.0f}, {0, 0, 0}};
-    float *vec = rand_f32((size_t)S * L * d, 1.0f);
-    for (int s = 0; s < S; s++)
-        for (int l = 0; l < L; l++) { /* unit norm (ablation needs it) */
-            float *v = vec + ((size_t)s * L + l) * d;
-            double nn = 0;
-            for (int j = 0; j < d; j++)
-                nn += (double)v[j] * v[j];
-            for (int j = 0; j < d; j++)
-                v[j] = (float)(v[j] / sqrt(nn));
-        }
-    float *x = rand_f32((size_t)n * d, 2.0f), *delta = rand_f32((size_t)n * d, 1.0f);
+    const int slot[N] = {0, 0, 1, 1, 2, 3}, pos[N] = {3, 4, 10, 11, 0, 7};
+    /* slot 0: ADD at the `block` site; slot 1: ABLATE at RESID_POST from
+     * position 11 (ATTN_OUT when block == ATTN_OUT); slot 2: off; slot 3:
+     * ABLATE at the `block` site and ADD at RESID_POST, two vectors on one
+     * row after the MLP */
+    int info[S][3] = {{1, 0, -1}, {1, 11, 20}, {0, 0, -1}, {1, 0, -1}};
+    float alpha[S][NS][L] = {{{0}}};
+    int ops[S][NS][L] = {{{0}}};
+    int abl1 = block == SS_SITE_MLP_OUT ? SS_SITE_RESID_POST : SS_SITE_ATTN_OUT;
+    alpha[0][block][0] = 0.5f, alpha[0][block][2] = 2.5f;
+    alpha[1][abl1][layer] = 1.0f, ops[1][abl1][layer] = SS_STEER_ABLATE;
+    alpha[3][block][layer] = 1.0f, ops[3][block][layer] = SS_STEER_ABLATE;
+    alpha[3][SS_SITE_RESID_POST][layer] = -1.25f;
+    size_t nvec = (size_t)S * NS * L;
+    float *vec = rand_f32(nvec * d, 1.0f);
+    for (size_t k = 0; k < nvec; k++) { /* unit norm (ablation needs it) */
+        float *v = vec + k * d;
+        double nn = 0;
+        for (int j = 0; j < d; j++)
+            nn += (double)v[j] * v[j];
+        for (int j = 0; j < d; j++)
+            v[j] = (float)(v[j] / sqrt(nn));
+    }
+    float *x = rand_f32((size_t)N * d, 2.0f), *delta = rand_f32((size_t)N * d, 1.0f);
     float *w = rand_f32((size_t)d, 1.0f);
-    /* reference */
-    float *rx = malloc((size_t)n * d * 4), *rt = malloc((size_t)n * d * 4);
-    float *rn = malloc((size_t)n * d * 4);
-    memcpy(rx, x, (size_t)n * d * 4);
-    memcpy(rt, delta, (size_t)n * d * 4);
-    for (int i = 0; i < n; i++) {
+    /* reference: the block output's steering, the residual add, then
+     * resid_post's after the MLP */
+    float *rx = malloc((size_t)N * d * 4), *rt = malloc((size_t)N * d * 4);
+    float *rn = malloc((size_t)N * d * 4);
+    memcpy(rx, x, (size_t)N * d * 4);
+    memcpy(rt, delta, (size_t)N * d * 4);
+    for (int i = 0; i < N; i++) {
         const int *in = info[slot[i]];
-        float a = alpha[slot[i]][layer];
-        const float *v = vec + ((size_t)slot[i] * L + layer) * d;
         float *t = rt + (size_t)i * d, *h = rx + (size_t)i * d;
-        if (in[0] && in[1] == block && a != 0.0f)
-            ss_cpu_steer(t, 1, d, pos[i], in[2], a, v, in[3], in[4]);
+        const float *v_t = vec + (((size_t)slot[i] * NS + block) * L + layer) * d;
+        const float *v_x = vec + (((size_t)slot[i] * NS + SS_SITE_RESID_POST) * L + layer) * d;
+        float a_t = alpha[slot[i]][block][layer], a_x = alpha[slot[i]][SS_SITE_RESID_POST][layer];
+        if (in[0] && a_t != 0.0f)
+            ss_cpu_steer(t, 1, d, pos[i], ops[slot[i]][block][layer], a_t, v_t, in[1], in[2]);
         for (int j = 0; j < d; j++)
             h[j] += t[j];
-        if (in[0] && block == SS_SITE_MLP_OUT && in[1] == SS_SITE_RESID_POST && a != 0.0f)
-            ss_cpu_steer(h, 1, d, pos[i], in[2], a, v, in[3], in[4]);
+        if (in[0] && block == SS_SITE_MLP_OUT && a_x != 0.0f)
+            ss_cpu_steer(h, 1, d, pos[i], ops[slot[i]][SS_SITE_RESID_POST][layer], a_x, v_x,
+                         in[1], in[2]);
     }
-    ss_cpu_rmsnorm(rn, rx, w, n, d, 1e-5f);
+    ss_cpu_rmsnorm(rn, rx, w, N, d, 1e-5f);
 
-    float *dx = dev_from(x, (size_t)n * d * 4), *ddel = dev_from(delta, (size_t)n * d * 4);
-    float *dw = dev_from(w, (size_t)d * 4), *dvec = dev_from(vec, (size_t)S * L * d * 4);
+    float *dx = dev_from(x, (size_t)N * d * 4), *ddel = dev_from(delta, (size_t)N * d * 4);
+    float *dw = dev_from(w, (size_t)d * 4), *dvec = dev_from(vec, nvec * d * 4);
     float *dalpha = dev_from(alpha, sizeof alpha);
+    int *dops = dev_from(ops, sizeof ops);
     int *dinfo = dev_from(info, sizeof info), *dslot = dev_from(slot, sizeof slot);
     int *dpos = dev_from(pos, sizeof pos);
-    uint16_t *dxb = dev_poisoned((size_t)n * d * 2);
-    ss_cuda_steer_params sp = {dinfo, dalpha, dvec, L};
-    check(c, ss_cuda_residual_steer(c, dx, ddel, dxb, dw, 1e-5f, dslot, dpos, n, d, block, layer,
+    uint16_t *dxb = dev_poisoned((size_t)N * d * 2);
+    ss_cuda_steer_params sp = {dinfo, dalpha, dops, dvec, L};
+    check(c, ss_cuda_residual_steer(c, dx, ddel, dxb, dw, 1e-5f, dslot, dpos, N, d, block, layer,
                                     &sp, &err), &err);
-    float *ox = host_f32(dx, (size_t)n * d), *ot = host_f32(ddel, (size_t)n * d);
-    float *on = host_bf16(dxb, (size_t)n * d);
-    double ex = rel_l2(ox, rx, (size_t)n * d, "x"), et = rel_l2(ot, rt, (size_t)n * d, "t");
-    double en = rel_l2(on, rn, (size_t)n * d, "norm");
+    float *ox = host_f32(dx, (size_t)N * d), *ot = host_f32(ddel, (size_t)N * d);
+    float *on = host_bf16(dxb, (size_t)N * d);
+    double ex = rel_l2(ox, rx, (size_t)N * d, "x"), et = rel_l2(ot, rt, (size_t)N * d, "t");
+    double en = rel_l2(on, rn, (size_t)N * d, "norm");
     cr_expect_lt(ex, 1e-5, "d %d block %d: x rel err %g", d, block, ex);
     cr_expect_lt(et, 1e-5, "d %d block %d: steered delta rel err %g", d, block, et);
     cr_expect_lt(en, 1e-2, "d %d block %d: fused norm rel err %g", d, block, en);
+    /* the two-vector row on its own (a whole-array error would hide it) */
+    double e5 = rel_l2(ox + 5 * (size_t)d, rx + 5 * (size_t)d, (size_t)d, "x row 5");
+    cr_expect_lt(e5, 1e-5, "d %d block %d: row steered at two sites, x rel err %g", d, block,
+                 e5);
     /* the unsteered slot-2 row is exactly x + delta */
     for (int j = 0; j < d; j++)
         cr_assert_eq(ox[4 * (size_t)d + j], x[4 * (size_t)d + j] + delta[4 * (size_t)d + j]);
     free(vec), free(x), free(delta), free(w), free(rx), free(rt), free(rn);
     free(ox), free(ot), free(on);
     ss_cuda_free(dx), ss_cuda_free(ddel), ss_cuda_free(dw), ss_cuda_free(dvec);
-    ss_cuda_free(dalpha), ss_cuda_free(dinfo), ss_cuda_free(dslot), ss_cuda_free(dpos);
-    ss_cuda_free(dxb);
+    ss_cuda_free(dalpha), ss_cuda_free(dops), ss_cuda_free(dinfo), ss_cuda_free(dslot);
+    ss_cuda_free(dpos), ss_cuda_free(dxb);
 }
 
 /* Both kernel versions (v2, the default, holds the row in registers; v1
