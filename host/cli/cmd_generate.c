@@ -35,23 +35,62 @@ static const char *const usage_text =
     "  --json               print one JSON record instead of streaming text\n"
     "steering (docs/steering.md):\n"
     "  --steer FILE[:NAME]  vector file (safesteer HDF5 or llama.cpp control-vector GGUF);\n"
-    "                       NAME picks a category of a multi-vector file\n"
+    "                       NAME picks a category of a multi-vector file.  Repeat it (up to\n"
+    "                       8) to combine files, sites and ops in one plan: --layers,\n"
+    "                       --strength, --ablate and --normalize apply to the --steer\n"
+    "                       they follow\n"
     "  --layers SPEC        layers to steer: 10,14 | 8-12 | all (default: every layer in FILE)\n"
     "  --strength S[,S...]  one strength for all layers or one per layer (default 1)\n"
     "  --ablate             project the (unit) directions out instead of adding\n"
-    "  --positions P        all | prompt | generated | from:K (default all)\n"
+    "  --positions P        all | prompt | generated | from:K (default all; for every --steer)\n"
     "  --normalize ACTS.h5  scale unit directions by the layer's mean activation norm\n"
     "                       recorded in a capture file\n";
 
+#define MAX_STEER 8
+
+/* One --steer and the options that follow it. */
+typedef struct {
+    const char *file; /* FILE[:NAME] */
+    const char *layers, *strength, *normalize;
+    int ablate;
+} steer_group;
+
 typedef struct {
     const char *model, *prompt, *system, *chat_template;
-    const char *steer, *layers, *strength, *normalize;
-    int ablate;
+    steer_group steer[MAX_STEER];
+    int n_steer;
     ss_positions positions;
     int chat, json, logprobs_k, device, threads, ctx;
     ss_gen_params gen;
     const char *stops[MAX_STOP_STRINGS];
 } gen_opts;
+
+/* --steer starts a group (the first takes the options given before it);
+ * --layers, --strength, --ablate and --normalize fill the current one, once
+ * each. */
+static int steer_option(gen_opts *o, int opt, const char *arg, ss_error *err)
+{
+    if (opt == 'V' && o->n_steer && o->steer[o->n_steer - 1].file) {
+        if (o->n_steer == MAX_STEER)
+            return ss_fail(err, "--steer: at most %d vector files", MAX_STEER);
+        o->n_steer++;
+    }
+    if (!o->n_steer)
+        o->n_steer = 1;
+    steer_group *g = &o->steer[o->n_steer - 1];
+    const char **field = opt == 'V' ? &g->file : opt == 'Y' ? &g->layers
+                       : opt == 'a' ? &g->strength : opt == 'N' ? &g->normalize : NULL;
+    const char *name = opt == 'V' ? "--steer" : opt == 'Y' ? "--layers"
+                     : opt == 'a' ? "--strength" : opt == 'N' ? "--normalize" : "--ablate";
+    if (field ? *field != NULL : g->ablate)
+        return ss_fail(err, "%s given twice for one --steer (repeat --steer before it to add "
+                            "another vector file)", name);
+    if (field)
+        *field = arg;
+    else
+        g->ablate = 1;
+    return 0;
+}
 
 static int parse_opts(int argc, char **argv, gen_opts *o, ss_error *err)
 {
@@ -123,14 +162,16 @@ static int parse_opts(int argc, char **argv, gen_opts *o, ss_error *err)
             if (ss_cli_int("--logprobs", optarg, 1, 100, &v, err) < 0) return -1;
             o->gen.logprobs_k = (int)v;
             break;
-        case 'V': o->steer = optarg; break;
-        case 'Y': o->layers = optarg; break;
-        case 'a': o->strength = optarg; break;
-        case 'A': o->ablate = 1; break;
+        case 'V':
+        case 'Y':
+        case 'a':
+        case 'A':
+        case 'N':
+            if (steer_option(o, c, optarg, err) < 0) return -1;
+            break;
         case 'Q':
             if (ss_positions_parse(optarg, &o->positions, err) < 0) return -1;
             break;
-        case 'N': o->normalize = optarg; break;
         case 'h': printf(usage_text, ss_default_model_path()); exit(SS_EXIT_OK);
         default: return ss_fail(err, "unknown option (see safesteer generate --help)");
         }
@@ -141,12 +182,13 @@ static int parse_opts(int argc, char **argv, gen_opts *o, ss_error *err)
         return ss_fail(err, "--prompt is required");
     if (o->gen.logprobs_k && !o->json)
         return ss_fail(err, "--logprobs needs --json");
-    if (!o->steer && (o->layers || o->strength || o->ablate || o->normalize ||
-                      o->positions.rule != SS_POS_ALL))
+    if ((o->n_steer && !o->steer[0].file) || (!o->n_steer && o->positions.rule != SS_POS_ALL))
         return ss_fail(err, "--layers, --strength, --ablate, --positions and --normalize need "
                             "--steer FILE");
-    if (o->ablate && o->normalize)
-        return ss_fail(err, "--normalize scales added vectors; --ablate uses unit directions");
+    for (int g = 0; g < o->n_steer; g++)
+        if (o->steer[g].ablate && o->steer[g].normalize)
+            return ss_fail(err, "--steer %s: --normalize scales added vectors; --ablate uses unit "
+                                "directions", o->steer[g].file);
     return 0;
 }
 
@@ -197,12 +239,13 @@ static int parse_strengths(const char *spec, int n, float *out, ss_error *err)
     return 0;
 }
 
-/* Builds the steering plan of --steer/--layers/--strength/... */
-static int build_plan(const gen_opts *o, const ss_model *m, ss_steer_plan *plan, ss_error *err)
+/* Appends one --steer group's entries to plan. */
+static int add_group(const steer_group *o, const ss_model *m, ss_steer_plan *plan,
+                     ss_error *err)
 {
     char file[1024];
     const char *name;
-    split_steer(o->steer, file, sizeof file, &name);
+    split_steer(o->file, file, sizeof file, &name);
     ss_vector_set v;
     if (ss_vectors_load(file, &v, err) < 0)
         return -1;
@@ -234,8 +277,6 @@ static int build_plan(const gen_opts *o, const ss_model *m, ss_steer_plan *plan,
     vec = ss_malloc((size_t)d * sizeof(float), err);
     if (!str || !vec || parse_strengths(o->strength, n, str, err) < 0)
         goto out;
-    ss_steer_plan_init(plan, m->cfg.n_layers, d);
-    plan->positions = o->positions;
     for (int i = 0; i < n; i++) {
         int row = ss_vectors_layer_row(&v, layers[i], err);
         if (row < 0)
@@ -261,13 +302,24 @@ static int build_plan(const gen_opts *o, const ss_model *m, ss_steer_plan *plan,
     }
     rc = 0;
 out:
-    if (rc < 0)
-        ss_steer_plan_free(plan);
     free(layers);
     free(str);
     free(vec);
     ss_vectors_free(&v);
     return rc;
+}
+
+/* The steering plan of every --steer group. */
+static int build_plan(const gen_opts *o, const ss_model *m, ss_steer_plan *plan, ss_error *err)
+{
+    ss_steer_plan_init(plan, m->cfg.n_layers, m->cfg.d_model);
+    plan->positions = o->positions;
+    for (int g = 0; g < o->n_steer; g++)
+        if (add_group(&o->steer[g], m, plan, err) < 0) {
+            ss_steer_plan_free(plan);
+            return -1;
+        }
+    return 0;
 }
 
 static void stream_text(void *user, int seq, const char *text, size_t len)
@@ -358,7 +410,7 @@ int ss_cmd_generate(int argc, char **argv)
     eo.max_ctx = o.ctx;
     if (ss_engine_create(m, &eo, &e, &err) < 0)
         goto out;
-    if (o.steer && (build_plan(&o, m, &plan, &err) < 0 ||
+    if (o.n_steer && (build_plan(&o, m, &plan, &err) < 0 ||
                     ss_steer_apply(e, 0, &plan, n_prompt, &err) < 0))
         goto out;
     const int32_t *prompts[1] = {prompt_ids};

@@ -59,8 +59,9 @@ def load(path):
 def forward(cfg, w, toks, rounded=False, jitter=0.0, seed=0, steer=None, blocks=None):
     """Hidden states after each block [n_layers][T][d] and the last token's
     logits [vocab]; rounded: bf16 where the CUDA engine rounds.  steer:
-    None or {"site", "layer", "vec", "alpha", "op": "add" | "ablate",
-    "begin"}, the steering of docs/steering.md at positions >= begin.  blocks:
+    None, one entry {"site", "layer", "vec", "alpha", "op": "add" | "ablate",
+    "begin"} or a list of them, the steering of docs/steering.md at positions
+    >= begin (entries at one site and layer apply in list order).  blocks:
     a dict to receive the attention and MLP block outputs (capture sites
     attn_out, mlp_out), each [n_layers][T][d]."""
     L, d = cfg["block_count"], cfg["embedding_length"]
@@ -90,12 +91,16 @@ def forward(cfg, w, toks, rounded=False, jitter=0.0, seed=0, steer=None, blocks=
     def lin(x, name):
         return ra(x) @ rw(w[name]).T
 
+    entries = [] if steer is None else [steer] if isinstance(steer, dict) else list(steer)
+
     def steered(a, site, layer):  # a [T][d] at one site, steered in place
-        if steer and steer["site"] == site and steer["layer"] == layer:
-            rows = a[steer["begin"]:]
-            v = np.asarray(steer["vec"], np.float64)
-            if steer["op"] == "add":
-                rows += steer["alpha"] * v
+        for e in entries:
+            if e["site"] != site or e["layer"] != layer:
+                continue
+            rows = a[e["begin"]:]
+            v = np.asarray(e["vec"], np.float64)
+            if e["op"] == "add":
+                rows += e["alpha"] * v
             else:
                 u = v / np.linalg.norm(v)
                 rows -= np.outer(rows @ u, u)

@@ -84,3 +84,33 @@ def test_overflowing_steering_is_an_error(safesteer_bin, default_model, tmp_path
                          "--max-new", "4", "--steer", cv, "--strength", "4", check=False)
     assert proc.returncode == 1
     assert "the logits are not finite" in proc.stderr, proc.stderr
+
+
+def test_steer_groups(safesteer_bin, default_model, tmp_path):
+    """Each --steer takes the --layers/--strength/--ablate after it (options
+    given before the first --steer are its own); a repeated option within one
+    group, and an ablation sharing its site and layer, are errors."""
+    cv = tmp_path / "cv.gguf"
+    rng = np.random.default_rng(3)
+    write_control_vector(cv, {10: rng.normal(size=576).astype(np.float32),
+                              12: rng.normal(size=576).astype(np.float32)})
+    base = ["generate", "--model", default_model, "--prompt", "hi", "--max-new", "1", "--json",
+            "--logprobs", "3"]
+
+    def lp(*args):
+        return run_json(safesteer_bin, *base, *args)["logprobs"][0]["top_logprobs"]
+
+    assert lp("--layers", "10", "--steer", cv, "--strength", "4") == \
+        lp("--steer", cv, "--layers", "10", "--strength", "4")
+    both = lp("--steer", cv, "--layers", "10", "--strength", "4",
+              "--steer", cv, "--layers", "12", "--strength", "4")
+    assert both == lp("--steer", cv, "--layers", "10,12", "--strength", "4")
+    assert both != lp("--steer", cv, "--layers", "10", "--strength", "4")
+
+    proc = run_safesteer(safesteer_bin, *base, "--steer", cv, "--layers", "10", "--layers", "12",
+                         check=False)
+    assert proc.returncode == 2 and "--layers given twice for one --steer" in proc.stderr
+    proc = run_safesteer(safesteer_bin, *base, "--steer", cv, "--layers", "10",
+                         "--steer", cv, "--layers", "10", "--ablate", check=False)
+    assert proc.returncode == 1
+    assert "both steer resid_post at layer 10, and entry 1 ablates" in proc.stderr, proc.stderr
