@@ -406,10 +406,14 @@ static int ss_cu_sync_hooks(ss_engine *e, ss_error *err)
             return -1;
         ss_cu_drop_graph(c); /* a captured graph holds the old (NULL) pointer */
     }
+    /* only the slots set since the last sync: a batch steered slot by slot
+     * would otherwise copy every active slot's vectors once per slot */
     for (int s = 0; s < e->max_seqs; s++)
-        if (e->steer[s].active)
+        if (e->steer[s].active && e->steer[s].dirty) {
             SS_CU(cudaMemcpy(c->d_vec + s * n_sl * d, e->steer[s].vectors, n_sl * d * 4,
                              cudaMemcpyHostToDevice), err);
+            e->steer[s].dirty = 0;
+        }
     SS_CU(cudaMemcpy(c->d_info, c->h_info, (size_t)e->max_seqs * 3 * 4, cudaMemcpyHostToDevice),
           err);
     SS_CU(cudaMemcpy(c->d_alpha, c->h_alpha, e->max_seqs * n_sl * 4, cudaMemcpyHostToDevice),

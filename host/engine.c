@@ -290,6 +290,7 @@ int ss_engine_set_steering(ss_engine *e, int slot, const ss_steer_slot *s, ss_er
     e->steer[slot].pos_begin = s->pos_begin;
     e->steer[slot].pos_end = s->pos_end;
     e->steer[slot].active = 1;
+    e->steer[slot].dirty = 1;
     return e->ops->sync_hooks ? e->ops->sync_hooks(e, err) : 0;
 }
 

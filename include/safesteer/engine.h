@@ -124,6 +124,7 @@ struct ss_engine {
     /* steering, per slot (host copies; backends mirror what they need) */
     struct {
         int active, pos_begin, pos_end;
+        int dirty;                 /* changed since the backend last mirrored it */
         float *alpha;              /* [SS_SITE_COUNT][n_layers] */
         uint8_t *ops;              /* [SS_SITE_COUNT][n_layers] */
         float *vectors;            /* [SS_SITE_COUNT][n_layers][d_model] */
