@@ -277,6 +277,17 @@ static int write_text(const char *path, const char *text, ss_error *err)
     return ss_outfile_fclose(&out, f, 0, err);
 }
 
+/* run.json: info as indented JSON, written whole (write_text). */
+static int write_json(const char *path, const json_t *info, ss_error *err)
+{
+    char *text = info ? json_dumps(info, JSON_INDENT(2) | JSON_PRESERVE_ORDER) : NULL;
+    if (!text)
+        return ss_fail(err, "%s: out of memory", path);
+    int rc = write_text(path, text, err);
+    free(text);
+    return rc;
+}
+
 /* done[n_cells] from cells_done.txt (one cell id a line); a missing file
  * means none.  A repeated or out-of-range id is an error. */
 static int read_done(const char *dir, int n_cells, uint8_t *done, ss_error *err)
@@ -1219,12 +1230,10 @@ int ss_sweep_run(ss_sweep_config *c, const ss_sweep_opts *o, ss_error *err)
     json_t *info = json_pack("{s:s, s:s, s:i, s:i, s:i}", "model_name", s.m->name,
                              "model_sha256", s.sha, "n_cells", s.n_cells, "shard", o->shard_i,
                              "shards", o->shard_n);
-    int w = !info || json_dump_file(info, path, JSON_INDENT(2) | JSON_PRESERVE_ORDER) < 0;
+    int w = write_json(path, info, err);
     json_decref(info);
-    if (w) {
-        ss_fail(err, "%s: write failed", path);
+    if (w < 0)
         goto out;
-    }
     done = ss_calloc((size_t)s.n_cells, 1, err);
     unit_of = ss_calloc((size_t)s.n_cells, sizeof *unit_of, err);
     s.vsets = ss_calloc((size_t)c->n_sites * c->n_methods, sizeof *s.vsets, err);
@@ -1265,20 +1274,22 @@ out:
 
 static int copy_file(const char *src, const char *dst, ss_error *err)
 {
-    FILE *in = fopen(src, "rb"), *out = in ? fopen(dst, "wb") : NULL;
-    if (!in || !out) {
-        if (in)
-            fclose(in);
-        return ss_fail(err, "copy %s -> %s: %s", src, dst, strerror(errno));
+    FILE *in = fopen(src, "rb");
+    if (!in)
+        return ss_fail(err, "%s: %s", src, strerror(errno));
+    ss_outfile o;
+    FILE *out = ss_outfile_fopen(&o, dst, err);
+    if (!out) {
+        fclose(in);
+        return -1;
     }
     char buf[1 << 16];
     size_t k;
-    int bad = 0;
     while ((k = fread(buf, 1, sizeof buf, in)) > 0)
-        bad |= fwrite(buf, 1, k, out) != k;
-    bad |= ferror(in) | (fclose(out) != 0);
+        fwrite(buf, 1, k, out);
+    int bad = ferror(in) ? ss_fail(err, "%s: read failed", src) : 0;
     fclose(in);
-    return bad ? ss_fail(err, "copy %s -> %s failed", src, dst) : 0;
+    return ss_outfile_fclose(&o, out, bad, err);
 }
 
 /* Copies the capture and vector files (the same in every shard) from dir. */
@@ -1356,18 +1367,18 @@ int ss_sweep_merge(const char *out_dir, const char *const *shards, int n_shards,
             ss_fail(err, "cell %d is in no shard (are all shards finished?)", i);
             goto out;
         }
-    if (make_dirs(out_dir, err) < 0)
-        goto out;
     join(path, sizeof path, out_dir, "config.resolved.yaml");
-    if (write_text(path, config, err) < 0)
+    if (access(path, F_OK) == 0) {
+        ss_fail(err, "%s already holds a run; merge into a new folder", out_dir);
+        goto out;
+    }
+    if (make_dirs(out_dir, err) < 0 || write_text(path, config, err) < 0)
         goto out;
     json_object_set_new(info0, "shard", json_integer(0));
     json_object_set_new(info0, "shards", json_integer(1));
     join(path, sizeof path, out_dir, "run.json");
-    if (json_dump_file(info0, path, JSON_INDENT(2) | JSON_PRESERVE_ORDER) < 0) {
-        ss_fail(err, "%s: write failed", path);
+    if (write_json(path, info0, err) < 0)
         goto out;
-    }
     size_t cap = (size_t)n_cells * 12 + 1, len = 0;
     char *buf = ss_malloc(cap, err);
     if (!buf)

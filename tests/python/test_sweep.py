@@ -153,6 +153,12 @@ def test_shards_merged_equal_full_run(full_run, safesteer_bin, default_model):
     run_safesteer(safesteer_bin, "merge", tmp / "merged", tmp / "shard0", tmp / "shard1")
     assert_same(full, tmp / "merged")
     assert (tmp / "merged" / "vectors_resid_post_mean-diff.h5").exists()
+    # a folder that holds a run is never merged over
+    before = {p.name: p.read_bytes() for p in (tmp / "merged").iterdir()}
+    r = run_safesteer(safesteer_bin, "merge", tmp / "merged", tmp / "shard0", tmp / "shard1",
+                      check=False)
+    assert r.returncode == 1 and "already holds a run" in r.stderr, r.stderr
+    assert {p.name: p.read_bytes() for p in (tmp / "merged").iterdir()} == before
 
 
 @pytest.mark.parametrize("edit,line,needle", [
