@@ -21,6 +21,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../outfile.h"
 #include "../progress.h"
 #include "cli.h"
 #include "safesteer/engine.h"
@@ -599,9 +600,10 @@ static void ss_bench_print(const ss_bench_res *R, const ss_bench_opts *o, const 
 static int ss_bench_json(const ss_bench_res *R, const ss_bench_opts *o, const char *name,
                          int cuda, ss_error *err)
 {
-    FILE *f = fopen(o->json, "w");
+    ss_outfile out;
+    FILE *f = ss_outfile_fopen(&out, o->json, err);
     if (!f)
-        return ss_fail(err, "cannot write %s", o->json);
+        return -1;
     double pf_tf = R->pf_flops / (R->pf_ms * 1e-3) / 1e12;
     fprintf(f, "{\n  \"model\": \"%s\", \"device\": \"%s\", \"timing\": \"%s\",\n", name,
             R->devname, cuda ? "cudaEvent" : "wall-clock");
@@ -648,8 +650,7 @@ static int ss_bench_json(const ss_bench_res *R, const ss_bench_opts *o, const ch
                 k ? "," : "", R->st_batch[k], cuda ? "true" : "false", R->st_ms[k][0],
                 R->st_ms[k][1], R->st_ms[k][2]);
     fprintf(f, "\n  ]\n}\n");
-    fclose(f);
-    return 0;
+    return ss_outfile_fclose(&out, f, 0, err);
 }
 
 /* ---------------------------------------------------------------- main */

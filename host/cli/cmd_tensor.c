@@ -9,6 +9,7 @@
 #include <sys/stat.h>
 
 #include "../model_internal.h"
+#include "../outfile.h"
 #include "cli.h"
 
 static void ss_tensor_usage(FILE *f)
@@ -52,9 +53,10 @@ static int ss_write_npy_header(FILE *f, const ss_tensor *t)
 /* Decodes the tensor in row chunks so huge embeddings need little memory. */
 static int ss_write_npy(const char *path, const ss_tensor *t, ss_error *err)
 {
-    FILE *f = fopen(path, "wb");
+    ss_outfile out;
+    FILE *f = ss_outfile_fopen(&out, path, err);
     if (!f)
-        return ss_fail(err, "%s: cannot create", path);
+        return -1;
     int64_t row = t->dims[0], nrows = ss_tensor_nelem(t) / row;
     int64_t chunk = (1 << 20) / row > 0 ? (1 << 20) / row : 1;
     float *buf = ss_malloc((size_t)(chunk * row) * sizeof(float), err); /* [chunk][row] */
@@ -65,12 +67,10 @@ static int ss_write_npy(const char *path, const ss_tensor *t, ss_error *err)
         if (fwrite(buf, sizeof(float), (size_t)(n * row), f) != (size_t)(n * row))
             rc = -1;
     }
-    free(buf);
-    if (fclose(f) != 0)
-        rc = -1;
     if (rc && buf)
-        ss_fail(err, "%s: write failed", path);
-    return rc;
+        ss_fail(err, "write to %s failed", out.tmp);
+    free(buf);
+    return ss_outfile_fclose(&out, f, rc, err);
 }
 
 /* The tensors of a GGUF file or a Hugging Face folder's safetensors; no
