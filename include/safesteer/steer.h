@@ -3,7 +3,7 @@
  * steering (ss_steer_slot), so CPU and CUDA apply them identically.
  *
  * Vectors come from safesteer vector files (HDF5, format
- * "safesteer.vectors", see docs/hdf5-schema.md) or llama.cpp control-vector
+ * "safesteer.vectors", see docs/vectors.md) or llama.cpp control-vector
  * GGUF files (tensors "direction.N", see docs/steering.md for the layer
  * convention). */
 #ifndef SAFESTEER_STEER_H
