@@ -228,18 +228,18 @@ static inline __attribute__((always_inline)) void
 }
 
 __attribute__((target_clones("avx2", "default")))
-void ss_cpu_attention_group(float *out, const float *q, const float *k, const float *v, int n_q,
-                            int q_pos0, int kv_head, int n_heads, int n_kv_heads, int head_dim)
+void ss_cpu_attention_heads(float *out, const float *q, const float *k, const float *v, int n_q,
+                            int q_pos0, int head0, int n_head, int n_heads, int n_kv_heads,
+                            int head_dim)
 {
-    int group = n_heads / n_kv_heads;
+    int kv_head = head0 / (n_heads / n_kv_heads), end = head0 + n_head;
     size_t q_stride = (size_t)n_heads * head_dim, kv_stride = (size_t)n_kv_heads * head_dim;
     float scale = 1.0f / sqrtf((float)head_dim);
     const float *kh = k + (size_t)kv_head * head_dim, *vh = v + (size_t)kv_head * head_dim;
     for (int i = 0; i < n_q; i++) {
         int n_keys = q_pos0 + i + 1;
-        for (int h0 = kv_head * group; h0 < (kv_head + 1) * group; h0 += SS_ATTN_HEADS) {
-            int nh = (kv_head + 1) * group - h0 < SS_ATTN_HEADS ? (kv_head + 1) * group - h0
-                                                                : SS_ATTN_HEADS;
+        for (int h0 = head0; h0 < end; h0 += SS_ATTN_HEADS) {
+            int nh = end - h0 < SS_ATTN_HEADS ? end - h0 : SS_ATTN_HEADS;
             const float *qi = q + i * q_stride + (size_t)h0 * head_dim;
             float *acc = out + i * q_stride + (size_t)h0 * head_dim; /* [nh][head_dim] */
             /* online softmax per head: running max m and normaliser l, so no
@@ -271,9 +271,11 @@ void ss_cpu_attention(float *out, const float *q, const float *k, const float *v
                       int q_pos0, int n_heads, int n_kv_heads, int head_dim)
 {
     long work = (long)n_q * (q_pos0 + n_q) * n_heads * head_dim;
+    int group = n_heads / n_kv_heads;
 #pragma omp parallel for schedule(dynamic, 1) if (work >= (1L << 16))
     for (int g = 0; g < n_kv_heads; g++)
-        ss_cpu_attention_group(out, q, k, v, n_q, q_pos0, g, n_heads, n_kv_heads, head_dim);
+        ss_cpu_attention_heads(out, q, k, v, n_q, q_pos0, g * group, group, n_heads, n_kv_heads,
+                               head_dim);
 }
 
 void ss_cpu_steer(float *h, int n, int d, int pos0, int op, float alpha, const float *v,

@@ -37,12 +37,14 @@ void ss_cpu_swiglu(float *out, const float *gate, const float *up, int n);
 void ss_cpu_attention(float *out, const float *q, const float *k, const float *v, int n_q,
                       int q_pos0, int n_heads, int n_kv_heads, int head_dim);
 
-/* ss_cpu_attention restricted to the query heads that read K/V head
- * kv_head (same layouts; writes only those heads' slices of out).  The
- * engine schedules these per (sequence, K/V head, query block) across
- * threads. */
-void ss_cpu_attention_group(float *out, const float *q, const float *k, const float *v, int n_q,
-                            int q_pos0, int kv_head, int n_heads, int n_kv_heads, int head_dim);
+/* ss_cpu_attention restricted to query heads head0 .. head0 + n_head - 1,
+ * which must read the same K/V head (same layouts; writes only those
+ * heads' slices of out).  The engine schedules these per (sequence, K/V
+ * head or part of its heads, query block) across threads; a head's result
+ * does not depend on which heads share its call. */
+void ss_cpu_attention_heads(float *out, const float *q, const float *k, const float *v, int n_q,
+                            int q_pos0, int head0, int n_head, int n_heads, int n_kv_heads,
+                            int head_dim);
 
 /* Steering at one layer for one sequence: for rows i of h[n][d] whose
  * position pos0 + i lies in [pos_begin, pos_end) (pos_end < 0: no end):

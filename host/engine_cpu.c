@@ -37,7 +37,8 @@ typedef struct {
 } cpu_kv;
 
 typedef struct {
-    int seq, kv_head, i0, n;    /* queries i0..i0+n-1 of sequence seq */
+    int seq, head0, n_head;     /* query heads head0.. of one K/V head */
+    int i0, n;                  /* queries i0..i0+n-1 of sequence seq */
 } attn_item;
 
 typedef struct {
@@ -56,7 +57,7 @@ typedef struct {
     float *gate, *up;           /* [cap_t][d_ff] */
     int *pos;                   /* [cap_t] */
     int *off;                   /* [max_seqs+1] first row of each sequence */
-    attn_item *items;           /* [n_kv_heads*(cap_t/QBLOCK + max_seqs)] */
+    attn_item *items;           /* [n_heads*(cap_t/QBLOCK + max_seqs)] */
 } cpu_impl;
 
 /* ---------------------------------------------------------------- weights */
@@ -174,7 +175,7 @@ static int ensure_scratch(const ss_engine *e, cpu_impl *c, int T, ss_error *err)
     const ss_config *g = &e->cfg;
     size_t t = (size_t)T, qd = (size_t)g->n_heads * g->head_dim;
     size_t kvd = (size_t)g->n_kv_heads * g->head_dim, f = sizeof(float);
-    size_t n_items = (size_t)g->n_kv_heads * (t / SS_ATTN_QBLOCK + (size_t)e->max_seqs);
+    size_t n_items = (size_t)g->n_heads * (t / SS_ATTN_QBLOCK + (size_t)e->max_seqs);
     if (!(c->h = ss_malloc(t * g->d_model * f, err)) ||
         !(c->xn = ss_malloc(t * g->d_model * f, err)) ||
         !(c->tmp = ss_malloc(t * g->d_model * f, err)) ||
@@ -272,22 +273,33 @@ static void run_hooks(ss_engine *e, const ss_batch *b, const int *off, int site,
 }
 
 /* One work item per (sequence, K/V head, block of queries); *work counts the
- * query-key multiply-adds of a layer, to skip threading tiny batches. */
+ * query-key multiply-adds of a layer, to skip threading tiny batches.  When
+ * that gives fewer than two items per thread (decode of a few sequences),
+ * each K/V head's query heads are split over several items, so every
+ * thread has work (a split reads the head's keys once per part). */
 static int build_attn_items(const ss_engine *e, const ss_batch *b, attn_item *items, long *work)
 {
-    int n_items = 0;
+    const ss_config *g = &e->cfg;
+    int group = g->n_heads / g->n_kv_heads, n_blocks = 0, n_items = 0;
     *work = 0;
     for (int i = 0; i < b->n_seqs; i++) {
         long n = b->n_tokens[i];
-        *work += n * (e->slot_pos[b->slots[i]] + n) * e->cfg.n_heads * e->cfg.head_dim;
+        *work += n * (e->slot_pos[b->slots[i]] + n) * g->n_heads * g->head_dim;
+        n_blocks += (b->n_tokens[i] + SS_ATTN_QBLOCK - 1) / SS_ATTN_QBLOCK;
     }
+    int base = n_blocks * g->n_kv_heads, want = 2 * e->threads;
+    int parts = base >= want ? 1 : (want + base - 1) / base; /* per K/V head */
+    if (parts > group)
+        parts = group;
+    int per = (group + parts - 1) / parts; /* query heads per item */
     for (int i = 0; i < b->n_seqs; i++)
-        for (int h = 0; h < e->cfg.n_kv_heads; h++)
-            for (int i0 = 0; i0 < b->n_tokens[i]; i0 += SS_ATTN_QBLOCK) {
-                int rest = b->n_tokens[i] - i0;
-                items[n_items++] =
-                    (attn_item){i, h, i0, rest < SS_ATTN_QBLOCK ? rest : SS_ATTN_QBLOCK};
-            }
+        for (int kv = 0; kv < g->n_kv_heads; kv++)
+            for (int h0 = kv * group; h0 < (kv + 1) * group; h0 += per)
+                for (int i0 = 0; i0 < b->n_tokens[i]; i0 += SS_ATTN_QBLOCK) {
+                    int rest = b->n_tokens[i] - i0, nh = (kv + 1) * group - h0;
+                    items[n_items++] = (attn_item){i, h0, nh < per ? nh : per, i0,
+                                                   rest < SS_ATTN_QBLOCK ? rest : SS_ATTN_QBLOCK};
+                }
     return n_items;
 }
 
@@ -310,11 +322,11 @@ static void attention_layer(ss_engine *e, cpu_impl *c, const ss_batch *b, int l,
         int slot = b->slots[w.seq];
         const cpu_kv *kv = &c->kv[slot];
         size_t row = (size_t)c->off[w.seq] + w.i0;
-        ss_cpu_attention_group(c->att + row * qd, c->q + row * qd,
+        ss_cpu_attention_heads(c->att + row * qd, c->q + row * qd,
                                kv->k + (size_t)l * kv->cap * kvd,
                                kv->v + (size_t)l * kv->cap * kvd, w.n,
-                               e->slot_pos[slot] + w.i0, w.kv_head, g->n_heads, g->n_kv_heads,
-                               g->head_dim);
+                               e->slot_pos[slot] + w.i0, w.head0, w.n_head, g->n_heads,
+                               g->n_kv_heads, g->head_dim);
     }
 }
 
