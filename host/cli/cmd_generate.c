@@ -78,10 +78,13 @@ static int steer_option(gen_opts *o, int opt, const char *arg, ss_error *err)
     if (!o->n_steer)
         o->n_steer = 1;
     steer_group *g = &o->steer[o->n_steer - 1];
-    const char **field = opt == 'V' ? &g->file : opt == 'Y' ? &g->layers
-                       : opt == 'a' ? &g->strength : opt == 'N' ? &g->normalize : NULL;
-    const char *name = opt == 'V' ? "--steer" : opt == 'Y' ? "--layers"
-                     : opt == 'a' ? "--strength" : opt == 'N' ? "--normalize" : "--ablate";
+    const char **field = NULL, *name = "--ablate";
+    switch (opt) {
+    case 'V': g->file = arg; return 0;
+    case 'Y': field = &g->layers, name = "--layers"; break;
+    case 'a': field = &g->strength, name = "--strength"; break;
+    case 'N': field = &g->normalize, name = "--normalize"; break;
+    }
     if (field ? *field != NULL : g->ablate)
         return ss_fail(err, "%s given twice for one --steer (repeat --steer before it to add "
                             "another vector file)", name);
