@@ -261,6 +261,15 @@ static int ss_bench_prefill(ss_bench_ctx *c, int prompt_len, int reps, double *m
     return 0;
 }
 
+/* Empties slots 0..B-1 and prefills a prompt_len prompt into each. */
+static int ss_bench_prefill_batch(ss_bench_ctx *c, int B, int prompt_len, ss_error *err)
+{
+    ss_bench_reset(c, B);
+    for (int i = 0; i < B; i++)
+        c->lens[i] = prompt_len;
+    return ss_bench_forward(c, B, c->lens, c->tokens, err);
+}
+
 /* Prefills B prompts, then times `steps` single-token steps: median ms. */
 static int ss_bench_decode(ss_bench_ctx *c, int B, int prompt_len, int steps, double *ms,
                            ss_error *err)
@@ -269,10 +278,7 @@ static int ss_bench_decode(ss_bench_ctx *c, int B, int prompt_len, int steps, do
     if (!t)
         return -1;
     int rc = -1;
-    ss_bench_reset(c, B);
-    for (int i = 0; i < B; i++)
-        c->lens[i] = prompt_len;
-    if (ss_bench_forward(c, B, c->lens, c->tokens, err))
+    if (ss_bench_prefill_batch(c, B, prompt_len, err))
         goto done;
     for (int s = -2; s < steps; s++) { /* two warm-up steps (graph capture) */
         double x;
@@ -324,10 +330,7 @@ static int ss_bench_steering(ss_bench_ctx *c, int B, int prompt_len, int steps, 
         if (ss_steer_compile_site(L, d, SS_SITE_RESID_POST, SS_STEER_ADD, alpha + k * L, vec, 0,
                                   -1, &st[k], err))
             goto done;
-    ss_bench_reset(c, B);
-    for (int i = 0; i < B; i++)
-        c->lens[i] = prompt_len;
-    if (ss_bench_set_steering(c, B, NULL, err) || ss_bench_forward(c, B, c->lens, c->tokens, err))
+    if (ss_bench_set_steering(c, B, NULL, err) || ss_bench_prefill_batch(c, B, prompt_len, err))
         goto done;
     for (int s = -2; s < steps; s++)
         for (int k = 0; k < 3; k++) {
