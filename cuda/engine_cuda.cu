@@ -24,7 +24,7 @@
 
 #include "common.cuh"
 extern "C" {
-#include "../host/cpu_ops.h"
+#include "engine/cpu_ops.h"
 #include "safesteer/model.h"
 }
 

@@ -2,7 +2,7 @@
  *
  * The CUDA engine (engine_cuda.cu) and the device tests
  * (tests/device/test_cuda_kernels.c) call the same wrappers, so each kernel
- * is checked on its own against host/cpu_ops.h.  All pointers named d_*
+ * is checked on its own against host/engine/cpu_ops.h.  All pointers named d_*
  * are device memory; bf16 buffers are uint16_t (bfloat16 bit patterns).
  * Every wrapper queues work on the context's stream, checks the launch
  * (cudaGetLastError) and returns 0, or -1 with err filled. */

@@ -9,7 +9,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "../host/progress.h"
+#include "util/progress.h"
 #include "safesteer/capture.h"
 #include "tiny_model.h"
 

@@ -7,9 +7,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../host/cpu_ops.h"
-#include "../host/cpu_weights.h"
-#include "../host/quant_avx2.h"
+#include "engine/cpu_ops.h"
+#include "engine/cpu_weights.h"
+#include "model/quant_avx2.h"
 
 /* ---------------------------------------------------------------- helpers */
 

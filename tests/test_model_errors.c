@@ -9,7 +9,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "../host/model_internal.h" /* struct ss_hf_folder */
+#include "model/model_internal.h" /* struct ss_hf_folder */
 #include "safesteer/model.h"
 
 #define TMP_DIR SS_BINARY_DIR "/test_model_errors_files"

@@ -1,4 +1,4 @@
-/* test_outfile.c - write-then-rename outputs (host/outfile.c): a completed
+/* test_outfile.c - write-then-rename outputs (host/util/outfile.c): a completed
  * write replaces the destination; a failed one, or one whose rename is
  * refused, leaves the existing output byte for byte and no temporary file. */
 #include <criterion/criterion.h>
@@ -8,8 +8,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "../host/h5io.h"
-#include "../host/outfile.h"
+#include "util/h5io.h"
+#include "util/outfile.h"
 
 static char dir[] = "/tmp/ss_outfile_XXXXXX";
 

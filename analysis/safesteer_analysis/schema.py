@@ -1,7 +1,7 @@
 """Every file, attribute, dataset and column name the loaders rely on.
 
-The C writers are the source of truth: host/capture.c (docs/hdf5-schema.md),
-host/vectors.c and host/cluster.c (docs/vectors.md), host/cli/cmd_bench.c
+The C writers are the source of truth: host/capture/capture.c (docs/hdf5-schema.md),
+host/vectors/vectors.c and host/cluster/cluster.c (docs/vectors.md), host/cli/cmd_bench.c
 (docs/bench/*.json). The sweep names follow the sweep issue's schema; if the
 sweep runner lands with different names, adjust them here only.
 """

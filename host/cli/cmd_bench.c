@@ -21,8 +21,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../outfile.h"
-#include "../progress.h"
+#include "util/outfile.h"
+#include "util/progress.h"
 #include "cli.h"
 #include "safesteer/engine.h"
 #include "safesteer/model.h"

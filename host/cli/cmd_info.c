@@ -7,7 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../model_internal.h"
+#include "model/model_internal.h"
 #include "cli.h"
 #include "safesteer/tokenizer.h"
 

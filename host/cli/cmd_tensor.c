@@ -8,8 +8,8 @@
 #include <string.h>
 #include <sys/stat.h>
 
-#include "../model_internal.h"
-#include "../outfile.h"
+#include "model/model_internal.h"
+#include "util/outfile.h"
 #include "cli.h"
 
 static void ss_tensor_usage(FILE *f)

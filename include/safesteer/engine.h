@@ -139,7 +139,7 @@ struct ss_engine {
 };
 
 int ss_engine_cpu_create(ss_engine *e, const ss_engine_opts *o, ss_error *err);
-/* Defined in cuda/ when built with CUDA; otherwise host/engine_nocuda.c
+/* Defined in cuda/ when built with CUDA; otherwise host/engine/engine_nocuda.c
  * returns an error saying the build has no CUDA. */
 int ss_engine_cuda_create(ss_engine *e, const ss_engine_opts *o, ss_error *err);
 

@@ -1,4 +1,4 @@
-/* test_cuda_kernels.c - every CUDA kernel against its host/cpu_ops.h
+/* test_cuda_kernels.c - every CUDA kernel against its host/engine/cpu_ops.h
  * reference on fresh random inputs, at the shapes of Llama-3 8B (d_model
  * 4096, 32 heads, 8 kv heads, head_dim 128) and SmolLM2-135M (576, 9, 3, 64).
  * Outputs are poisoned with NaN before each run; checks: no NaN, relative
@@ -11,7 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../../host/cpu_ops.h"
+#include "engine/cpu_ops.h"
 #include "device_check.h"
 
 /* ---------------------------------------------------------------- helpers */

@@ -2,7 +2,7 @@
  * tokenizer_config.json.  The pre-tokenizer, normalizer and decoder are
  * recognised from their structure; anything safesteer would not reproduce
  * exactly is an error naming the component. */
-#include "tokenizer_internal.h"
+#include "tokenizer/tokenizer_internal.h"
 
 #include <jansson.h>
 #include <stdio.h>

@@ -1,5 +1,5 @@
 /* h5io.c - HDF5 helpers (see h5io.h). */
-#include "h5io.h"
+#include "util/h5io.h"
 
 #include <errno.h>
 #include <stdio.h>

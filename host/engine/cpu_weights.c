@@ -7,10 +7,10 @@
  * sgemm, where the decoding is a small part of the multiply-adds.  Both
  * decode with quant_avx2.h / ss_dequantize, so every weight is the value
  * gguf-py gives. */
-#include "cpu_weights.h"
+#include "engine/cpu_weights.h"
 
-#include "cpu_ops.h"
-#include "quant_avx2.h"
+#include "engine/cpu_ops.h"
+#include "model/quant_avx2.h"
 
 #include <cblas.h>
 #include <omp.h>

@@ -1,5 +1,5 @@
 /* outfile.c - write-then-rename outputs (see outfile.h). */
-#include "outfile.h"
+#include "util/outfile.h"
 
 #include <errno.h>
 #include <fcntl.h>

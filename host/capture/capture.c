@@ -9,8 +9,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "h5io.h"
-#include "progress.h"
+#include "util/h5io.h"
+#include "util/progress.h"
 #include "safesteer/sha256.h"
 
 #define SS_CAPTURE_FORMAT "safesteer.capture"

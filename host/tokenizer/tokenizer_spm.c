@@ -2,7 +2,7 @@
  * a "▁" prefix marks the start of the text, characters merge by score
  * (GGUF "llama") or merge rank (tokenizer.json), and characters missing
  * from the vocabulary fall back to <0xNN> byte tokens. */
-#include "tokenizer_internal.h"
+#include "tokenizer/tokenizer_internal.h"
 
 #include <stdlib.h>
 #include <string.h>

@@ -9,8 +9,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "h5io.h"
-#include "progress.h"
+#include "util/h5io.h"
+#include "util/progress.h"
 #include "safesteer/sha256.h"
 
 /* ================================================================ capture reader */

@@ -6,8 +6,8 @@
  * every linear layer is one matrix product over all T rows (decode of many
  * sequences becomes a small GEMM); only attention and the steering/capture
  * hooks run per sequence.  See docs/cpu-engine.md. */
-#include "cpu_ops.h"
-#include "cpu_weights.h"
+#include "engine/cpu_ops.h"
+#include "engine/cpu_weights.h"
 #include "safesteer/engine.h"
 
 #include <cblas.h>

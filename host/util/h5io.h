@@ -9,7 +9,7 @@
 #include <hdf5.h>
 #include <stdint.h>
 
-#include "outfile.h"
+#include "util/outfile.h"
 #include "safesteer/error.h"
 
 /* Silences HDF5's automatic error printing (we report through ss_error). */

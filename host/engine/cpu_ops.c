@@ -3,7 +3,7 @@
  * Reductions that decide accuracy (norms, dot products for ablation, rotary
  * angles) run in double; the bulk arithmetic stays f32 and goes through
  * OpenBLAS where it is a matrix product. */
-#include "cpu_ops.h"
+#include "engine/cpu_ops.h"
 
 #include <cblas.h>
 #include <math.h>

@@ -6,7 +6,7 @@
  * stream so a stop string is never printed. */
 #include "safesteer/generate.h"
 
-#include "progress.h"
+#include "util/progress.h"
 
 #include <math.h>
 #include <stdlib.h>

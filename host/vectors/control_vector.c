@@ -12,7 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "outfile.h"
+#include "util/outfile.h"
 
 /* GGUF constants used by the writer (GGUF v3, little-endian host). */
 #define GGUF_VERSION 3

@@ -13,8 +13,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "h5io.h"
-#include "progress.h"
+#include "util/h5io.h"
+#include "util/progress.h"
 #include "safesteer/capture.h"
 #include "safesteer/dataset.h"
 #include "safesteer/eval.h"

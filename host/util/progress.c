@@ -1,5 +1,5 @@
 /* progress.c - see progress.h. */
-#include "progress.h"
+#include "util/progress.h"
 
 #include <stdio.h>
 #include <time.h>

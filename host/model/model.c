@@ -6,7 +6,7 @@
  * Llama-3.1 rope scaling in GGUF is stored by llama.cpp as the tensor
  * rope_freqs.weight (one factor per rotary frequency); the llama3
  * parameters are recovered from it (see ss_fit_llama3). */
-#include "model_internal.h"
+#include "model/model_internal.h"
 
 #include <float.h>
 #include <inttypes.h>

@@ -8,7 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "h5io.h"
+#include "util/h5io.h"
 #include "safesteer/model.h"
 
 /* ---------------------------------------------------------------- positions */

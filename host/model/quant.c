@@ -8,7 +8,7 @@
  * where nibble_i is the low nibble of qs[i] for i < 16 and the high nibble
  * of qs[i - 16] for i >= 16.  The arithmetic is done in float exactly as
  * gguf-py's dequantize does it, so results match it bit for bit. */
-#include "quant_avx2.h"
+#include "model/quant_avx2.h"
 
 #include <stdio.h>
 #include <string.h>

@@ -6,7 +6,7 @@
  * JSON {name: {dtype, shape, data_offsets: [begin, end]}, "__metadata__":
  * {...}}, then the data; offsets count from the byte after the header.
  * Shapes are row-major [out, in]; ss_tensor dims are reversed ({in, out}). */
-#include "model_internal.h"
+#include "model/model_internal.h"
 
 #include <errno.h>
 #include <fcntl.h>

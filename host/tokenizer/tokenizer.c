@@ -1,6 +1,6 @@
 /* tokenizer.c - tokenizer tables, the GGUF loader, byte-level BPE encoding,
  * the shared symbol-merge loop, decoding and streaming decoding. */
-#include "tokenizer_internal.h"
+#include "tokenizer/tokenizer_internal.h"
 
 #include <stdio.h>
 #include <stdlib.h>
