@@ -17,7 +17,7 @@ extern "C" { /* the project headers carry no C++ guards of their own */
 #endif
 
 #include "safesteer/engine.h"
-#include "safesteer/error.h"
+#include "safesteer/util.h"
 
 /* ---------------------------------------------------------------- device */
 

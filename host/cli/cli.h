@@ -4,7 +4,7 @@
 
 #include <stdint.h>
 
-#include "safesteer/error.h"
+#include "safesteer/util.h"
 
 /* Exit codes every subcommand uses. */
 enum { SS_EXIT_OK = 0, SS_EXIT_FAIL = 1, SS_EXIT_USAGE = 2 };
@@ -16,6 +16,16 @@ int ss_cli_float(const char *opt, const char *s, double lo, double hi, double *o
 
 /* Prints "safesteer CMD: MESSAGE" to stderr and returns code. */
 int ss_cli_error(const char *cmd, int code, const char *msg);
+/* ss_cli_error with a library error, followed by what this command's user
+ * can do about its kind (SS_ERR_EXISTS: --force / --resume, ...). */
+int ss_cli_fail(const char *cmd, int code, const ss_error *err);
+/* A library error about the value of one option: "--flag: message", or
+ * "--flag \"value\": ..." when the message opens with the quoted value. */
+int ss_cli_flag(ss_error *err, const char *flag);
+
+/* Progress lines on stderr, "TASK: DONE/TOTAL UNIT, R UNIT/s, elapsed E s,
+ * ETA T s" (rewritten in place on a terminal); no reports when quiet. */
+ss_progress_sink ss_cli_progress(int quiet);
 
 int ss_cmd_generate(int argc, char **argv);
 int ss_cmd_info(int argc, char **argv);

@@ -22,9 +22,10 @@
 #include <string.h>
 
 #include "util/outfile.h"
-#include "util/progress.h"
+#include "safesteer/util.h"
 #include "cli.h"
 #include "safesteer/engine.h"
+#include "safesteer/sample.h"
 #include "safesteer/model.h"
 #include "safesteer/steer.h"
 #ifdef SAFESTEER_HAVE_CUDA
@@ -137,18 +138,6 @@ static int ss_timer_ms(ss_bench_timer *t, double *ms, ss_error *err)
     (void)err;
     *ms = (ss_seconds() - t->t0) * 1e3;
     return 0;
-}
-
-static int ss_cmp_dbl(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
-static double ss_median(double *v, int n)
-{
-    qsort(v, (size_t)n, sizeof *v, ss_cmp_dbl);
-    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
 }
 
 /* Host copy bandwidth (GB/s, bytes read + written), median of reps copies
@@ -681,7 +670,7 @@ static int ss_bench_parse(int argc, char **argv, ss_bench_opts *o, ss_error *err
     while ((ch = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
         switch (ch) {
         case 'd':
-            if (ss_device_parse(optarg, &o->device, err))
+            if (ss_device_parse(optarg, &o->device, err) && ss_cli_flag(err, "--device"))
                 return -1;
             break;
         case 's': o->shape = optarg; break;
@@ -746,7 +735,7 @@ int ss_cmd_bench(int argc, char **argv)
         return SS_EXIT_OK;
     }
     if (prc)
-        return ss_cli_error("bench", SS_EXIT_USAGE, err.msg);
+        return ss_cli_fail("bench", SS_EXIT_USAGE, &err);
     const ss_config *cfg = NULL;
     ss_model *file_model = NULL;
     ss_model *syn = NULL;
@@ -882,7 +871,7 @@ int ss_cmd_bench(int argc, char **argv)
     code = SS_EXIT_OK;
     goto done;
 fail:
-    ss_cli_error("bench", SS_EXIT_FAIL, err.msg);
+    ss_cli_fail("bench", SS_EXIT_FAIL, &err);
 done:
 #ifdef SAFESTEER_HAVE_CUDA
     ss_cuda_timer_free(c.tm.ev);

@@ -9,7 +9,7 @@
 #include "safesteer/dataset.h"
 #include "safesteer/engine.h"
 #include "safesteer/model.h"
-#include "safesteer/sha256.h"
+#include "safesteer/util.h"
 #include "safesteer/tokenizer.h"
 
 #define MAX_CATEGORIES 64
@@ -101,10 +101,10 @@ static int parse_opts(int argc, char **argv, cap_cli *o, ss_error *err)
             break;
         case 'L': o->layers = optarg; break;
         case 's':
-            if (ss_site_parse(optarg, &o->cap.site, err) < 0) return -1;
+            if (ss_site_parse(optarg, &o->cap.site, err) < 0) return ss_cli_flag(err, "--site");
             break;
         case 'p':
-            if (ss_pool_parse(optarg, &o->cap.pool, err) < 0) return -1;
+            if (ss_pool_parse(optarg, &o->cap.pool, err) < 0) return ss_cli_flag(err, "--pool");
             break;
         case 'R': o->with_response = 1; break;
         case 'M':
@@ -126,7 +126,7 @@ static int parse_opts(int argc, char **argv, cap_cli *o, ss_error *err)
             o->batch = (int)v;
             break;
         case 'd':
-            if (ss_device_parse(optarg, &o->device, err) < 0) return -1;
+            if (ss_device_parse(optarg, &o->device, err) < 0) return ss_cli_flag(err, "--device");
             break;
         case 't':
             if (strcmp(optarg, "f32") && strcmp(optarg, "f16"))
@@ -183,10 +183,10 @@ static int encode_item(void *user, int i, int32_t **ids, int *n_ids, int *n_prom
 
 int ss_cmd_capture(int argc, char **argv)
 {
-    ss_error err = {{0}};
+    ss_error err = {.msg = ""};
     cap_cli o;
     if (parse_opts(argc, argv, &o, &err) < 0)
-        return ss_cli_error("capture", SS_EXIT_USAGE, err.msg);
+        return ss_cli_fail("capture", SS_EXIT_USAGE, &err);
     ss_dataset *d = NULL;
     ss_model *m = NULL;
     ss_tokenizer *tok = NULL;
@@ -196,6 +196,7 @@ int ss_cmd_capture(int argc, char **argv)
     ss_dataset_fields fields;
     ss_dataset_fields_default(&fields);
     if (o.fields && ss_dataset_fields_parse(o.fields, &fields, &err) < 0) {
+        ss_cli_flag(&err, "--field");
         rc = SS_EXIT_USAGE;
         goto out;
     }
@@ -213,14 +214,17 @@ int ss_cmd_capture(int argc, char **argv)
         goto out;
     if (ss_model_load(o.model, &m, &err) < 0 || ss_tokenizer_load(m, &tok, &err) < 0)
         goto out;
-    if (o.chat && ss_chat_family_for_model(m, o.chat_template, &family, &err) < 0)
+    if (o.chat && ss_chat_family_for_model(m, o.chat_template, &family, &err) < 0) {
+        ss_cli_flag(&err, "--chat-template");
         goto out;
+    }
     if (ss_layers_parse(o.layers, m->cfg.n_layers, &layers, &n_layers, &err) < 0) {
+        ss_cli_flag(&err, "--layers");
         rc = SS_EXIT_USAGE;
         goto out;
     }
     char sha[65];
-    if (ss_sha256_model(o.model, sha, &err) < 0)
+    if (ss_model_sha256(o.model, sha, &err) < 0)
         goto out;
     int batch = o.batch < d->n ? o.batch : d->n;
     ss_engine_opts eo;
@@ -246,27 +250,28 @@ int ss_cmd_capture(int argc, char **argv)
                              .category = cols + 2 * d->n, .label = cols + 3 * d->n,
                              .response = o.with_response ? cols + 4 * d->n : NULL,
                              .encode = encode_item, .user = &ec};
+    ss_capture_opts_set_source(&o.cap, m, tok, sha, family, o.data);
     o.cap.n_layers = n_layers;
     o.cap.layers = layers;
     o.cap.batch = batch;
-    o.cap.progress = !o.quiet;
-    o.cap.tok = tok;
-    o.cap.model_name = m->name;
-    o.cap.model_path = m->path;
-    o.cap.model_sha256 = sha;
-    o.cap.chat = o.chat;
-    o.cap.chat_template = ss_chat_family_name(family);
-    o.cap.data_path = o.data;
+    o.cap.progress = ss_cli_progress(o.quiet);
     if (!o.quiet)
         fprintf(stderr, "capture: %d prompts from %s, %d layers at %s, pool %s, batch %d on %s\n",
                 d->n, o.data, n_layers, ss_site_name(o.cap.site), ss_pool_name(o.cap.pool), batch,
                 ss_engine_device_name(e));
-    if (ss_capture_run(e, &src, &o.cap, o.out, &err) < 0)
+    ss_capture_outcome done;
+    if (ss_capture_run(e, &src, &o.cap, o.out, &done, &err) < 0)
         goto out;
+    if (done.was_complete)
+        fprintf(stderr, "capture: %s is already complete (%d prompts); nothing to do\n", o.out,
+                d->n);
+    else if (done.n_before)
+        fprintf(stderr, "capture: finished resuming %s from prompt %lld of %d\n", o.out,
+                (long long)done.n_before, d->n);
     rc = SS_EXIT_OK;
 out:
     if (rc != SS_EXIT_OK)
-        ss_cli_error("capture", rc, err.msg);
+        ss_cli_fail("capture", rc, &err);
     free(cols);
     free(layers);
     ss_engine_free(e);

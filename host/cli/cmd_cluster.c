@@ -42,6 +42,22 @@ static int parse_range(const char *s, int *a, int *b, ss_error *err)
     return 0;
 }
 
+static void print_summary(const ss_cluster_options *o, const ss_cluster_summary *r,
+                          const char *out)
+{
+    for (int i = 0; i < r->n_k; i++)
+        printf("k=%-3d inertia %-12.5g silhouette %.4f%s\n", r->k_values[i], r->inertia[i],
+               r->silhouette[i], i == r->best ? "  <- chosen" : "");
+    printf("layer %d, metric %s, %lld prompts clustered (%lld safe in the pool)\n", o->layer,
+           ss_metric_name(o->metric), (long long)r->n_clustered, (long long)r->n_safe);
+    printf("purity %.4f  NMI %.4f  ARI %.4f  (against %d categories)\n", r->purity, r->nmi,
+           r->ari, r->n_categories);
+    for (int j = 0; j < r->k; j++)
+        printf("  cluster %-3d size %-6lld top category %s (%lld)\n", j, (long long)r->sizes[j],
+               r->top_category[j], (long long)r->top_count[j]);
+    printf("wrote %s\n", out);
+}
+
 int ss_cmd_cluster(int argc, char **argv)
 {
     static const struct option opts[] = {
@@ -55,8 +71,8 @@ int ss_cmd_cluster(int argc, char **argv)
         {0, 0, 0, 0}};
     ss_cluster_options o;
     ss_cluster_options_init(&o);
-    o.progress = 1;
-    ss_error err = {{0}};
+    int quiet = 0;
+    ss_error err = {.msg = ""};
     const char *out = NULL;
     int have_layer = 0, opt;
     long v;
@@ -67,7 +83,9 @@ int ss_cmd_cluster(int argc, char **argv)
         case 'a': o.acts_path = optarg; break;
         case 'o': out = optarg; break;
         case 's': o.safe_label = optarg; break;
-        case 'm': rc = ss_metric_parse(optarg, &o.metric, &err); break;
+        case 'm':
+            rc = ss_metric_parse(optarg, &o.metric, &err) < 0 ? ss_cli_flag(&err, "--metric") : 0;
+            break;
         case 'K': rc = parse_range(optarg, &o.k_min, &o.k_max, &err); break;
         case 'l':
             rc = ss_cli_int("--layer", optarg, 0, 1 << 20, &v, &err);
@@ -94,19 +112,23 @@ int ss_cmd_cluster(int argc, char **argv)
             rc = ss_cli_int("--silhouette-samples", optarg, 2, 1L << 40, &v, &err);
             o.silhouette_samples = v;
             break;
-        case 'q': o.progress = 0; break;
+        case 'q': quiet = 1; break;
         case 'h': usage(stdout); return SS_EXIT_OK;
         default: usage(stderr); return SS_EXIT_USAGE;
         }
         if (rc)
-            return ss_cli_error(CMD, SS_EXIT_USAGE, err.msg);
+            return ss_cli_fail(CMD, SS_EXIT_USAGE, &err);
     }
     if (optind < argc)
         return ss_cli_error(CMD, SS_EXIT_USAGE, "unexpected argument (see --help)");
     if (!o.acts_path || !out || !have_layer || !o.k_min)
         return ss_cli_error(CMD, SS_EXIT_USAGE,
                             "--acts, --layer, --out and --k or --k-range are required");
-    if (ss_cluster_run(&o, out, &err) < 0)
-        return ss_cli_error(CMD, SS_EXIT_FAIL, err.msg);
+    o.progress = ss_cli_progress(quiet);
+    ss_cluster_summary r;
+    if (ss_cluster_run(&o, out, &r, &err) < 0)
+        return ss_cli_fail(CMD, SS_EXIT_FAIL, &err);
+    print_summary(&o, &r, out);
+    ss_cluster_summary_free(&r);
     return SS_EXIT_OK;
 }

@@ -155,7 +155,7 @@ static int parse_opts(int argc, char **argv, gen_opts *o, ss_error *err)
             o->threads = (int)v;
             break;
         case 'd':
-            if (ss_device_parse(optarg, &o->device, err) < 0) return -1;
+            if (ss_device_parse(optarg, &o->device, err) < 0) return ss_cli_flag(err, "--device");
             break;
         case 'C':
             if (ss_cli_int("--ctx", optarg, 1, 1 << 24, &v, err) < 0) return -1;
@@ -173,7 +173,8 @@ static int parse_opts(int argc, char **argv, gen_opts *o, ss_error *err)
             if (steer_option(o, c, optarg, err) < 0) return -1;
             break;
         case 'Q':
-            if (ss_positions_parse(optarg, &o->positions, err) < 0) return -1;
+            if (ss_positions_parse(optarg, &o->positions, err) < 0)
+                return ss_cli_flag(err, "--positions");
             break;
         case 'h': printf(usage_text, ss_default_model_path()); exit(SS_EXIT_OK);
         default: return ss_fail(err, "unknown option (see safesteer generate --help)");
@@ -195,50 +196,29 @@ static int parse_opts(int argc, char **argv, gen_opts *o, ss_error *err)
     return 0;
 }
 
-/* Splits "FILE:NAME" (NAME optional; a FILE that exists as given wins). */
-static void split_steer(const char *arg, char *file, size_t cap, const char **name)
-{
-    snprintf(file, cap, "%s", arg);
-    *name = NULL;
-    char *colon = strrchr(file, ':');
-    FILE *f = fopen(file, "rb");
-    if (f) {
-        fclose(f);
-        return;
-    }
-    if (colon) {
-        *colon = '\0';
-        *name = arg + (colon - file) + 1;
-    }
-}
+#define MAX_STRENGTHS 1024
 
-/* --strength: one value for every layer, or one per layer. */
-static int parse_strengths(const char *spec, int n, float *out, ss_error *err)
+/* --strength: comma-separated values (the plan builder checks that there is
+ * one, or one per steered layer). */
+static int parse_strengths(const char *spec, float *out, int *n, ss_error *err)
 {
-    int k = 0;
+    *n = 0;
     const char *p = spec ? spec : "1";
     while (*p) {
         char buf[64];
         size_t len = strcspn(p, ",");
         if (len == 0 || len >= sizeof buf)
             return ss_fail(err, "--strength \"%s\": empty or overlong value", spec);
+        if (*n == MAX_STRENGTHS)
+            return ss_fail(err, "--strength \"%s\": more than %d values", spec, MAX_STRENGTHS);
         memcpy(buf, p, len);
         buf[len] = '\0';
         double v;
-        if (k == n)
-            return ss_fail(err, "--strength \"%s\": more values than the %d steered layers",
-                           spec, n);
         if (ss_cli_float("--strength", buf, -1e6, 1e6, &v, err) < 0)
             return -1;
-        out[k++] = (float)v;
+        out[(*n)++] = (float)v;
         p += len + (p[len] == ',');
     }
-    if (k == 1)
-        for (int i = 1; i < n; i++)
-            out[i] = out[0];
-    else if (k != n)
-        return ss_fail(err, "--strength \"%s\": %d values for %d layers (give one, or one per "
-                            "layer)", spec, k, n);
     return 0;
 }
 
@@ -248,66 +228,25 @@ static int add_group(const steer_group *o, const ss_model *m, ss_steer_plan *pla
 {
     char file[1024];
     const char *name;
-    split_steer(o->file, file, sizeof file, &name);
+    ss_vectors_split_ref(o->file, file, sizeof file, &name);
     ss_vector_set v;
     if (ss_vectors_load(file, &v, err) < 0)
         return -1;
-    int rc = -1, cat, *layers = NULL, n = 0;
-    float *str = NULL, *vec = NULL;
-    int d = m->cfg.d_model;
-    if (ss_vectors_category(&v, name, &cat, err) < 0)
-        goto out;
-    if (v.d_model != d) {
-        ss_fail(err, "%s: vectors have d_model %d, the model %d", file, v.d_model, d);
+    int rc = -1, *layers = NULL, n = 0, n_str;
+    float str[MAX_STRENGTHS];
+    if (o->layers && ss_layers_parse(o->layers, m->cfg.n_layers, &layers, &n, err) < 0) {
+        ss_cli_flag(err, "--layers");
         goto out;
     }
-    if (o->layers) {
-        if (ss_layers_parse(o->layers, m->cfg.n_layers, &layers, &n, err) < 0)
-            goto out;
-    } else {
-        if (!(layers = ss_malloc((size_t)v.n_layers * sizeof(int), err)))
-            goto out;
-        for (int i = 0; i < v.n_layers; i++)
-            if (v.layers[i] >= 0 && v.layers[i] < m->cfg.n_layers)
-                layers[n++] = v.layers[i];
-        if (n == 0) {
-            ss_fail(err, "%s: none of its layers exists in the model (%d layers)", file,
-                    m->cfg.n_layers);
-            goto out;
-        }
-    }
-    str = ss_malloc((size_t)n * sizeof(float), err);
-    vec = ss_malloc((size_t)d * sizeof(float), err);
-    if (!str || !vec || parse_strengths(o->strength, n, str, err) < 0)
+    if (parse_strengths(o->strength, str, &n_str, err) < 0)
         goto out;
-    for (int i = 0; i < n; i++) {
-        int row = ss_vectors_layer_row(&v, layers[i], err);
-        if (row < 0)
-            goto out;
-        memcpy(vec, v.vectors + ((size_t)cat * v.n_layers + row) * d, (size_t)d * sizeof(float));
-        if (o->normalize) {
-            float norm;
-            double nn = 0;
-            for (int j = 0; j < d; j++)
-                nn += (double)vec[j] * vec[j];
-            if (nn == 0) {
-                ss_fail(err, "%s: vector of layer %d is zero; cannot normalise", file, layers[i]);
-                goto out;
-            }
-            if (ss_capture_layer_norm(o->normalize, layers[i], d, &norm, err) < 0)
-                goto out;
-            for (int j = 0; j < d; j++)
-                vec[j] = (float)(vec[j] / sqrt(nn) * norm);
-        }
-        if (ss_steer_plan_add(plan, v.site, layers[i], o->ablate ? SS_STEER_ABLATE : SS_STEER_ADD,
-                              str[i], vec, err) < 0)
-            goto out;
-    }
-    rc = 0;
+    ss_steer_source src = {.vectors = &v, .category = name, .site = -1, .layers = layers,
+                           .n_layers = n, .strengths = str, .n_strengths = n_str,
+                           .op = o->ablate ? SS_STEER_ABLATE : SS_STEER_ADD,
+                           .normalize_acts = o->normalize};
+    rc = ss_steer_plan_add_vectors(plan, &src, err);
 out:
     free(layers);
-    free(str);
-    free(vec);
     ss_vectors_free(&v);
     return rc;
 }
@@ -386,10 +325,10 @@ static void print_json(const gen_opts *o, const ss_model *m, const int32_t *prom
 
 int ss_cmd_generate(int argc, char **argv)
 {
-    ss_error err = {{0}};
+    ss_error err = {.msg = ""};
     gen_opts o;
     if (parse_opts(argc, argv, &o, &err) < 0)
-        return ss_cli_error("generate", SS_EXIT_USAGE, err.msg);
+        return ss_cli_fail("generate", SS_EXIT_USAGE, &err);
 
     ss_model *m = NULL;
     ss_tokenizer *tok = NULL;
@@ -401,8 +340,10 @@ int ss_cmd_generate(int argc, char **argv)
     ss_steer_plan plan = {0};
     if (ss_model_load(o.model, &m, &err) < 0 || ss_tokenizer_load(m, &tok, &err) < 0)
         goto out;
-    if (o.chat && ss_chat_family_for_model(m, o.chat_template, &family, &err) < 0)
+    if (o.chat && ss_chat_family_for_model(m, o.chat_template, &family, &err) < 0) {
+        ss_cli_flag(&err, "--chat-template");
         goto out;
+    }
     if (ss_encode_prompt(m, tok, family, o.system, o.prompt, &prompt_ids, &n_prompt, &err) < 0)
         goto out;
     ss_engine_opts eo;
@@ -413,12 +354,13 @@ int ss_cmd_generate(int argc, char **argv)
     eo.max_ctx = o.ctx;
     if (ss_engine_create(m, &eo, &e, &err) < 0)
         goto out;
-    if (o.n_steer && (build_plan(&o, m, &plan, &err) < 0 ||
-                    ss_steer_apply(e, 0, &plan, n_prompt, &err) < 0))
+    if (o.n_steer && build_plan(&o, m, &plan, &err) < 0)
         goto out;
     const int32_t *prompts[1] = {prompt_ids};
-    if (ss_generate(e, tok, 1, prompts, &n_prompt, &o.gen, o.json ? NULL : stream_text, NULL,
-                    &res, &tm, &err) < 0)
+    const ss_steer_plan *plans[1] = {o.n_steer ? &plan : NULL};
+    ss_gen_request req = {.n = 1, .prompts = prompts, .n_prompt = &n_prompt, .plans = plans,
+                          .params = o.gen, .on_text = o.json ? NULL : stream_text};
+    if (ss_generate(e, tok, &req, &res, &tm, &err) < 0)
         goto out;
     if (o.json)
         print_json(&o, m, prompt_ids, n_prompt, &res, &tm);
@@ -433,7 +375,7 @@ int ss_cmd_generate(int argc, char **argv)
     rc = SS_EXIT_OK;
 out:
     if (rc != SS_EXIT_OK)
-        ss_cli_error("generate", rc, err.msg);
+        ss_cli_fail("generate", rc, &err);
     ss_gen_result_free(&res);
     ss_steer_plan_free(&plan);
     free(prompt_ids);

@@ -49,10 +49,10 @@ int ss_cmd_sweep(int argc, char **argv)
         {"threads", required_argument, 0, 'j'}, {"device", required_argument, 0, 'd'},
         {"quiet", no_argument, 0, 'q'},         {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0}};
-    ss_error err = {{0}};
+    ss_error err = {.msg = ""};
     ss_sweep_opts o;
     ss_sweep_opts_default(&o);
-    o.progress = isatty(2);
+    int quiet = !isatty(2); /* a log file gets no progress lines */
     const char *out = NULL;
     long v;
     int c;
@@ -64,18 +64,18 @@ int ss_cmd_sweep(int argc, char **argv)
         case 'r': o.resume = 1; break;
         case 's':
             if (parse_shard(optarg, &o, &err) < 0)
-                return ss_cli_error("sweep", SS_EXIT_USAGE, err.msg);
+                return ss_cli_fail("sweep", SS_EXIT_USAGE, &err);
             break;
         case 'j':
             if (ss_cli_int("--threads", optarg, 0, 1024, &v, &err) < 0)
-                return ss_cli_error("sweep", SS_EXIT_USAGE, err.msg);
+                return ss_cli_fail("sweep", SS_EXIT_USAGE, &err);
             o.threads = (int)v;
             break;
         case 'd':
             if (ss_device_parse(optarg, &o.device, &err) < 0)
-                return ss_cli_error("sweep", SS_EXIT_USAGE, err.msg);
+                return ss_cli_fail("sweep", SS_EXIT_USAGE, &err);
             break;
-        case 'q': o.progress = 0; break;
+        case 'q': quiet = 1; break;
         case 'h': printf(usage_text, ss_default_model_path()); return SS_EXIT_OK;
         default: return ss_cli_error("sweep", SS_EXIT_USAGE, "unknown option (see --help)");
         }
@@ -85,7 +85,7 @@ int ss_cmd_sweep(int argc, char **argv)
     ss_sweep_config cfg;
     if (ss_config_load(argv[optind], &cfg, &err) < 0) {
         ss_config_free(&cfg);
-        return ss_cli_error("sweep", SS_EXIT_USAGE, err.msg);
+        return ss_cli_fail("sweep", SS_EXIT_USAGE, &err);
     }
     if (!o.model && !cfg.model)
         o.model = ss_default_model_path();
@@ -94,10 +94,11 @@ int ss_cmd_sweep(int argc, char **argv)
     if (!out)
         out = cfg.out_dir ? cfg.out_dir : dflt;
     o.out_dir = out;
+    o.progress = ss_cli_progress(quiet);
     int rc = ss_sweep_run(&cfg, &o, &err);
     ss_config_free(&cfg);
     if (rc < 0)
-        return ss_cli_error("sweep", SS_EXIT_FAIL, err.msg);
+        return ss_cli_fail("sweep", SS_EXIT_FAIL, &err);
     fprintf(stderr, "safesteer sweep: results in %s (results.h5, summary.csv, generations.jsonl)\n",
             out);
     return SS_EXIT_OK;

@@ -261,18 +261,18 @@ static int tokenize_parse(int argc, char **argv, tok_opts *o, ss_error *err)
         return ss_fail(err, "--json-lines needs --file");
     if (o->chat && o->no_special)
         return ss_fail(err, "--no-special cannot be used with --chat");
-    if (o->chat_template)
-        return ss_chat_family_parse(o->chat_template, &o->family, err);
+    if (o->chat_template && ss_chat_family_parse(o->chat_template, &o->family, err) < 0)
+        return ss_cli_flag(err, "--chat-template");
     return 0;
 }
 
 int ss_cmd_tokenize(int argc, char **argv)
 {
-    ss_error err = {{0}};
+    ss_error err = {.msg = ""};
     tok_opts o;
     int prc = tokenize_parse(argc, argv, &o, &err);
     if (prc)
-        return prc > 0 ? SS_EXIT_OK : ss_cli_error("tokenize", SS_EXIT_USAGE, err.msg);
+        return prc > 0 ? SS_EXIT_OK : ss_cli_fail("tokenize", SS_EXIT_USAGE, &err);
     tok_ctx c = {0};
     int rc = 0;
     /* Rendering with a named family needs no tokenizer. */
@@ -281,8 +281,8 @@ int ss_cmd_tokenize(int argc, char **argv)
         rc = load_tokenizer(o.model ? o.model : ss_default_model_path(), o.tokenizer, &c, &err);
     if (!rc && o.chat) {
         c.family = o.family;
-        if (!o.chat_template)
-            rc = ss_chat_family_detect(c.tmpl, &c.family, &err);
+        if (!o.chat_template && (rc = ss_chat_family_detect(c.tmpl, &c.family, &err)) < 0)
+            ss_cli_flag(&err, "--chat-template");
         if (!o.system)
             c.default_system = ss_chat_default_system(c.tmpl);
     }
@@ -293,7 +293,7 @@ int ss_cmd_tokenize(int argc, char **argv)
                     : tokenize_one(&o, &c, o.text ? o.text : "", o.text ? strlen(o.text) : 0,
                                    &err);
     ctx_free(&c);
-    return rc < 0 ? ss_cli_error("tokenize", SS_EXIT_FAIL, err.msg) : SS_EXIT_OK;
+    return rc < 0 ? ss_cli_fail("tokenize", SS_EXIT_FAIL, &err) : SS_EXIT_OK;
 }
 
 /* ---------------------------------------------------------------- detokenize */
@@ -366,7 +366,7 @@ int ss_cmd_detokenize(int argc, char **argv)
         {"help", no_argument, 0, 'h'},         {0, 0, 0, 0}};
     const char *model = NULL, *dir = NULL;
     int json = 0, skip = 0, c;
-    ss_error err = {{0}};
+    ss_error err = {.msg = ""};
     optind = 1;
     while ((c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
         switch (c) {
@@ -390,7 +390,7 @@ int ss_cmd_detokenize(int argc, char **argv)
     }
     if (rc) {
         free(ids);
-        return ss_cli_error("detokenize", SS_EXIT_USAGE, err.msg);
+        return ss_cli_fail("detokenize", SS_EXIT_USAGE, &err);
     }
     tok_ctx ctx = {0};
     if (optind == argc)
@@ -405,5 +405,5 @@ int ss_cmd_detokenize(int argc, char **argv)
     free(text);
     free(ids);
     ctx_free(&ctx);
-    return rc < 0 ? ss_cli_error("detokenize", SS_EXIT_FAIL, err.msg) : SS_EXIT_OK;
+    return rc < 0 ? ss_cli_fail("detokenize", SS_EXIT_FAIL, &err) : SS_EXIT_OK;
 }

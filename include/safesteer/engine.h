@@ -11,7 +11,7 @@
 
 #include <stdint.h>
 
-#include "safesteer/error.h"
+#include "safesteer/util.h"
 #include "safesteer/model.h"
 
 typedef enum { SS_DEVICE_CPU = 0, SS_DEVICE_CUDA = 1 } ss_device;
@@ -145,31 +145,5 @@ int ss_engine_cuda_create(ss_engine *e, const ss_engine_opts *o, ss_error *err);
 
 /* Shared by backends: validates a batch against slots, context, vocab. */
 int ss_engine_check_batch(const ss_engine *e, const ss_batch *b, ss_error *err);
-
-/* ------------------------------------------------------------- sampling */
-
-typedef struct {
-    float temperature;   /* 0 = greedy (argmax) */
-    float top_p;         /* 1 = off */
-    uint64_t seed;
-} ss_sampler_params;
-
-typedef struct {
-    ss_sampler_params p;
-    uint64_t rng;        /* splitmix64/xorshift state */
-    float *scratch;      /* [vocab] probabilities */
-    int *order;          /* [vocab] sort indices for top-p */
-    int vocab;
-} ss_sampler;
-
-int ss_sampler_init(ss_sampler *s, const ss_sampler_params *p, int vocab, ss_error *err);
-void ss_sampler_free(ss_sampler *s);
-int ss_sample(ss_sampler *s, const float *logits);
-/* Index of the largest logit (lowest index on ties). */
-int ss_argmax(const float *logits, int n);
-/* log-softmax of logits into out[n]. */
-void ss_log_softmax(const float *logits, float *out, int n);
-/* The k largest entries of v (descending), ids[k] and vals[k]. */
-void ss_top_k(const float *v, int n, int k, int *ids, float *vals);
 
 #endif

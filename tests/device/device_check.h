@@ -21,6 +21,7 @@
 
 #include "../../cuda/kernels.h"
 #include "safesteer/engine.h"
+#include "safesteer/sample.h"
 
 /* worst row of a capture, relative L2 (budget 2.4%) */
 #define SS_BF16_ROW_TOL 6e-2

@@ -20,6 +20,7 @@
 
 #include "device_check.h"
 #include "safesteer/engine.h"
+#include "safesteer/sample.h"
 #include "safesteer/model.h"
 #include "safesteer/steer.h"
 #include "safesteer/tokenizer.h"

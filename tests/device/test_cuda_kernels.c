@@ -5,6 +5,7 @@
  * L2 error < 1e-2 on bf16 paths (tighter where the path is f32).
  * Without a CUDA device each test prints "SKIP: no CUDA device (...)". */
 #include <criterion/criterion.h>
+#include "safesteer/sample.h"
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
