@@ -1,5 +1,5 @@
 /* engine_nocuda.c - stands in for cuda/ when the build found no nvcc. */
-#include "safesteer/engine.h"
+#include "engine/backend.h"
 
 int ss_engine_cuda_create(ss_engine *e, const ss_engine_opts *o, ss_error *err)
 {

@@ -27,11 +27,11 @@ int ss_positions_parse(const char *s, ss_positions *p, ss_error *err)
         errno = 0;
         long k = strtol(s + 5, &end, 10);
         if (!s[5] || *end || errno || k < 0 || k > 1 << 30)
-            return ss_fail(err, "positions \"%s\": from:K needs K a token index >= 0", s);
+            return ss_fail(err, "\"%s\": from:K needs K a token index >= 0", s);
         p->rule = SS_POS_FROM;
         p->k = (int)k;
     } else {
-        return ss_fail(err, "positions: unknown rule \"%s\" (expected all, prompt, "
+        return ss_fail(err, "unknown position rule \"%s\" (expected all, prompt, "
                             "generated or from:K)", s);
     }
     return 0;

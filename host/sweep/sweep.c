@@ -718,7 +718,10 @@ static int capture_and_vectors(sweep *s, int resume, ss_progress_sink progress, 
             ss_vector_set *v = &s->vsets[si * c->n_methods + mi];
             if (ss_vectors_compute(&vo, v, err) < 0 || ss_vectors_write(vec_path, v, err) < 0)
                 return -1;
-            snprintf(v->path, sizeof v->path, "%s", vec_path);
+            if (strlen(vec_path) >= sizeof v->path)
+                return ss_fail(err, "%s: path too long (%zu bytes at most)", vec_path,
+                               sizeof v->path - 1);
+            memcpy(v->path, vec_path, strlen(vec_path) + 1);
         }
     }
     return 0;

@@ -19,7 +19,8 @@
 #include <math.h>
 #include <stdio.h>
 
-#include "../../cuda/kernels.h"
+#include "kernels.h"
+#include "variants.h"
 #include "safesteer/engine.h"
 #include "safesteer/sample.h"
 
