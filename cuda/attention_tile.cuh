@@ -81,4 +81,16 @@ static __device__ __forceinline__ void ss_pf_finish(uint16_t *out, const ss_pf_t
 /* Shape checks shared by the prefill and decode launchers. */
 int ss_attn_check(const ss_cuda_attn_shape *s, ss_error *err);
 
+/* A prefill kernel instantiated for one head_dim. */
+typedef void (*ss_pf_kernel)(uint16_t *out, const float *q, const uint16_t *kc,
+                             const uint16_t *vc, const int *slots, const int *positions,
+                             const int *tiles, ss_cuda_attn_shape s);
+
+/* Checks s and launches kernels[0, 1, 2] (head_dim 64, 96, 128) over
+ * (tile, head) blocks of 128 threads. */
+int ss_pf_launch(ss_cuda_ctx *c, const char *name, const ss_pf_kernel kernels[3],
+                 uint16_t *d_out, const float *d_q, const uint16_t *d_kcache,
+                 const uint16_t *d_vcache, const int *d_slot, const int *d_pos,
+                 const int *d_tiles, int n_tiles, const ss_cuda_attn_shape *s, ss_error *err);
+
 #endif

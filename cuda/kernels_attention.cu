@@ -262,33 +262,32 @@ int ss_attn_check(const ss_cuda_attn_shape *s, ss_error *err)
     return 0;
 }
 
-extern "C" int ss_cuda_attention_prefill(ss_cuda_ctx *c, uint16_t *d_out, const float *d_q,
-                                         const uint16_t *d_kcache, const uint16_t *d_vcache,
-                                         const int *d_slot, const int *d_pos, const int *d_tiles,
-                                         int n_tiles, const ss_cuda_attn_shape *s, ss_error *err)
+int ss_pf_launch(ss_cuda_ctx *c, const char *name, const ss_pf_kernel kernels[3],
+                 uint16_t *d_out, const float *d_q, const uint16_t *d_kcache,
+                 const uint16_t *d_vcache, const int *d_slot, const int *d_pos,
+                 const int *d_tiles, int n_tiles, const ss_cuda_attn_shape *s, ss_error *err)
 {
     if (ss_attn_check(s, err))
         return -1;
     if (n_tiles <= 0)
         return 0;
-    dim3 grid(n_tiles, s->n_heads);
-    cudaStream_t st = c->stream;
-    switch (s->head_dim) {
-    case 64:
-        ss_attn_prefill_v2_kernel<64><<<grid, 128, 0, st>>>(d_out, d_q, d_kcache, d_vcache, d_slot,
-                                                             d_pos, d_tiles, *s);
-        break;
-    case 96:
-        ss_attn_prefill_v2_kernel<96><<<grid, 128, 0, st>>>(d_out, d_q, d_kcache, d_vcache, d_slot,
-                                                             d_pos, d_tiles, *s);
-        break;
-    default:
-        ss_attn_prefill_v2_kernel<128><<<grid, 128, 0, st>>>(d_out, d_q, d_kcache, d_vcache,
-                                                              d_slot, d_pos, d_tiles, *s);
-        break;
-    }
-    SS_LAUNCHED(c, "ss_attn_prefill_v2_kernel", err);
+    ss_pf_kernel k = kernels[s->head_dim == 64 ? 0 : s->head_dim == 96 ? 1 : 2];
+    k<<<dim3(n_tiles, s->n_heads), 128, 0, c->stream>>>(d_out, d_q, d_kcache, d_vcache, d_slot,
+                                                         d_pos, d_tiles, *s);
+    SS_LAUNCHED(c, name, err);
     return 0;
+}
+
+extern "C" int ss_cuda_attention_prefill(ss_cuda_ctx *c, uint16_t *d_out, const float *d_q,
+                                         const uint16_t *d_kcache, const uint16_t *d_vcache,
+                                         const int *d_slot, const int *d_pos, const int *d_tiles,
+                                         int n_tiles, const ss_cuda_attn_shape *s, ss_error *err)
+{
+    static const ss_pf_kernel v2[3] = {ss_attn_prefill_v2_kernel<64>,
+                                       ss_attn_prefill_v2_kernel<96>,
+                                       ss_attn_prefill_v2_kernel<128>};
+    return ss_pf_launch(c, "ss_attn_prefill_v2_kernel", v2, d_out, d_q, d_kcache, d_vcache,
+                        d_slot, d_pos, d_tiles, n_tiles, s, err);
 }
 
 extern "C" size_t ss_cuda_attention_partial_floats(int n, int n_heads, int head_dim, int n_splits)

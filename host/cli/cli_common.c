@@ -34,6 +34,69 @@ int ss_cli_float(const char *opt, const char *s, double lo, double hi, double *o
     return 0;
 }
 
+int ss_cli_int_to(const char *opt, const char *s, long lo, long hi, int *out, ss_error *err)
+{
+    long v;
+    if (ss_cli_int(opt, s, lo, hi, &v, err) < 0)
+        return -1;
+    *out = (int)v;
+    return 0;
+}
+
+int ss_cli_seed(const char *opt, const char *s, uint64_t *out, ss_error *err)
+{
+    long v;
+    if (ss_cli_int(opt, s, 0, 0x7fffffffffffffffL, &v, err) < 0)
+        return -1;
+    *out = (uint64_t)v;
+    return 0;
+}
+
+void ss_cli_common_init(ss_cli_common *o)
+{
+    memset(o, 0, sizeof *o);
+    o->model = ss_default_model_path();
+    ss_engine_opts_default(&o->engine);
+}
+
+int ss_cli_common_option(ss_cli_common *o, int c, const char *arg, ss_error *err)
+{
+    switch (c) {
+    case SS_OPT_MODEL: o->model = arg; return 1;
+    case SS_OPT_CHAT: o->chat = 1; return 1;
+    case SS_OPT_SYSTEM: o->system = arg; return 1;
+    case SS_OPT_CHAT_TEMPLATE: o->chat_template = arg; return 1;
+    case SS_OPT_DEVICE:
+        return ss_device_parse(arg, &o->engine.device, err) < 0 ? ss_cli_flag(err, "--device") : 1;
+    case SS_OPT_THREADS:
+        return ss_cli_int_to("--threads", arg, 0, 1024, &o->engine.threads, err) < 0 ? -1 : 1;
+    case SS_OPT_CTX:
+        return ss_cli_int_to("--ctx", arg, 1, 1 << 24, &o->engine.max_ctx, err) < 0 ? -1 : 1;
+    default: return 0;
+    }
+}
+
+int ss_cli_load_model(const ss_cli_common *o, ss_model **m, ss_tokenizer **tok, int *family,
+                      ss_error *err)
+{
+    *m = NULL;
+    *tok = NULL;
+    *family = SS_CHAT_NONE;
+    if (ss_model_load(o->model, m, err) < 0 || ss_tokenizer_load(*m, tok, err) < 0)
+        goto fail;
+    if (o->chat && ss_chat_family_for_model(*m, o->chat_template, family, err) < 0) {
+        ss_cli_flag(err, "--chat-template");
+        goto fail;
+    }
+    return 0;
+fail:
+    ss_tokenizer_free(*tok);
+    ss_model_free(*m);
+    *m = NULL;
+    *tok = NULL;
+    return -1;
+}
+
 int ss_cli_error(const char *cmd, int code, const char *msg)
 {
     fprintf(stderr, "safesteer %s: %s\n", cmd, msg);

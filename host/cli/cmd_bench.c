@@ -347,12 +347,10 @@ static int ss_bench_json(const ss_bench_res *R, const ss_bench_opts *o, const ch
 static int ss_bench_parse(int argc, char **argv, ss_bench_opts *o, ss_error *err)
 {
     static const struct option longopts[] = {
-        {"device", required_argument, 0, 'd'},  {"shape", required_argument, 0, 's'},
-        {"model", required_argument, 0, 'm'},   {"prompt-len", required_argument, 0, 'p'},
-        {"batches", required_argument, 0, 'b'}, {"steps", required_argument, 0, 'n'},
-        {"reps", required_argument, 0, 'r'},    {"gpu", required_argument, 0, 'g'},
-        {"seed", required_argument, 0, 'S'},    {"json", required_argument, 0, 'j'},
-        {"help", no_argument, 0, 'h'},          {0, 0, 0, 0}};
+        SS_ARG("device", 'd'), SS_ARG("shape", 's'), SS_ARG("model", 'm'),
+        SS_ARG("prompt-len", 'p'), SS_ARG("batches", 'b'), SS_ARG("steps", 'n'),
+        SS_ARG("reps", 'r'), SS_ARG("gpu", 'g'), SS_ARG("seed", 'S'), SS_ARG("json", 'j'),
+        SS_FLAG("help", 'h'), SS_END_OPTIONS};
     memset(o, 0, sizeof *o);
     o->device = SS_DEVICE_CUDA;
     o->prompt_len = 512;
@@ -374,24 +372,19 @@ static int ss_bench_parse(int argc, char **argv, ss_bench_opts *o, ss_error *err
         case 'm': o->model = optarg; break;
         case 'j': o->json = optarg; break;
         case 'p':
-            if (ss_cli_int("--prompt-len", optarg, 1, 1 << 20, &v, err)) return -1;
-            o->prompt_len = (int)v;
+            if (ss_cli_int_to("--prompt-len", optarg, 1, 1 << 20, &o->prompt_len, err)) return -1;
             break;
         case 'n':
-            if (ss_cli_int("--steps", optarg, 1, 1 << 20, &v, err)) return -1;
-            o->steps = (int)v;
+            if (ss_cli_int_to("--steps", optarg, 1, 1 << 20, &o->steps, err)) return -1;
             break;
         case 'r':
-            if (ss_cli_int("--reps", optarg, 1, 1000, &v, err)) return -1;
-            o->reps = (int)v;
+            if (ss_cli_int_to("--reps", optarg, 1, 1000, &o->reps, err)) return -1;
             break;
         case 'g':
-            if (ss_cli_int("--gpu", optarg, 0, 64, &v, err)) return -1;
-            o->gpu = (int)v;
+            if (ss_cli_int_to("--gpu", optarg, 0, 64, &o->gpu, err)) return -1;
             break;
         case 'S':
-            if (ss_cli_int("--seed", optarg, 0, 0x7fffffffL, &v, err)) return -1;
-            o->seed = (uint64_t)v;
+            if (ss_cli_seed("--seed", optarg, &o->seed, err)) return -1;
             break;
         case 'b': {
             o->n_batches = 0;

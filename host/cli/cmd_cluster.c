@@ -61,14 +61,10 @@ static void print_summary(const ss_cluster_options *o, const ss_cluster_summary 
 int ss_cmd_cluster(int argc, char **argv)
 {
     static const struct option opts[] = {
-        {"acts", required_argument, 0, 'a'},     {"layer", required_argument, 0, 'l'},
-        {"k", required_argument, 0, 'k'},        {"k-range", required_argument, 0, 'K'},
-        {"metric", required_argument, 0, 'm'},   {"seed", required_argument, 0, 'e'},
-        {"restarts", required_argument, 0, 'r'}, {"max-iter", required_argument, 0, 'i'},
-        {"silhouette-samples", required_argument, 0, 'S'},
-        {"safe-label", required_argument, 0, 's'}, {"out", required_argument, 0, 'o'},
-        {"quiet", no_argument, 0, 'q'},          {"help", no_argument, 0, 'h'},
-        {0, 0, 0, 0}};
+        SS_ARG("acts", 'a'), SS_ARG("layer", 'l'), SS_ARG("k", 'k'), SS_ARG("k-range", 'K'),
+        SS_ARG("metric", 'm'), SS_ARG("seed", 'e'), SS_ARG("restarts", 'r'),
+        SS_ARG("max-iter", 'i'), SS_ARG("silhouette-samples", 'S'), SS_ARG("safe-label", 's'),
+        SS_ARG("out", 'o'), SS_FLAG("quiet", 'q'), SS_FLAG("help", 'h'), SS_END_OPTIONS};
     ss_cluster_options o;
     ss_cluster_options_init(&o);
     int quiet = 0;
@@ -88,8 +84,7 @@ int ss_cmd_cluster(int argc, char **argv)
             break;
         case 'K': rc = parse_range(optarg, &o.k_min, &o.k_max, &err); break;
         case 'l':
-            rc = ss_cli_int("--layer", optarg, 0, 1 << 20, &v, &err);
-            o.layer = (int)v;
+            rc = ss_cli_int_to("--layer", optarg, 0, 1 << 20, &o.layer, &err);
             have_layer = 1;
             break;
         case 'k':
@@ -97,16 +92,13 @@ int ss_cmd_cluster(int argc, char **argv)
             o.k_min = o.k_max = (int)v;
             break;
         case 'e':
-            rc = ss_cli_int("--seed", optarg, 0, 0x7fffffffL, &v, &err);
-            o.seed = (uint64_t)v;
+            rc = ss_cli_seed("--seed", optarg, &o.seed, &err);
             break;
         case 'r':
-            rc = ss_cli_int("--restarts", optarg, 1, 10000, &v, &err);
-            o.restarts = (int)v;
+            rc = ss_cli_int_to("--restarts", optarg, 1, 10000, &o.restarts, &err);
             break;
         case 'i':
-            rc = ss_cli_int("--max-iter", optarg, 1, 1000000, &v, &err);
-            o.max_iter = (int)v;
+            rc = ss_cli_int_to("--max-iter", optarg, 1, 1000000, &o.max_iter, &err);
             break;
         case 'S':
             rc = ss_cli_int("--silhouette-samples", optarg, 2, 1L << 40, &v, &err);

@@ -56,11 +56,12 @@ typedef struct {
 } steer_group;
 
 typedef struct {
-    const char *model, *prompt, *system, *chat_template;
+    ss_cli_common common;   /* --model, --device, --threads, --ctx, --chat, --system, ... */
+    const char *prompt;
     steer_group steer[MAX_STEER];
     int n_steer;
     ss_positions positions;
-    int chat, json, logprobs_k, device, threads, ctx;
+    int json;
     ss_gen_params gen;
     const char *stops[MAX_STOP_STRINGS];
 } gen_opts;
@@ -98,38 +99,33 @@ static int steer_option(gen_opts *o, int opt, const char *arg, ss_error *err)
 static int parse_opts(int argc, char **argv, gen_opts *o, ss_error *err)
 {
     static const struct option longopts[] = {
-        {"model", required_argument, 0, 'm'},       {"prompt", required_argument, 0, 'p'},
-        {"chat", no_argument, 0, 'c'},              {"system", required_argument, 0, 's'},
-        {"chat-template", required_argument, 0, 'T'}, {"max-new", required_argument, 0, 'n'},
-        {"temperature", required_argument, 0, 't'}, {"top-p", required_argument, 0, 'P'},
-        {"seed", required_argument, 0, 'S'},        {"stop", required_argument, 0, 'x'},
-        {"threads", required_argument, 0, 'j'},     {"device", required_argument, 0, 'd'},
-        {"ctx", required_argument, 0, 'C'},         {"logprobs", required_argument, 0, 'L'},
-        {"json", no_argument, 0, 'J'},              {"help", no_argument, 0, 'h'},
-        {"steer", required_argument, 0, 'V'},       {"layers", required_argument, 0, 'Y'},
-        {"strength", required_argument, 0, 'a'},    {"ablate", no_argument, 0, 'A'},
-        {"positions", required_argument, 0, 'Q'},   {"normalize", required_argument, 0, 'N'},
-        {0, 0, 0, 0}};
+        SS_CLI_OPT_MODEL, SS_CLI_OPT_DEVICE, SS_CLI_OPT_THREADS, SS_CLI_OPT_CTX, SS_CLI_OPT_CHAT,
+        SS_CLI_OPT_SYSTEM, SS_CLI_OPT_CHAT_TEMPLATE, SS_ARG("prompt", 'p'), SS_ARG("max-new", 'n'),
+        SS_ARG("temperature", 't'), SS_ARG("top-p", 'P'), SS_ARG("seed", 'S'), SS_ARG("stop", 'x'),
+        SS_ARG("logprobs", 'L'), SS_FLAG("json", 'J'), SS_FLAG("help", 'h'), SS_ARG("steer", 'V'),
+        SS_ARG("layers", 'Y'), SS_ARG("strength", 'a'), SS_FLAG("ablate", 'A'),
+        SS_ARG("positions", 'Q'), SS_ARG("normalize", 'N'), SS_END_OPTIONS};
     memset(o, 0, sizeof *o);
-    o->model = ss_default_model_path();
+    ss_cli_common_init(&o->common);
+    o->common.engine.max_seqs = 1;
     o->gen.max_new = 128;
     o->gen.sampler.top_p = 1.0f;
     o->gen.stop_strings = o->stops;
-    long v;
     double f;
-    int c;
+    int c, shared;
     optind = 1;
     while ((c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
+        if ((shared = ss_cli_common_option(&o->common, c, optarg, err)) != 0) {
+            if (shared < 0)
+                return -1;
+            continue;
+        }
         switch (c) {
-        case 'm': o->model = optarg; break;
         case 'p': o->prompt = optarg; break;
-        case 'c': o->chat = 1; break;
-        case 's': o->system = optarg; break;
-        case 'T': o->chat_template = optarg; break;
         case 'J': o->json = 1; break;
         case 'n':
-            if (ss_cli_int("--max-new", optarg, 0, 1 << 20, &v, err) < 0) return -1;
-            o->gen.max_new = (int)v;
+            if (ss_cli_int_to("--max-new", optarg, 0, 1 << 20, &o->gen.max_new, err) < 0)
+                return -1;
             break;
         case 't':
             if (ss_cli_float("--temperature", optarg, 0, 100, &f, err) < 0) return -1;
@@ -140,8 +136,7 @@ static int parse_opts(int argc, char **argv, gen_opts *o, ss_error *err)
             o->gen.sampler.top_p = (float)f;
             break;
         case 'S':
-            if (ss_cli_int("--seed", optarg, 0, 0x7fffffffffffffffL, &v, err) < 0) return -1;
-            o->gen.sampler.seed = (uint64_t)v;
+            if (ss_cli_seed("--seed", optarg, &o->gen.sampler.seed, err) < 0) return -1;
             break;
         case 'x':
             if (o->gen.n_stop_strings == MAX_STOP_STRINGS)
@@ -150,20 +145,9 @@ static int parse_opts(int argc, char **argv, gen_opts *o, ss_error *err)
                 return ss_fail(err, "--stop: empty stop string");
             o->stops[o->gen.n_stop_strings++] = optarg;
             break;
-        case 'j':
-            if (ss_cli_int("--threads", optarg, 0, 1024, &v, err) < 0) return -1;
-            o->threads = (int)v;
-            break;
-        case 'd':
-            if (ss_device_parse(optarg, &o->device, err) < 0) return ss_cli_flag(err, "--device");
-            break;
-        case 'C':
-            if (ss_cli_int("--ctx", optarg, 1, 1 << 24, &v, err) < 0) return -1;
-            o->ctx = (int)v;
-            break;
         case 'L':
-            if (ss_cli_int("--logprobs", optarg, 1, 100, &v, err) < 0) return -1;
-            o->gen.logprobs_k = (int)v;
+            if (ss_cli_int_to("--logprobs", optarg, 1, 100, &o->gen.logprobs_k, err) < 0)
+                return -1;
             break;
         case 'V':
         case 'Y':
@@ -292,7 +276,7 @@ static void print_json(const gen_opts *o, const ss_model *m, const int32_t *prom
     json_t *rec = json_object();
     json_object_set_new(rec, "model", json_string(m->path));
     json_object_set_new(rec, "prompt", json_string(o->prompt));
-    json_object_set_new(rec, "chat", json_boolean(o->chat));
+    json_object_set_new(rec, "chat", json_boolean(o->common.chat));
     json_object_set_new(rec, "prompt_ids", ids_json(prompt_ids, n_prompt));
     json_object_set_new(rec, "ids", ids_json(r->ids, r->n_ids));
     json_object_set_new(rec, "text", json_string(r->text));
@@ -338,21 +322,10 @@ int ss_cmd_generate(int argc, char **argv)
     ss_gen_result res = {0};
     ss_gen_timing tm;
     ss_steer_plan plan = {0};
-    if (ss_model_load(o.model, &m, &err) < 0 || ss_tokenizer_load(m, &tok, &err) < 0)
-        goto out;
-    if (o.chat && ss_chat_family_for_model(m, o.chat_template, &family, &err) < 0) {
-        ss_cli_flag(&err, "--chat-template");
-        goto out;
-    }
-    if (ss_encode_prompt(m, tok, family, o.system, o.prompt, &prompt_ids, &n_prompt, &err) < 0)
-        goto out;
-    ss_engine_opts eo;
-    ss_engine_opts_default(&eo);
-    eo.device = o.device;
-    eo.threads = o.threads;
-    eo.max_seqs = 1;
-    eo.max_ctx = o.ctx;
-    if (ss_engine_create(m, &eo, &e, &err) < 0)
+    if (ss_cli_load_model(&o.common, &m, &tok, &family, &err) < 0 ||
+        ss_encode_prompt(m, tok, family, o.common.system, o.prompt, &prompt_ids, &n_prompt,
+                         &err) < 0 ||
+        ss_engine_create(m, &o.common.engine, &e, &err) < 0)
         goto out;
     if (o.n_steer && build_plan(&o, m, &plan, &err) < 0)
         goto out;

@@ -44,17 +44,14 @@ static void default_out(const char *cfg, char *out, size_t cap)
 int ss_cmd_sweep(int argc, char **argv)
 {
     static const struct option longopts[] = {
-        {"out", required_argument, 0, 'o'},     {"model", required_argument, 0, 'm'},
-        {"resume", no_argument, 0, 'r'},        {"shard", required_argument, 0, 's'},
-        {"threads", required_argument, 0, 'j'}, {"device", required_argument, 0, 'd'},
-        {"quiet", no_argument, 0, 'q'},         {"help", no_argument, 0, 'h'},
-        {0, 0, 0, 0}};
+        SS_ARG("out", 'o'), SS_ARG("model", 'm'), SS_FLAG("resume", 'r'), SS_ARG("shard", 's'),
+        SS_ARG("threads", 'j'), SS_ARG("device", 'd'), SS_FLAG("quiet", 'q'), SS_FLAG("help", 'h'),
+        SS_END_OPTIONS};
     ss_error err = {.msg = ""};
     ss_sweep_opts o;
     ss_sweep_opts_default(&o);
     int quiet = !isatty(2); /* a log file gets no progress lines */
     const char *out = NULL;
-    long v;
     int c;
     optind = 1;
     while ((c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
@@ -67,12 +64,11 @@ int ss_cmd_sweep(int argc, char **argv)
                 return ss_cli_fail("sweep", SS_EXIT_USAGE, &err);
             break;
         case 'j':
-            if (ss_cli_int("--threads", optarg, 0, 1024, &v, &err) < 0)
+            if (ss_cli_int_to("--threads", optarg, 0, 1024, &o.threads, &err) < 0)
                 return ss_cli_fail("sweep", SS_EXIT_USAGE, &err);
-            o.threads = (int)v;
             break;
         case 'd':
-            if (ss_device_parse(optarg, &o.device, &err) < 0)
+            if (ss_device_parse(optarg, &o.device, &err) < 0 && ss_cli_flag(&err, "--device"))
                 return ss_cli_fail("sweep", SS_EXIT_USAGE, &err);
             break;
         case 'q': quiet = 1; break;

@@ -74,14 +74,11 @@ static void print_summary(const ss_vector_set *r, const char *out)
 static int cmd_compute(int argc, char **argv)
 {
     static const struct option opts[] = {
-        {"acts", required_argument, 0, 'a'},      {"method", required_argument, 0, 'm'},
-        {"out", required_argument, 0, 'o'},       {"safe-acts", required_argument, 0, 'S'},
-        {"unsafe-label", required_argument, 0, 'u'}, {"safe-label", required_argument, 0, 's'},
-        {"safe-category", required_argument, 0, 'C'}, {"categories", required_argument, 0, 'c'},
-        {"layers", required_argument, 0, 'l'},    {"holdout", required_argument, 0, 'H'},
-        {"seed", required_argument, 0, 'e'},      {"pca-iters", required_argument, 0, 'p'},
-        {"chunk-rows", required_argument, 0, 'r'}, {"quiet", no_argument, 0, 'q'},
-        {"help", no_argument, 0, 'h'},            {0, 0, 0, 0}};
+        SS_ARG("acts", 'a'), SS_ARG("method", 'm'), SS_ARG("out", 'o'), SS_ARG("safe-acts", 'S'),
+        SS_ARG("unsafe-label", 'u'), SS_ARG("safe-label", 's'), SS_ARG("safe-category", 'C'),
+        SS_ARG("categories", 'c'), SS_ARG("layers", 'l'), SS_ARG("holdout", 'H'),
+        SS_ARG("seed", 'e'), SS_ARG("pca-iters", 'p'), SS_ARG("chunk-rows", 'r'),
+        SS_FLAG("quiet", 'q'), SS_FLAG("help", 'h'), SS_END_OPTIONS};
     ss_vec_options o;
     ss_vec_options_init(&o);
     o.holdout = 0.2;
@@ -90,7 +87,6 @@ static int cmd_compute(int argc, char **argv)
     const char *out = NULL, *layers_spec = NULL;
     char cats_buf[4096];
     char *cats[512];
-    long v;
     double f;
     int opt;
     optind = 1;
@@ -120,16 +116,13 @@ static int cmd_compute(int argc, char **argv)
             o.holdout = f;
             break;
         case 'e':
-            rc = ss_cli_int("--seed", optarg, 0, 0x7fffffffL, &v, &err);
-            o.seed = (uint64_t)v;
+            rc = ss_cli_seed("--seed", optarg, &o.seed, &err);
             break;
         case 'p':
-            rc = ss_cli_int("--pca-iters", optarg, 1, 100000, &v, &err);
-            o.pca_iters = (int)v;
+            rc = ss_cli_int_to("--pca-iters", optarg, 1, 100000, &o.pca_iters, &err);
             break;
         case 'r':
-            rc = ss_cli_int("--chunk-rows", optarg, 1, 1 << 20, &v, &err);
-            o.chunk_rows = (int)v;
+            rc = ss_cli_int_to("--chunk-rows", optarg, 1, 1 << 20, &o.chunk_rows, &err);
             break;
         case 'q': quiet = 1; break;
         case 'h': usage(stdout); return SS_EXIT_OK;
@@ -187,11 +180,9 @@ static int check_against_model(const ss_vector_set *vs, const char *model_path, 
 static int cmd_export(int argc, char **argv)
 {
     static const struct option opts[] = {
-        {"in", required_argument, 0, 'i'},         {"out", required_argument, 0, 'o'},
-        {"category", required_argument, 0, 'c'},   {"scale", required_argument, 0, 's'},
-        {"model-hint", required_argument, 0, 'M'}, {"model", required_argument, 0, 'm'},
-        {"skip-layer0", no_argument, 0, 'z'},      {"help", no_argument, 0, 'h'},
-        {0, 0, 0, 0}};
+        SS_ARG("in", 'i'), SS_ARG("out", 'o'), SS_ARG("category", 'c'), SS_ARG("scale", 's'),
+        SS_ARG("model-hint", 'M'), SS_ARG("model", 'm'), SS_FLAG("skip-layer0", 'z'),
+        SS_FLAG("help", 'h'), SS_END_OPTIONS};
     const char *in = NULL, *out = NULL, *cat = NULL, *model = NULL;
     char hint[64] = "llama";
     double scale = 1.0;
@@ -247,9 +238,8 @@ static int rename_imported(ss_vector_set *vs, const char *name, const char *src,
 static int cmd_import(int argc, char **argv)
 {
     static const struct option opts[] = {
-        {"in", required_argument, 0, 'i'},       {"out", required_argument, 0, 'o'},
-        {"category", required_argument, 0, 'c'}, {"model", required_argument, 0, 'm'},
-        {"help", no_argument, 0, 'h'},           {0, 0, 0, 0}};
+        SS_ARG("in", 'i'), SS_ARG("out", 'o'), SS_ARG("category", 'c'), SS_ARG("model", 'm'),
+        SS_FLAG("help", 'h'), SS_END_OPTIONS};
     const char *in = NULL, *out = NULL, *name = "control", *model = NULL;
     int opt;
     ss_error err = {.msg = ""};

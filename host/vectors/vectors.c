@@ -55,7 +55,7 @@ typedef struct {
 } vsrc;
 
 /* Whole computation state; pool index C is the shared pool. */
-typedef struct {
+typedef struct vctx {
     const ss_vec_options *o;
     int C, L, d;
     vsrc src[2];
@@ -79,6 +79,7 @@ typedef struct {
     ss_progress progress;   /* over all passes */
     int64_t progress_done;  /* prompts read so far, all passes */
     int n_passes, max_passes;
+    void (*unsafe_row)(struct vctx *v, int c, int64_t i, size_t l, const float *xl);
 } vctx;
 
 typedef int (*block_fn)(vctx *v, vsrc *s, int64_t p0, int64_t nb, const float *x,
@@ -150,7 +151,13 @@ static int pass_means(vctx *v, vsrc *s, int64_t p0, int64_t nb, const float *x, 
     return 0;
 }
 
-static int pass_norms(vctx *v, vsrc *s, int64_t p0, int64_t nb, const float *x, ss_error *err)
+/* One layer row xl[d] of unsafe training prompt i (category c). */
+typedef void (*unsafe_row_fn)(vctx *v, int c, int64_t i, size_t l, const float *xl);
+
+/* The rows of a block's unsafe training prompts through v->unsafe_row (the
+ * block function of the pruned and PCA passes). */
+static int pass_unsafe_rows(vctx *v, vsrc *s, int64_t p0, int64_t nb, const float *x,
+                            ss_error *err)
 {
     (void)err;
     size_t L = (size_t)v->L, d = (size_t)v->d;
@@ -159,66 +166,58 @@ static int pass_norms(vctx *v, vsrc *s, int64_t p0, int64_t nb, const float *x, 
         int c = s->ucat[i];
         if (c < 0 || s->held[i])
             continue;
-        for (size_t l = 0; l < L; l++) {
-            const double *m = v->sum_p + ((size_t)v->pool_of[c] * L + l) * d;
-            const float *xl = x + ((size_t)k * L + l) * d;
-            double ss = 0;
-            for (size_t j = 0; j < d; j++)
-                ss += (m[j] - xl[j]) * (m[j] - xl[j]);
-            v->nrm[(size_t)i * L + l] = sqrt(ss);
-        }
+        for (size_t l = 0; l < L; l++)
+            v->unsafe_row(v, c, i, l, x + ((size_t)k * L + l) * d);
     }
     return 0;
 }
 
-static int pass_kept(vctx *v, vsrc *s, int64_t p0, int64_t nb, const float *x, ss_error *err)
+/* |mean_safe - a_i| at each layer (pruned, first pass). */
+static void norm_row(vctx *v, int c, int64_t i, size_t l, const float *xl)
 {
-    (void)err;
     size_t L = (size_t)v->L, d = (size_t)v->d;
-    for (int64_t k = 0; k < nb; k++) {
-        int64_t i = p0 + k;
-        int c = s->ucat[i];
-        if (c < 0 || s->held[i])
-            continue;
-        for (size_t l = 0; l < L; l++) {
-            if (!(v->nrm[(size_t)i * L + l] > v->med[(size_t)c * L + l]))
-                continue;
-            const double *m = v->sum_p + ((size_t)v->pool_of[c] * L + l) * d;
-            const float *xl = x + ((size_t)k * L + l) * d;
-            double *acc = v->kept_sum + ((size_t)c * L + l) * d;
-            for (size_t j = 0; j < d; j++)
-                acc[j] += m[j] - xl[j];
-            v->kept[(size_t)c * L + l]++;
-        }
-    }
-    return 0;
+    const double *m = v->sum_p + ((size_t)v->pool_of[c] * L + l) * d;
+    double ss = 0;
+    for (size_t j = 0; j < d; j++)
+        ss += (m[j] - xl[j]) * (m[j] - xl[j]);
+    v->nrm[(size_t)i * L + l] = sqrt(ss);
+}
+
+/* The differences whose norm is above the category's median (pruned,
+ * second pass). */
+static void kept_row(vctx *v, int c, int64_t i, size_t l, const float *xl)
+{
+    size_t L = (size_t)v->L, d = (size_t)v->d;
+    if (!(v->nrm[(size_t)i * L + l] > v->med[(size_t)c * L + l]))
+        return;
+    const double *m = v->sum_p + ((size_t)v->pool_of[c] * L + l) * d;
+    double *acc = v->kept_sum + ((size_t)c * L + l) * d;
+    for (size_t j = 0; j < d; j++)
+        acc[j] += m[j] - xl[j];
+    v->kept[(size_t)c * L + l]++;
 }
 
 /* acc += ((x - mu) . v) (x - mu) over unsafe training prompts: the centred
  * differences mean_safe - a_i - (mean_safe - mean_unsafe) are mean_unsafe - a_i,
  * so their covariance is the unsafe activations' covariance. */
-static int pass_power(vctx *v, vsrc *s, int64_t p0, int64_t nb, const float *x, ss_error *err)
+static void power_row(vctx *v, int c, int64_t i, size_t l, const float *xl)
 {
-    (void)err;
-    size_t L = (size_t)v->L, d = (size_t)v->d;
-    for (int64_t k = 0; k < nb; k++) {
-        int64_t i = p0 + k;
-        int c = s->ucat[i];
-        if (c < 0 || s->held[i])
-            continue;
-        for (size_t l = 0; l < L; l++) {
-            size_t o = ((size_t)c * L + l) * d;
-            const double *mu = v->sum_u + o, *pv = v->pv + o;
-            const float *xl = x + ((size_t)k * L + l) * d;
-            double t = 0;
-            for (size_t j = 0; j < d; j++)
-                t += (xl[j] - mu[j]) * pv[j];
-            double *acc = v->pacc + o;
-            for (size_t j = 0; j < d; j++)
-                acc[j] += t * (xl[j] - mu[j]);
-        }
-    }
-    return 0;
+    (void)i;
+    size_t d = (size_t)v->d, o = ((size_t)c * v->L + l) * d;
+    const double *mu = v->sum_u + o, *pv = v->pv + o;
+    double t = 0;
+    for (size_t j = 0; j < d; j++)
+        t += (xl[j] - mu[j]) * pv[j];
+    double *acc = v->pacc + o;
+    for (size_t j = 0; j < d; j++)
+        acc[j] += t * (xl[j] - mu[j]);
+}
+
+/* A pass over the unsafe training rows with fn. */
+static int stream_unsafe(vctx *v, unsafe_row_fn fn, const char *name, ss_error *err)
+{
+    v->unsafe_row = fn;
+    return stream(v, pass_unsafe_rows, name, err);
 }
 
 /* Appends one separability sample of category c. */
@@ -506,7 +505,7 @@ static int run_pruned(vctx *v, ss_vector_set *r, ss_error *err)
     int rc = -1;
     if (!v->nrm || !v->med || !v->kept_sum || !v->kept || !tmp)
         goto out;
-    if (stream(v, pass_norms, "norms", err) < 0)
+    if (stream_unsafe(v, norm_row, "norms", err) < 0)
         goto out;
     for (size_t c = 0; c < C; c++)
         for (size_t l = 0; l < L; l++) {
@@ -516,7 +515,7 @@ static int run_pruned(vctx *v, ss_vector_set *r, ss_error *err)
                     tmp[m++] = v->nrm[i * L + l];
             v->med[c * L + l] = ss_median(tmp, m);
         }
-    if (stream(v, pass_kept, "kept", err) < 0)
+    if (stream_unsafe(v, kept_row, "kept", err) < 0)
         goto out;
     r->passes += 2;
     r->counts_kept = ss_malloc(C * L * sizeof(int64_t), err);
@@ -573,7 +572,7 @@ static int run_pca(vctx *v, ss_vector_set *r, ss_error *err)
     double worst = 1;
     for (it = 0; it < v->o->pca_iters; it++) {
         memset(v->pacc, 0, C * L * d * sizeof(double));
-        if (stream(v, pass_power, "power iteration", err) < 0)
+        if (stream_unsafe(v, power_row, "power iteration", err) < 0)
             return -1;
         r->passes++;
         worst = 0;

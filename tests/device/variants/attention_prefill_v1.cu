@@ -77,26 +77,8 @@ extern "C" int ss_cuda_attention_prefill_v1(ss_cuda_ctx *c, uint16_t *d_out, con
                                             const int *d_tiles, int n_tiles,
                                             const ss_cuda_attn_shape *s, ss_error *err)
 {
-    if (ss_attn_check(s, err))
-        return -1;
-    if (n_tiles <= 0)
-        return 0;
-    dim3 grid(n_tiles, s->n_heads);
-    cudaStream_t st = c->stream;
-    switch (s->head_dim) {
-    case 64:
-        ss_attn_prefill_kernel<64><<<grid, 128, 0, st>>>(d_out, d_q, d_kcache, d_vcache, d_slot,
-                                                          d_pos, d_tiles, *s);
-        break;
-    case 96:
-        ss_attn_prefill_kernel<96><<<grid, 128, 0, st>>>(d_out, d_q, d_kcache, d_vcache, d_slot,
-                                                          d_pos, d_tiles, *s);
-        break;
-    default:
-        ss_attn_prefill_kernel<128><<<grid, 128, 0, st>>>(d_out, d_q, d_kcache, d_vcache, d_slot,
-                                                           d_pos, d_tiles, *s);
-        break;
-    }
-    SS_LAUNCHED(c, "ss_attn_prefill_kernel", err);
-    return 0;
+    static const ss_pf_kernel v1[3] = {ss_attn_prefill_kernel<64>, ss_attn_prefill_kernel<96>,
+                                       ss_attn_prefill_kernel<128>};
+    return ss_pf_launch(c, "ss_attn_prefill_kernel", v1, d_out, d_q, d_kcache, d_vcache, d_slot,
+                        d_pos, d_tiles, n_tiles, s, err);
 }
