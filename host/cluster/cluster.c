@@ -633,6 +633,10 @@ int ss_cluster_run(const ss_cluster_options *o, const char *out_path, ss_cluster
     ss_capture_file *a;
     if (ss_capture_open(o->acts_path, &a, err) < 0)
         return -1;
+    if (ss_capture_require_complete(a, err) < 0) {
+        ss_capture_close(a);
+        return -1;
+    }
     const ss_capture_info *in = ss_capture_info_of(a);
     cl_data c;
     cl_result r;

@@ -673,6 +673,8 @@ static int open_sources(vctx *v, const ss_vec_options *o, ss_vector_set *r, ss_e
     if (ss_capture_open(o->acts_path, &a, err) < 0)
         return -1;
     v->src[0].a = a;
+    if (ss_capture_require_complete(a, err) < 0)
+        return -1;
     const ss_capture_info *in = ss_capture_info_of(a);
     v->n_src = 1;
     v->d = in->d_model;
@@ -694,6 +696,8 @@ static int open_sources(vctx *v, const ss_vec_options *o, ss_vector_set *r, ss_e
             return -1;
         v->src[1].a = a;
         v->n_src = 2;
+        if (ss_capture_require_complete(a, err) < 0)
+            return -1;
         const ss_capture_info *sn = ss_capture_info_of(a);
         if (strcmp(sn->site, in->site))
             return ss_fail(err, "%s: site is \"%s\" but %s has \"%s\"", sn->path, sn->site,
