@@ -779,6 +779,48 @@ static int check_opts(ss_engine *e, const ss_capture_source *src, const ss_captu
     return 0;
 }
 
+/* Where each batch's results go: the HDF5 file or memory. */
+typedef int (*flush_fn)(void *sink, cap_ctx *c, batch_buf *bb, int i0, int nb,
+                        int64_t rows_before, int64_t rows_after, ss_error *err);
+
+static int file_flush(void *sink, cap_ctx *c, batch_buf *bb, int i0, int nb,
+                      int64_t rows_before, int64_t rows_after, ss_error *err)
+{
+    return flush_batch(c, sink, bb, i0, nb, rows_before, rows_after, err);
+}
+
+/* Prompts [done, src->n) in batches through the capture hook, each batch
+ * handed to flush; row_next: rows already written (pool all). */
+static int capture_batches(ss_engine *e, const ss_capture_source *src, cap_ctx *c,
+                           batch_buf *bb, int64_t done, int64_t row_next, flush_fn flush,
+                           void *sink, ss_error *err)
+{
+    const ss_capture_opts *o = c->o;
+    const ss_config *cfg = ss_engine_config(e);
+    uint8_t *mask = ss_calloc((size_t)cfg->n_layers, 1, err);
+    if (!mask)
+        return -1;
+    for (int i = 0; i < c->L; i++)
+        mask[o->layers[i]] = 1;
+    int rc = ss_engine_set_capture(e, o->site, mask, on_capture, c, err);
+    free(mask);
+    if (rc < 0)
+        return -1;
+    ss_progress prog;
+    ss_progress_begin(&prog, &o->progress, "capture", "prompts", done, src->n, 0);
+    for (int i0 = (int)done; i0 < src->n && !rc; i0 += o->batch) {
+        int nb = src->n - i0 < o->batch ? src->n - i0 : o->batch;
+        int64_t before = row_next;
+        rc = run_batch(e, src, c, bb, i0, nb, &row_next, err) < 0 ||
+                     flush(sink, c, bb, i0, nb, before, row_next, err) < 0 ||
+                     ss_progress_update(&prog, i0 + nb, err) < 0
+                 ? -1
+                 : 0;
+    }
+    ss_engine_set_capture(e, o->site, NULL, NULL, NULL, NULL);
+    return rc;
+}
+
 int ss_capture_run(ss_engine *e, const ss_capture_source *src, const ss_capture_opts *o,
                    const char *path, ss_capture_outcome *outcome, ss_error *err)
 {
@@ -826,39 +868,89 @@ int ss_capture_run(ss_engine *e, const ss_capture_source *src, const ss_capture_
     } else if (create_file(path, src, o, cfg, st, n_st, &cf, err) < 0) {
         goto out;
     }
-    uint8_t *mask = ss_calloc((size_t)cfg->n_layers, 1, err);
-    if (!mask)
+    if (capture_batches(e, src, &c, &bb, done, row_next, file_flush, &cf, err) < 0)
         goto out;
-    for (int i = 0; i < c.L; i++)
-        mask[o->layers[i]] = 1;
-    int hook = ss_engine_set_capture(e, o->site, mask, on_capture, &c, err);
-    free(mask);
-    if (hook < 0)
-        goto out;
-    ss_progress prog;
-    ss_progress_begin(&prog, &o->progress, "capture", "prompts", done, src->n, 0);
-    for (int i0 = (int)done; i0 < src->n; i0 += o->batch) {
-        int nb = src->n - i0 < o->batch ? src->n - i0 : o->batch;
-        int64_t before = row_next;
-        if (run_batch(e, src, &c, &bb, i0, nb, &row_next, err) < 0 ||
-            flush_batch(&c, &cf, &bb, i0, nb, before, row_next, err) < 0 ||
-            ss_progress_update(&prog, i0 + nb, err) < 0)
-            goto unhook;
-    }
     if (ss_h5_attr_set_i64(cf.f, "complete", 1, err) < 0)
-        goto unhook;
+        goto out;
     if (H5Fflush(cf.f, H5F_SCOPE_GLOBAL) < 0) {
         ss_fail(err, "%s: final flush failed", path);
-        goto unhook;
+        goto out;
     }
     rc = 0;
-unhook:
-    ss_engine_set_capture(e, o->site, NULL, NULL, NULL, NULL);
 out:
     file_close(&cf);
     batch_free(&bb, o->batch);
     ctx_free(&c);
     if (rc < 0)
         ss_fail_context(err, "%s", path);
+    return rc;
+}
+
+/* ---------------------------------------------------------------- in memory */
+
+/* Appends a batch to out (grown as it goes): what the file writer stores,
+ * in f32. */
+static int memory_flush(void *sink, cap_ctx *c, batch_buf *bb, int i0, int nb,
+                        int64_t rows_before, int64_t rows_after, ss_error *err)
+{
+    ss_capture_data *out = sink;
+    int per_token = c->o->pool == SS_POOL_ALL;
+    int64_t rows = per_token ? rows_after - rows_before : nb, at = out->n_rows;
+    size_t row = (size_t)c->L * c->d;
+    float *acts = realloc(out->acts, (size_t)(at + rows + 1) * row * sizeof(float));
+    int32_t *nt = realloc(out->n_tokens, (size_t)(i0 + nb) * sizeof(int32_t));
+    if (acts)
+        out->acts = acts;
+    if (nt)
+        out->n_tokens = nt;
+    if (!acts || !nt)
+        return ss_fail(err, "out of memory holding %lld captured rows", (long long)(at + rows));
+    memcpy(out->acts + (size_t)at * row, per_token ? c->rows : c->pooled,
+           (size_t)rows * row * sizeof(float));
+    memcpy(out->n_tokens + i0, bb->n_tok32, (size_t)nb * sizeof(int32_t));
+    if (per_token)
+        for (int k = 0; k < nb; k++)
+            out->offsets[i0 + k + 1] = bb->offs[k];
+    out->n_rows = at + rows;
+    out->n_done = i0 + nb;
+    return 0;
+}
+
+int ss_capture_to_memory(ss_engine *e, const ss_capture_source *src, const ss_capture_opts *o,
+                         ss_capture_data *out, ss_error *err)
+{
+    memset(out, 0, sizeof *out);
+    if (check_opts(e, src, o, err) < 0)
+        return -1;
+    const ss_config *cfg = ss_engine_config(e);
+    cap_ctx c = {0};
+    batch_buf bb = {0};
+    int rc = -1;
+    out->n_prompts = src->n;
+    out->n_layers = o->n_layers;
+    out->d_model = cfg->d_model;
+    out->pool = o->pool;
+    out->site = o->site;
+    out->layers = ss_malloc((size_t)o->n_layers * sizeof(int32_t), err);
+    out->layer_norms = ss_calloc((size_t)o->n_layers, sizeof(float), err);
+    if (o->pool == SS_POOL_ALL)
+        out->offsets = ss_calloc((size_t)src->n + 1, sizeof(int64_t), err);
+    if (!out->layers || !out->layer_norms || (o->pool == SS_POOL_ALL && !out->offsets) ||
+        ctx_init(&c, o, cfg, err) < 0 || batch_init(&bb, o->batch, cfg->vocab_size, err) < 0 ||
+        capture_batches(e, src, &c, &bb, 0, 0, memory_flush, out, err) < 0)
+        goto out;
+    for (int li = 0; li < c.L; li++) {
+        out->layers[li] = o->layers[li];
+        /* as /layer_norms: the mean token norm, rounded to f32 */
+        out->layer_norms[li] =
+            c.norm_count[li] ? (float)(c.norms[li] / (double)c.norm_count[li]) : 0.0f;
+    }
+    out->complete = 1;
+    rc = 0;
+out:
+    batch_free(&bb, o->batch);
+    ctx_free(&c);
+    if (rc < 0)
+        ss_capture_data_free(out);
     return rc;
 }

@@ -1,4 +1,5 @@
-/* cmd_generate.c - `safesteer generate`: one prompt, streamed or as JSON. */
+/* cmd_generate.c - `safesteer generate`: one prompt streamed, or a batch of prompts, as text
+ * or JSON lines. */
 #include <getopt.h>
 #include <jansson.h>
 #include <math.h>
@@ -15,11 +16,14 @@
 #include "safesteer/tokenizer.h"
 
 #define MAX_STOP_STRINGS 16
+#define MAX_PROMPTS 4096
 
 static const char *const usage_text =
-    "usage: safesteer generate [--model M] --prompt TEXT [options]\n"
+    "usage: safesteer generate [--model M] (--prompt TEXT... | --prompt-file F) [options]\n"
     "  --model M            GGUF file or Hugging Face folder (default: %s)\n"
-    "  --prompt TEXT        the prompt (the user turn with --chat)\n"
+    "  --prompt TEXT        the prompt (the user turn with --chat); repeat it to generate\n"
+    "                       for several prompts in one batch (same steering for all)\n"
+    "  --prompt-file F      prompts one per line, in one batch\n"
     "  --chat               apply the model's chat template\n"
     "  --system TEXT        system turn (with --chat; default: the template's own)\n"
     "  --chat-template F    chatml | llama2 | llama3 (overrides detection)\n"
@@ -32,7 +36,7 @@ static const char *const usage_text =
     "  --device D           cpu | cuda (default cpu)\n"
     "  --ctx N              KV-cache positions (default min(model context, 4096))\n"
     "  --logprobs K         with --json: top-K log-probabilities at every step\n"
-    "  --json               print one JSON record instead of streaming text\n"
+    "  --json               print one JSON record (a line per prompt) instead of text\n"
     "steering (docs/steering.md):\n"
     "  --steer FILE[:NAME]  vector file (safesteer HDF5 or llama.cpp control-vector GGUF);\n"
     "                       NAME picks a category of a multi-vector file.  Repeat it (up to\n"
@@ -57,7 +61,10 @@ typedef struct {
 
 typedef struct {
     ss_cli_common common;   /* --model, --device, --threads, --ctx, --chat, --system, ... */
-    const char *prompt;
+    const char *prompts[MAX_PROMPTS];
+    int n_prompts;
+    const char *prompt_file;
+    char *file_text;        /* --prompt-file contents; prompts point into it */
     steer_group steer[MAX_STEER];
     int n_steer;
     ss_positions positions;
@@ -100,7 +107,8 @@ static int parse_opts(int argc, char **argv, gen_opts *o, ss_error *err)
 {
     static const struct option longopts[] = {
         SS_CLI_OPT_MODEL, SS_CLI_OPT_DEVICE, SS_CLI_OPT_THREADS, SS_CLI_OPT_CTX, SS_CLI_OPT_CHAT,
-        SS_CLI_OPT_SYSTEM, SS_CLI_OPT_CHAT_TEMPLATE, SS_ARG("prompt", 'p'), SS_ARG("max-new", 'n'),
+        SS_CLI_OPT_SYSTEM, SS_CLI_OPT_CHAT_TEMPLATE, SS_ARG("prompt", 'p'),
+        SS_ARG("prompt-file", 'F'), SS_ARG("max-new", 'n'),
         SS_ARG("temperature", 't'), SS_ARG("top-p", 'P'), SS_ARG("seed", 'S'), SS_ARG("stop", 'x'),
         SS_ARG("logprobs", 'L'), SS_FLAG("json", 'J'), SS_FLAG("help", 'h'), SS_ARG("steer", 'V'),
         SS_ARG("layers", 'Y'), SS_ARG("strength", 'a'), SS_FLAG("ablate", 'A'),
@@ -121,7 +129,12 @@ static int parse_opts(int argc, char **argv, gen_opts *o, ss_error *err)
             continue;
         }
         switch (c) {
-        case 'p': o->prompt = optarg; break;
+        case 'p':
+            if (o->n_prompts == MAX_PROMPTS)
+                return ss_fail(err, "--prompt: at most %d prompts", MAX_PROMPTS);
+            o->prompts[o->n_prompts++] = optarg;
+            break;
+        case 'F': o->prompt_file = optarg; break;
         case 'J': o->json = 1; break;
         case 'n':
             if (ss_cli_int_to("--max-new", optarg, 0, 1 << 20, &o->gen.max_new, err) < 0)
@@ -166,8 +179,8 @@ static int parse_opts(int argc, char **argv, gen_opts *o, ss_error *err)
     }
     if (optind < argc)
         return ss_fail(err, "unexpected argument \"%s\"", argv[optind]);
-    if (!o->prompt)
-        return ss_fail(err, "--prompt is required");
+    if (!o->n_prompts == !o->prompt_file)
+        return ss_fail(err, "give --prompt (one or more) or --prompt-file, not both or neither");
     if (o->gen.logprobs_k && !o->json)
         return ss_fail(err, "--logprobs needs --json");
     if ((o->n_steer && !o->steer[0].file) || (!o->n_steer && o->positions.rule != SS_POS_ALL))
@@ -270,12 +283,13 @@ static const char *stop_reason_name(int r)
     return names[r];
 }
 
-static void print_json(const gen_opts *o, const ss_model *m, const int32_t *prompt_ids,
-                       int n_prompt, const ss_gen_result *r, const ss_gen_timing *tm)
+static void print_json(const gen_opts *o, const ss_model *m, const char *prompt,
+                       const int32_t *prompt_ids, int n_prompt, const ss_gen_result *r,
+                       const ss_gen_timing *tm)
 {
     json_t *rec = json_object();
     json_object_set_new(rec, "model", json_string(m->path));
-    json_object_set_new(rec, "prompt", json_string(o->prompt));
+    json_object_set_new(rec, "prompt", json_string(prompt));
     json_object_set_new(rec, "chat", json_boolean(o->common.chat));
     json_object_set_new(rec, "prompt_ids", ids_json(prompt_ids, n_prompt));
     json_object_set_new(rec, "ids", ids_json(r->ids, r->n_ids));
@@ -307,6 +321,39 @@ static void print_json(const gen_opts *o, const ss_model *m, const int32_t *prom
     json_decref(rec);
 }
 
+/* --prompt-file: every line (without its newline) is a prompt; empty lines
+ * are skipped. */
+static int read_prompt_file(gen_opts *o, ss_error *err)
+{
+    size_t len;
+    if (ss_read_file(o->prompt_file, &o->file_text, &len, err) < 0)
+        return ss_cli_flag(err, "--prompt-file");
+    for (char *line = o->file_text, *next; line && *line; line = next) {
+        next = strchr(line, '\n');
+        if (next)
+            *next++ = '\0';
+        size_t n = strlen(line);
+        if (n && line[n - 1] == '\r')
+            line[n - 1] = '\0';
+        if (!*line)
+            continue;
+        if (o->n_prompts == MAX_PROMPTS)
+            return ss_fail(err, "%s: more than %d prompts", o->prompt_file, MAX_PROMPTS);
+        o->prompts[o->n_prompts++] = line;
+    }
+    return o->n_prompts ? 0 : ss_fail(err, "%s: no prompts (one per line)", o->prompt_file);
+}
+
+/* One prompt's text was streamed; several are printed when done, each after
+ * its index. */
+static void print_text(int i, int n, const ss_gen_result *r)
+{
+    if (n > 1)
+        printf("[%d] %s\n", i, r->text);
+    else
+        fputc('\n', stdout);
+}
+
 int ss_cmd_generate(int argc, char **argv)
 {
     ss_error err = {.msg = ""};
@@ -317,41 +364,65 @@ int ss_cmd_generate(int argc, char **argv)
     ss_model *m = NULL;
     ss_tokenizer *tok = NULL;
     ss_engine *e = NULL;
-    int32_t *prompt_ids = NULL;
-    int n_prompt = 0, rc = SS_EXIT_FAIL, family = SS_CHAT_NONE;
-    ss_gen_result res = {0};
+    int32_t **ids = NULL;
+    int *n_ids = NULL, n = 0, rc = SS_EXIT_FAIL, family = SS_CHAT_NONE;
+    ss_gen_result *res = NULL;
+    const ss_steer_plan **plans = NULL;
     ss_gen_timing tm;
     ss_steer_plan plan = {0};
-    if (ss_cli_load_model(&o.common, &m, &tok, &family, &err) < 0 ||
-        ss_encode_prompt(m, tok, family, o.common.system, o.prompt, &prompt_ids, &n_prompt,
-                         &err) < 0 ||
-        ss_engine_create(m, &o.common.engine, &e, &err) < 0)
+    if (o.prompt_file && read_prompt_file(&o, &err) < 0) {
+        rc = SS_EXIT_USAGE;
         goto out;
-    if (o.n_steer && build_plan(&o, m, &plan, &err) < 0)
+    }
+    n = o.n_prompts;
+    ids = ss_calloc((size_t)n, sizeof *ids, &err);
+    n_ids = ss_calloc((size_t)n, sizeof *n_ids, &err);
+    res = ss_calloc((size_t)n, sizeof *res, &err);
+    plans = ss_calloc((size_t)n, sizeof *plans, &err);
+    if (!ids || !n_ids || !res || !plans ||
+        ss_cli_load_model(&o.common, &m, &tok, &family, &err) < 0)
         goto out;
-    const int32_t *prompts[1] = {prompt_ids};
-    const ss_steer_plan *plans[1] = {o.n_steer ? &plan : NULL};
-    ss_gen_request req = {.n = 1, .prompts = prompts, .n_prompt = &n_prompt, .plans = plans,
-                          .params = o.gen, .on_text = o.json ? NULL : stream_text};
-    if (ss_generate(e, tok, &req, &res, &tm, &err) < 0)
+    for (int i = 0; i < n; i++)
+        if (ss_encode_prompt(m, tok, family, o.common.system, o.prompts[i], &ids[i], &n_ids[i],
+                             &err) < 0)
+            goto out;
+    o.common.engine.max_seqs = n;
+    if (ss_engine_create(m, &o.common.engine, &e, &err) < 0 ||
+        (o.n_steer && build_plan(&o, m, &plan, &err) < 0))
         goto out;
-    if (o.json)
-        print_json(&o, m, prompt_ids, n_prompt, &res, &tm);
-    else
-        fputc('\n', stdout);
-    fprintf(stderr, "[%s] prompt %ld tokens in %.3f s (%.1f tok/s); generated %d tokens, "
+    for (int i = 0; i < n; i++)
+        plans[i] = o.n_steer ? &plan : NULL;
+    ss_gen_request req = {.n = n, .prompts = (const int32_t *const *)ids, .n_prompt = n_ids,
+                          .plans = plans, .params = o.gen,
+                          .on_text = o.json || n > 1 ? NULL : stream_text};
+    if (ss_generate(e, tok, &req, res, &tm, &err) < 0)
+        goto out;
+    long generated = 0;
+    for (int i = 0; i < n; i++) {
+        if (o.json)
+            print_json(&o, m, o.prompts[i], ids[i], n_ids[i], &res[i], &tm);
+        else
+            print_text(i, n, &res[i]);
+        generated += res[i].n_ids;
+    }
+    fprintf(stderr, "[%s] %d prompt%s, %ld tokens in %.3f s (%.1f tok/s); generated %ld tokens, "
                     "decode %.1f tok/s; stop: %s\n",
-            ss_engine_device_name(e), tm.prefill_tokens, tm.prefill_seconds,
-            tm.prefill_seconds > 0 ? tm.prefill_tokens / tm.prefill_seconds : 0.0, res.n_ids,
+            ss_engine_device_name(e), n, n > 1 ? "s" : "", tm.prefill_tokens, tm.prefill_seconds,
+            tm.prefill_seconds > 0 ? tm.prefill_tokens / tm.prefill_seconds : 0.0, generated,
             tm.decode_seconds > 0 ? tm.decode_tokens / tm.decode_seconds : 0.0,
-            stop_reason_name(res.stop_reason));
+            n > 1 ? "per prompt" : stop_reason_name(res[0].stop_reason));
     rc = SS_EXIT_OK;
 out:
     if (rc != SS_EXIT_OK)
         ss_cli_fail("generate", rc, &err);
-    ss_gen_result_free(&res);
+    for (int i = 0; i < n; i++) {
+        if (res)
+            ss_gen_result_free(&res[i]);
+        if (ids)
+            free(ids[i]);
+    }
+    free(res), free(ids), free(n_ids), free(plans), free(o.file_text);
     ss_steer_plan_free(&plan);
-    free(prompt_ids);
     ss_engine_free(e);
     ss_tokenizer_free(tok);
     ss_model_free(m);

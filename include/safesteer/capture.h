@@ -153,6 +153,12 @@ int ss_capture_load(const char *path, int allow_incomplete, ss_capture_data *out
                     ss_error *err);
 void ss_capture_data_free(ss_capture_data *d);
 
+/* Captures src into out without a file: what ss_capture_run would store, in
+ * f32 (o->f16, resume, force and the provenance fields do not apply).
+ * Free with ss_capture_data_free. */
+int ss_capture_to_memory(ss_engine *e, const ss_capture_source *src, const ss_capture_opts *o,
+                         ss_capture_data *out, ss_error *err);
+
 /* Mean activation norm of model layer `layer` from a complete capture
  * file's /layer_norms (to scale unit directions when steering); d_model is
  * checked. */
