@@ -22,11 +22,6 @@ struct ss_cuda_ctx {
     size_t workspace_bytes;
     int sync_each;          /* SAFESTEER_CUDA_SYNC=1 */
     int capturing;          /* inside stream capture: no synchronisation */
-    int matvec;             /* SS_CUDA_MM_* taken by SS_CUDA_MM_AUTO for small n */
-    int matvec_max_rows;    /* ... when n <= this */
-    int residual;           /* residual + steering kernel version (1, 2) */
-    int attention;          /* prefill attention kernel version (1, 2) */
-    int rope;               /* engine rope + KV store version (1, 2) */
 };
 
 #define SS_CU(call, err)                                                                   \

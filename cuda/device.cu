@@ -53,9 +53,9 @@ extern "C" int ss_cuda_ctx_create(int gpu, ss_cuda_ctx **out, ss_error *err)
     char why[256];
     int n = ss_cuda_device_count(why, sizeof why);
     if (n == 0)
-        return ss_fail(err, "--device cuda: no CUDA device available (%s)", why);
+        return ss_fail(err, "device cuda: no CUDA device available (%s)", why);
     if (gpu < 0 || gpu >= n)
-        return ss_fail(err, "--device cuda: GPU %d requested but %d device(s) present", gpu, n);
+        return ss_fail(err, "device cuda: GPU %d requested but %d device(s) present", gpu, n);
     SS_CU(cudaSetDevice(gpu), err);
     ss_cuda_ctx *c = (ss_cuda_ctx *)ss_calloc(1, sizeof *c, err);
     if (!c)
@@ -64,24 +64,6 @@ extern "C" int ss_cuda_ctx_create(int gpu, ss_cuda_ctx **out, ss_error *err)
     const char *sync = getenv("SAFESTEER_CUDA_SYNC");
     c->sync_each = sync && sync[0] == '1';
     c->workspace_bytes = 32u << 20;
-    c->matvec = SS_CUDA_DEFAULT_MM_PATH;
-    c->matvec_max_rows = SS_CUDA_DEFAULT_MM_MAX_ROWS;
-    /* SAFESTEER_CUDA_MATMUL=v1|v2|cublas pins the small-batch matmul path
-     * (the variants the bench times side by side). */
-    const char *mm = getenv("SAFESTEER_CUDA_MATMUL");
-    if (mm && !strcmp(mm, "v1")) {
-        c->matvec = SS_CUDA_MM_V1;
-        c->matvec_max_rows = SS_CUDA_MATVEC_MAX_ROWS;
-    } else if (mm && !strcmp(mm, "v2")) {
-        c->matvec = SS_CUDA_MM_V2;
-        c->matvec_max_rows = SS_CUDA_MMA_MAX_ROWS;
-    } else if (mm && !strcmp(mm, "cublas")) {
-        c->matvec = SS_CUDA_MM_CUBLAS;
-        c->matvec_max_rows = 0;
-    }
-    c->residual = 2;
-    c->attention = 2;
-    c->rope = 2;
     if (ss_cuda_ctx_init(c, err)) {
         ss_cuda_ctx_free(c);
         return -1;
@@ -103,20 +85,6 @@ extern "C" void ss_cuda_ctx_free(ss_cuda_ctx *c)
         cudaStreamDestroy(c->stream);
     free(c);
 }
-
-extern "C" void ss_cuda_set_matvec(ss_cuda_ctx *c, int path, int max_rows)
-{
-    c->matvec = path;
-    c->matvec_max_rows = max_rows;
-}
-
-extern "C" void ss_cuda_set_residual(ss_cuda_ctx *c, int version) { c->residual = version; }
-
-extern "C" void ss_cuda_set_attention(ss_cuda_ctx *c, int version) { c->attention = version; }
-
-extern "C" void ss_cuda_set_rope(ss_cuda_ctx *c, int version) { c->rope = version; }
-
-extern "C" int ss_cuda_rope_version(const ss_cuda_ctx *c) { return c->rope; }
 
 extern "C" int ss_cuda_sync(ss_cuda_ctx *c, ss_error *err)
 {

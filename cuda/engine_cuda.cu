@@ -1,5 +1,4 @@
-/* engine_cuda.cu - the CUDA backend of ss_engine, plus the small device
- * helpers kernels.h exports (context, memory, timers, bandwidth probe).
+/* engine_cuda.cu - the CUDA backend of ss_engine (host/engine/backend.h).
  *
  * Weights live on the GPU in bf16 (Q/K/V fused into one [q+2kv][d] matrix
  * and gate/up into one [2 d_ff][d] matrix, so each is one matmul), norm
@@ -10,11 +9,14 @@
  *   embed -> rmsnorm -> per layer { qkv matmul, rope + kv store, attention,
  *   wo matmul, residual+steer+norm, gate/up matmul, swiglu, down matmul,
  *   residual+steer+norm } -> final norm of the output rows -> lm head.
- * Kernel versions come from the context (ss_engine_cuda_set_variants);
- * with the v2 matvec and <= 8 rows swiglu is fused into the down matmul. 
+ * The kernels are the winners of the variants timed side by side
+ * (tests/device/variants/, docs/cuda.md): matvec v1 for one row and cuBLAS
+ * above, fused rope + KV store, prefill attention v2, the register-row
+ * residual kernel where the row fits.
  * Steering happens inside the residual kernels (device mirror of
  * e->steer, uploaded by sync_hooks); capture hooks copy rows to the host.
- * Decode steps can replay a captured CUDA graph (ss_engine_cuda_set_graphs).
+ * Decode steps can replay a captured CUDA graph (ss_engine_set_decode_graphs);
+ * ss_engine_forward_argmax picks greedy tokens on the GPU.
  * Checked end to end by tests/device/test_cuda_engine.c against the CPU
  * engine (greedy tokens, logits, steering, graph vs no graph).  The device
  * plumbing (context, memory, timers) is in device.cu. */
@@ -23,6 +25,7 @@
 #include <string.h>
 
 #include "common.cuh"
+#include "engine/backend.h"
 extern "C" {
 #include "engine/cpu_ops.h"
 #include "safesteer/model.h"
@@ -78,6 +81,7 @@ typedef struct {
     float *d_vec;                /* [max_seqs][S][n_layers][d_model], lazily */
     int *h_info, *h_ops;
     float *h_alpha;
+    ss_cuda_timer *timer;        /* ss_engine_timer_* */
     /* decode graph */
     int graphs_on;
     cudaGraphExec_t gexec;
@@ -102,6 +106,7 @@ static void ss_cu_destroy(ss_engine *e)
     if (c->ctx)
         cudaStreamSynchronize(c->ctx->stream);
     ss_cu_drop_graph(c);
+    ss_cuda_timer_free(c->timer);
     if (c->layers) {
         for (int l = 0; l < e->cfg.n_layers; l++) {
             ss_cu_layer *w = &c->layers[l];
@@ -148,7 +153,7 @@ static int ss_cu_alloc(void **p, size_t bytes, const char *what, ss_error *err)
 {
     cudaError_t e = cudaMalloc(p, bytes ? bytes : 1);
     if (e != cudaSuccess)
-        return ss_fail(err, "--device cuda: allocating %s (%.2f GiB) failed: %s", what,
+        return ss_fail(err, "CUDA engine: allocating %s (%.2f GiB) failed: %s", what,
                        (double)bytes / (1 << 30), cudaGetErrorString(e));
     return 0;
 }
@@ -266,7 +271,7 @@ static int ss_cu_load_weights(ss_engine *e, ss_error *err)
         if (cudaMallocHost((void **)&ld.h_stage, SS_CU_STAGE_FLOATS * sizeof(float)) !=
             cudaSuccess) {
             ld.h_stage = NULL;
-            ss_fail(err, "--device cuda: cudaMallocHost of the upload staging buffer failed");
+            ss_fail(err, "CUDA engine: cudaMallocHost of the upload staging buffer failed");
             goto done;
         }
         if (ss_cu_alloc((void **)&ld.d_stage, SS_CU_STAGE_FLOATS * sizeof(float), "staging", err))
@@ -291,7 +296,7 @@ static int ss_cu_load_weights(ss_engine *e, ss_error *err)
         if (ss_cu_load_layer(e, &ld, l, err))
             goto done;
     if (cudaStreamSynchronize(c->ctx->stream) != cudaSuccess) {
-        ss_fail(err, "--device cuda: weight upload failed: %s",
+        ss_fail(err, "CUDA engine: weight upload failed: %s",
                 cudaGetErrorString(cudaGetLastError()));
         goto done;
     }
@@ -360,7 +365,7 @@ static int ss_cu_alloc_state(ss_engine *e, ss_error *err)
         return -1;
     if (cudaMallocHost((void **)&c->h_meta, (size_t)m->total * 4) != cudaSuccess ||
         cudaMallocHost((void **)&c->h_capture, R * d * 4) != cudaSuccess)
-        return ss_fail(err, "--device cuda: cudaMallocHost of %zu bytes failed",
+        return ss_fail(err, "CUDA engine: cudaMallocHost of %zu bytes failed",
                        (size_t)m->total * 4 + R * d * 4);
     c->h_info = (int *)ss_calloc((size_t)e->max_seqs * 3, sizeof(int), err);
     c->h_alpha = (float *)ss_calloc((size_t)e->max_seqs * n_sl, sizeof(float), err);
@@ -484,14 +489,9 @@ static int ss_cu_run_chunk(ss_engine *e, const ss_cu_chunk *ch, int hooks, ss_er
         as.layer = l;
         if (ss_cuda_matmul_bf16(cx, c->qkv, c->xb, w->wqkv, n, d, c->qkv_dim, 0, err))
             return -1;
-        if (ss_cuda_rope_version(cx) == 2
-                ? ss_cuda_rope_kv_store(cx, c->qkv, c->qkv_dim, slot, pos, n, g->n_heads,
-                                        g->n_kv_heads, g->head_dim, g->rope_neox, c->inv_freq,
-                                        c->kc, c->vc, l, L, e->max_ctx, err)
-                : ss_cuda_rope(cx, c->qkv, c->qkv_dim, pos, n, g->n_heads + g->n_kv_heads,
-                               g->head_dim, g->rope_neox, c->inv_freq, err) ||
-                      ss_cuda_kv_store(cx, c->kc, c->vc, c->qkv, c->qkv_dim, c->q_dim, c->kv_dim,
-                                       slot, pos, n, l, L, e->max_ctx, err))
+        if (ss_cuda_rope_kv_store(cx, c->qkv, c->qkv_dim, slot, pos, n, g->n_heads, g->n_kv_heads,
+                                  g->head_dim, g->rope_neox, c->inv_freq, c->kc, c->vc, l, L,
+                                  e->max_ctx, err))
             return -1;
         int rc = ch->decode ? ss_cuda_attention_decode(cx, c->att, c->qkv, c->kc, c->vc, slot, pos,
                                                        n, ch->n_splits, c->partial, &as, err)
@@ -508,10 +508,8 @@ static int ss_cu_run_chunk(ss_engine *e, const ss_cu_chunk *ch, int hooks, ss_er
         const float *next_norm = l + 1 < L ? c->layers[l + 1].attn_norm : NULL;
         if (ss_cuda_matmul_bf16(cx, c->gu, c->xb, w->wgu, n, d, 2 * ff, 0, err))
             return -1;
-        if (ss_cuda_swiglu_fusable(cx, n, ff)
-                ? ss_cuda_matmul_swiglu_bf16(cx, c->delta, c->gu, w->wdown, n, ff, d, err)
-                : ss_cuda_swiglu(cx, c->xb, c->gu, n, ff, err) ||
-                      ss_cuda_matmul_bf16(cx, c->delta, c->xb, w->wdown, n, ff, d, 0, err))
+        if (ss_cuda_swiglu(cx, c->xb, c->gu, n, ff, err) ||
+            ss_cuda_matmul_bf16(cx, c->delta, c->xb, w->wdown, n, ff, d, 0, err))
             return -1;
         if (ss_cuda_residual_steer(cx, c->x, c->delta, c->xb, next_norm, g->rms_eps, slot, pos,
                                    n, d, SS_SITE_MLP_OUT, l, &sp, err))
@@ -639,7 +637,7 @@ static int ss_cu_forward_impl(ss_engine *e, const ss_batch *b, float *logits, in
                 ch->n_splits = c->max_splits; /* fixed grid: empty splits add nothing */
             if (cudaMemcpyAsync(c->d_meta, c->h_meta, (size_t)c->ml.total * 4,
                                 cudaMemcpyHostToDevice, cx->stream) != cudaSuccess) {
-                ss_fail(err, "--device cuda: metadata upload failed: %s",
+                ss_fail(err, "CUDA engine: metadata upload failed: %s",
                         cudaGetErrorString(cudaGetLastError()));
                 goto done;
             }
@@ -657,12 +655,12 @@ static int ss_cu_forward_impl(ss_engine *e, const ss_batch *b, float *logits, in
                 if (logits && cudaMemcpyAsync(logits + (size_t)(out_done + o0) * V, c->logits,
                                               (size_t)no * V * 4, cudaMemcpyDeviceToHost,
                                               cx->stream) != cudaSuccess) {
-                    ss_fail(err, "--device cuda: logits download failed: %s",
+                    ss_fail(err, "CUDA engine: logits download failed: %s",
                             cudaGetErrorString(cudaGetLastError()));
                     goto done;
                 }
                 if (logits && cudaStreamSynchronize(cx->stream) != cudaSuccess) {
-                    ss_fail(err, "--device cuda: forward failed: %s",
+                    ss_fail(err, "CUDA engine: forward failed: %s",
                             cudaGetErrorString(cudaGetLastError()));
                     goto done;
                 }
@@ -670,13 +668,13 @@ static int ss_cu_forward_impl(ss_engine *e, const ss_batch *b, float *logits, in
             if (ids && cudaMemcpyAsync(ids + out_done, c->d_meta + c->ml.ids,
                                        (size_t)ch->n_out * 4, cudaMemcpyDeviceToHost,
                                        cx->stream) != cudaSuccess) {
-                ss_fail(err, "--device cuda: ids download failed");
+                ss_fail(err, "CUDA engine: ids download failed");
                 goto done;
             }
             /* h_meta is rewritten by the next chunk: wait for this one */
             cudaError_t ce = cudaStreamSynchronize(cx->stream);
             if (ce != cudaSuccess) {
-                ss_fail(err, "--device cuda: forward failed: %s", cudaGetErrorString(ce));
+                ss_fail(err, "CUDA engine: forward failed: %s", cudaGetErrorString(ce));
                 goto done;
             }
             out_done += ch->n_out;
@@ -695,12 +693,81 @@ static int ss_cu_forward(ss_engine *e, const ss_batch *b, float *logits, ss_erro
     return ss_cu_forward_impl(e, b, logits, NULL, err);
 }
 
+static int ss_cu_forward_argmax(ss_engine *e, const ss_batch *b, int32_t *ids, ss_error *err)
+{
+    return ss_cu_forward_impl(e, b, NULL, ids, err);
+}
+
+/* ================================================================ measurement */
+
+/* A decode step reads every weight but the embedding table, of which it
+ * gathers one row, unless the table is also the output head. */
+static void ss_cu_stats(const ss_engine *e, ss_engine_stats *s)
+{
+    const ss_cu_impl *c = ss_cu(e);
+    size_t table = (size_t)e->cfg.vocab_size * e->cfg.d_model * 2;
+    double mem_gib;
+    if (ss_cuda_device_info(c->ctx->gpu, s->device, sizeof s->device, &mem_gib, NULL))
+        snprintf(s->device, sizeof s->device, "cuda:%d", c->ctx->gpu);
+    s->weight_bytes = (double)c->weight_bytes;
+    s->weight_bytes_read = (double)(c->weight_bytes - (ss_cu_tied(e) ? 0 : table));
+    s->kv_bytes_per_value = 2;
+    s->device_timer = 1;
+    s->decode_graphs = 1;
+}
+
+#define SS_CU_PEAK_GEMM 8192 /* the measured tensor-core peak: one size^3 GEMM */
+
+static int ss_cu_measure_device(ss_engine *e, ss_engine_device *d, ss_error *err)
+{
+    int gpu = ss_cu(e)->ctx->gpu;
+    char name[256];
+    d->matmul_size = SS_CU_PEAK_GEMM;
+    d->matmul_tflops_nominal = ss_cuda_bf16_peak_tflops(gpu);
+    return ss_cuda_device_info(gpu, name, sizeof name, &d->memory_gib, err) ||
+                   ss_cuda_copy_bandwidth((size_t)1 << 30, 20, &d->copy_gbps, err) ||
+                   ss_cuda_gemm_tflops(SS_CU_PEAK_GEMM, 10, &d->matmul_tflops, err)
+               ? -1
+               : 0;
+}
+
+static int ss_cu_timer_begin(ss_engine *e, ss_error *err)
+{
+    ss_cu_impl *c = ss_cu(e);
+    if (!c->timer && ss_cuda_timer_create(&c->timer, err))
+        return -1;
+    return ss_cuda_timer_start(c->timer, err);
+}
+
+static int ss_cu_timer_end(ss_engine *e, double *ms, ss_error *err)
+{
+    ss_cu_impl *c = ss_cu(e);
+    if (!c->timer)
+        return ss_fail(err, "CUDA engine: timer ended before it began");
+    return ss_cuda_timer_stop(c->timer, ms, err);
+}
+
+static int ss_cu_set_decode_graphs(ss_engine *e, int on)
+{
+    ss_cu_impl *c = ss_cu(e);
+    if (!on)
+        ss_cu_drop_graph(c);
+    c->graphs_on = on;
+    return 0;
+}
+
 static const ss_engine_ops ss_cuda_ops = {
     .name = "cuda",
     .destroy = ss_cu_destroy,
     .forward = ss_cu_forward,
+    .forward_argmax = ss_cu_forward_argmax,
     .sync_hooks = ss_cu_sync_hooks,
     .reset_slot = NULL, /* slot_pos alone marks the valid cache rows */
+    .stats = ss_cu_stats,
+    .measure_device = ss_cu_measure_device,
+    .timer_begin = ss_cu_timer_begin,
+    .timer_end = ss_cu_timer_end,
+    .set_decode_graphs = ss_cu_set_decode_graphs,
 };
 
 /* ================================================================ public */
@@ -709,10 +776,10 @@ extern "C" int ss_engine_cuda_create(ss_engine *e, const ss_engine_opts *o, ss_e
 {
     const ss_config *g = &e->cfg;
     if (g->head_dim != 64 && g->head_dim != 96 && g->head_dim != 128)
-        return ss_fail(err, "--device cuda: head_dim %d not supported (64, 96 or 128)",
+        return ss_fail(err, "CUDA engine: head_dim %d not supported (64, 96 or 128)",
                        g->head_dim);
     if (g->d_model % 8 || g->d_ff % 8)
-        return ss_fail(err, "--device cuda: d_model %d and d_ff %d must be multiples of 8",
+        return ss_fail(err, "CUDA engine: d_model %d and d_ff %d must be multiples of 8",
                        g->d_model, g->d_ff);
     ss_cu_impl *c = (ss_cu_impl *)ss_calloc(1, sizeof *c, err);
     if (!c)
@@ -732,7 +799,7 @@ extern "C" int ss_engine_cuda_create(ss_engine *e, const ss_engine_opts *o, ss_e
     SS_CU(cudaMemGetInfo(&free_b, &total_b), err);
     if (wb + kvb + sb > free_b)
         return ss_fail(err,
-                       "--device cuda: model needs %.2f GiB (weights %.2f + KV cache %.2f for "
+                       "CUDA engine: model needs %.2f GiB (weights %.2f + KV cache %.2f for "
                        "%d slots x %d positions + scratch %.2f), GPU %d has %.2f GiB free",
                        (double)(wb + kvb + sb) / (1 << 30), (double)wb / (1 << 30),
                        (double)kvb / (1 << 30), e->max_seqs, e->max_ctx,
@@ -741,50 +808,4 @@ extern "C" int ss_engine_cuda_create(ss_engine *e, const ss_engine_opts *o, ss_e
     if (ss_cu_alloc_state(e, err) || ss_cu_load_weights(e, err))
         return -1;
     return 0;
-}
-
-extern "C" void ss_engine_cuda_set_graphs(ss_engine *e, int on)
-{
-    ss_cu_impl *c = ss_cu(e);
-    if (!on)
-        ss_cu_drop_graph(c);
-    c->graphs_on = on;
-}
-
-extern "C" int ss_engine_cuda_forward_argmax(ss_engine *e, const ss_batch *b, int32_t *ids,
-                                             ss_error *err)
-{
-    if (e->ops != &ss_cuda_ops)
-        return ss_fail(err, "ss_engine_cuda_forward_argmax: engine is not a CUDA engine");
-    if (b->all_logits)
-        return ss_fail(err, "ss_engine_cuda_forward_argmax: all_logits must be 0");
-    if (ss_engine_check_batch(e, b, err) || ss_cu_forward_impl(e, b, NULL, ids, err))
-        return -1;
-    for (int i = 0; i < b->n_seqs; i++)
-        e->slot_pos[b->slots[i]] += b->n_tokens[i];
-    return 0;
-}
-
-extern "C" size_t ss_engine_cuda_weight_bytes(const ss_engine *e)
-{
-    return e->ops == &ss_cuda_ops ? ss_cu(e)->weight_bytes : 0;
-}
-
-extern "C" size_t ss_engine_cuda_weight_bytes_read(const ss_engine *e)
-{
-    if (e->ops != &ss_cuda_ops)
-        return 0;
-    size_t table = (size_t)e->cfg.vocab_size * e->cfg.d_model * 2;
-    return ss_cu(e)->weight_bytes - (ss_cu_tied(e) ? 0 : table);
-}
-
-extern "C" void ss_engine_cuda_set_variants(ss_engine *e, int matvec_path, int matvec_max_rows,
-                                            int residual, int attention, int rope)
-{
-    ss_cu_impl *c = ss_cu(e);
-    ss_cu_drop_graph(c); /* the graph holds the old kernels */
-    ss_cuda_set_matvec(c->ctx, matvec_path, matvec_max_rows);
-    ss_cuda_set_residual(c->ctx, residual);
-    ss_cuda_set_attention(c->ctx, attention);
-    ss_cuda_set_rope(c->ctx, rope);
 }

@@ -2,7 +2,8 @@
  *
  * The CUDA engine (engine_cuda.cu) and the device tests
  * (tests/device/test_cuda_kernels.c) call the same wrappers, so each kernel
- * is checked on its own against host/engine/cpu_ops.h.  All pointers named d_*
+ * is checked on its own against host/engine/cpu_ops.h.  Variants that lost
+ * to these are in tests/device/variants/variants.h.  All pointers named d_*
  * are device memory; bf16 buffers are uint16_t (bfloat16 bit patterns).
  * Every wrapper queues work on the context's stream, checks the launch
  * (cudaGetLastError) and returns 0, or -1 with err filled. */
@@ -17,7 +18,7 @@ extern "C" { /* the project headers carry no C++ guards of their own */
 #endif
 
 #include "safesteer/engine.h"
-#include "safesteer/error.h"
+#include "safesteer/util.h"
 
 /* ---------------------------------------------------------------- device */
 
@@ -65,24 +66,14 @@ int ss_cuda_embed(ss_cuda_ctx *c, float *d_x, const uint16_t *d_table, const int
 int ss_cuda_rmsnorm(ss_cuda_ctx *c, uint16_t *d_out, const float *d_x, const int *d_rows,
                     const float *d_w, int n, int d, float eps, ss_error *err);
 
-/* Rotary embedding in place on the first n_heads heads of each row of
- * d_x[n][row_stride] (f32); row i is at position d_pos[i]; d_inv_freq
- * [head_dim/2].  neox 0 pairs (2j, 2j+1), 1 pairs (j, j + head_dim/2). */
-int ss_cuda_rope(ss_cuda_ctx *c, float *d_x, int row_stride, const int *d_pos, int n,
-                 int n_heads, int head_dim, int neox, const float *d_inv_freq, ss_error *err);
-
-/* Writes K and V of each row into the bf16 caches.  d_qkv[n][qkv_stride]
- * holds k at column k_col and v at column k_col + kv_dim (kv_dim values
- * each); row i goes to slot d_slot[i], position d_pos[i]:
- *   cache + ((slot * n_layers + layer) * max_ctx + pos) * kv_dim. */
-int ss_cuda_kv_store(ss_cuda_ctx *c, uint16_t *d_kcache, uint16_t *d_vcache, const float *d_qkv,
-                     int qkv_stride, int k_col, int kv_dim, const int *d_slot, const int *d_pos,
-                     int n, int layer, int n_layers, int max_ctx, ss_error *err);
-
-/* ss_cuda_rope on the n_heads q heads and n_kv_heads k heads of each row of
- * d_qkv[n][qkv_stride] (q at column 0, k at n_heads * head_dim, v after
- * k), then ss_cuda_kv_store of the rotated k and of v, in one launch.  The
- * rotated q stays in d_qkv; k goes only to the cache. */
+/* Rotary embedding on the n_heads q heads and n_kv_heads k heads of each
+ * row of d_qkv[n][qkv_stride] (q at column 0, k at n_heads * head_dim, v
+ * after k; row i at position d_pos[i]; d_inv_freq [head_dim/2]; neox 0
+ * pairs (2j, 2j+1), 1 pairs (j, j + head_dim/2)), and the store of the
+ * rotated k and of v into the bf16 caches, in one launch: row i goes to
+ * slot d_slot[i], position d_pos[i] at
+ *   cache + ((slot * n_layers + layer) * max_ctx + pos) * kv_dim.
+ * The rotated q stays in d_qkv; k goes only to the cache. */
 int ss_cuda_rope_kv_store(ss_cuda_ctx *c, float *d_qkv, int qkv_stride, const int *d_slot,
                           const int *d_pos, int n, int n_heads, int n_kv_heads, int head_dim,
                           int neox, const float *d_inv_freq, uint16_t *d_kcache,
@@ -145,47 +136,30 @@ int ss_cuda_residual_steer(ss_cuda_ctx *c, float *d_x, float *d_delta, uint16_t 
                            const float *d_norm_w, float eps, const int *d_slot,
                            const int *d_pos, int n, int d, int block, int layer,
                            const ss_cuda_steer_params *sp, ss_error *err);
+/* The same with the general kernel (v1: any d, one pass per step over
+ * memory), which ss_cuda_residual_steer takes when a row does not fit the
+ * registers of v2 (d % 4 != 0 or d > 8192); the tests check it at every
+ * width. */
+int ss_cuda_residual_steer_general(ss_cuda_ctx *c, float *d_x, float *d_delta, uint16_t *d_xb,
+                                   const float *d_norm_w, float eps, const int *d_slot,
+                                   const int *d_pos, int n, int d, int block, int layer,
+                                   const ss_cuda_steer_params *sp, ss_error *err);
 
 /* d_y[n][out] = x[n][in] . W^T, x bf16, W bf16 stored [out][in], y f32,
- * f32 accumulation.  path: SS_CUDA_MM_AUTO uses the context's matvec
- * variant (ss_cuda_set_matvec) when n allows, else cuBLAS; the others force
- * one path: V1 warp-per-row matvec (n <= 8, in % 8 == 0), V2 tensor-core
- * matvec (n <= 32, in % 8 == 0), CUBLAS. */
+ * f32 accumulation.  path: SS_CUDA_MM_AUTO takes the matvec v1 up to
+ * SS_CUDA_MATVEC_AUTO_ROWS rows (when in % 8 == 0), else cuBLAS; the others
+ * force one path: V1 warp-per-row matvec (n <= 8, in % 8 == 0), CUBLAS.
+ * Chosen from the variants measured side by side on an H200 (docs/cuda.md,
+ * run 2, Llama-3-8B shape): v1 at batch 1 reads weights at 73% of copy
+ * bandwidth (the tensor-core matvec of tests/device/variants 58%, cuBLAS
+ * 69%); from batch 2 on cuBLAS beats both (batch 8: 5.9 ms vs 7.1, v1 10.2). */
 #define SS_CUDA_MM_AUTO 0
 #define SS_CUDA_MM_V1 1
 #define SS_CUDA_MM_CUBLAS 2
-#define SS_CUDA_MM_V2 3
+#define SS_CUDA_MATVEC_MAX_ROWS 8
+#define SS_CUDA_MATVEC_AUTO_ROWS 1
 int ss_cuda_matmul_bf16(ss_cuda_ctx *c, float *d_y, const uint16_t *d_x, const uint16_t *d_w,
                         int n, int in, int out, int path, ss_error *err);
-#define SS_CUDA_MATVEC_MAX_ROWS 8
-#define SS_CUDA_MMA_MAX_ROWS 32
-/* The engine's default for SS_CUDA_MM_AUTO, chosen from the variants measured
- * side by side on an H200 (docs/cuda.md, run 2, Llama-3-8B shape): matvec v1
- * at batch 1 reads weights at 73% of copy bandwidth (v2 58%, cuBLAS 69%);
- * from batch 2 on cuBLAS beats both (batch 8: 5.9 ms vs v2 7.1, v1 10.2). */
-#define SS_CUDA_DEFAULT_MM_PATH SS_CUDA_MM_V1
-#define SS_CUDA_DEFAULT_MM_MAX_ROWS 1
-/* d_y[n][out] = swiglu(gu) . W^T with gu [n][2 d_ff] f32 (as ss_cuda_swiglu
- * takes it) and W bf16 [out][d_ff]: ss_cuda_swiglu then the v2 matvec in
- * one launch (n <= 32, d_ff % 8 == 0). */
-int ss_cuda_matmul_swiglu_bf16(ss_cuda_ctx *c, float *d_y, const float *d_gu,
-                               const uint16_t *d_w, int n, int d_ff, int out, ss_error *err);
-/* 1 when the engine fuses swiglu into the down projection: SS_CUDA_MM_AUTO
- * takes v2 for n rows and n <= 8. */
-int ss_cuda_swiglu_fusable(const ss_cuda_ctx *c, int n, int d_ff);
-/* Which path SS_CUDA_MM_AUTO takes for n <= max_rows (SS_CUDA_MM_V1, V2 or
- * CUBLAS; default V2 up to 32 rows). */
-void ss_cuda_set_matvec(ss_cuda_ctx *c, int path, int max_rows);
-/* Residual + steering kernel: 1 = one pass per step over memory (the first
- * version), 2 = the row held in registers (default; d <= 8192, else 1). */
-void ss_cuda_set_residual(ss_cuda_ctx *c, int version);
-/* Prefill attention kernel: 1 = K/V read from shared memory once per
- * query, 2 = once per 4 queries (default). */
-void ss_cuda_set_attention(ss_cuda_ctx *c, int version);
-/* Engine's rope + cache store: 1 = ss_cuda_rope then ss_cuda_kv_store,
- * 2 = ss_cuda_rope_kv_store (default). */
-void ss_cuda_set_rope(ss_cuda_ctx *c, int version);
-int ss_cuda_rope_version(const ss_cuda_ctx *c);
 
 /* d_ids[i] = index of the largest d_logits[i][:] (lowest index on ties). */
 int ss_cuda_argmax(ss_cuda_ctx *c, int *d_ids, const float *d_logits, int n, int vocab,
@@ -213,26 +187,6 @@ void ss_cuda_timer_free(ss_cuda_timer *t);
 int ss_cuda_timer_start(ss_cuda_timer *t, ss_error *err);
 /* Records the stop event, waits for it, returns elapsed ms in *ms. */
 int ss_cuda_timer_stop(ss_cuda_timer *t, double *ms, ss_error *err);
-
-/* ---------------------------------------------------------------- engine */
-
-/* CUDA-engine extras (e must come from --device cuda).
- * Decode steps (every sequence appends one token, no capture hook) replay a
- * captured CUDA graph when on (default on; SAFESTEER_CUDA_GRAPHS=0 turns it off). */
-void ss_engine_cuda_set_graphs(ss_engine *e, int on);
-/* Like ss_engine_forward with all_logits 0, but returns each sequence's
- * greedy next token (argmax on the GPU) instead of logits: ids[n_seqs]. */
-int ss_engine_cuda_forward_argmax(ss_engine *e, const ss_batch *b, int32_t *ids, ss_error *err);
-/* Bytes of weights held on the GPU. */
-size_t ss_engine_cuda_weight_bytes(const ss_engine *e);
-/* Bytes of weights one decode step reads: all but the embedding table
- * (only one row of it is gathered) unless it is also the output head. */
-size_t ss_engine_cuda_weight_bytes_read(const ss_engine *e);
-/* Kernel variants the engine uses (see ss_cuda_set_matvec,
- * ss_cuda_set_residual, ss_cuda_set_attention, ss_cuda_set_rope); drops
- * the captured decode graph. */
-void ss_engine_cuda_set_variants(ss_engine *e, int matvec_path, int matvec_max_rows,
-                                 int residual, int attention, int rope);
 
 #ifdef __cplusplus
 }

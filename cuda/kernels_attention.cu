@@ -14,147 +14,17 @@
  * Checked by tests/device/test_cuda_kernels.c against ss_cpu_attention
  * (several sequences of different lengths, GQA shapes of Llama-3 8B and
  * SmolLM2, outputs poisoned first; rel. L2 < 1e-2). */
-#include "common.cuh"
+#include "attention_tile.cuh"
 
-#define SS_PF_BQ 16   /* queries per prefill block (4 warps x 4) */
-#define SS_PF_BK 32   /* keys per shared-memory tile */
 #define SS_DEC_SPLIT 128 /* 4 warps x 32 keys: at 500 positions, 4 splits x 32 heads fill the SMs */
 
-/* A prefill block's work: query rows row0..row0+nq-1 of one sequence (at
- * positions pos0..), query head h, and the offset of that sequence's layer
- * for h's K/V head in the cache (rows of kvd elements). */
-struct ss_pf_tile {
-    int row0, nq, h, pos0, kvd;
-    size_t base;
-};
-
-/* Reads the block's tile and stages its queries, pre-scaled by
- * 1/sqrt(HD), in sq[SS_PF_BQ][HD] (rows past nq zero). */
-template <int HD>
-static __device__ __forceinline__ ss_pf_tile ss_pf_begin(float *sq, const float *q,
-                                                         const int *slots, const int *positions,
-                                                         const int *tiles, ss_cuda_attn_shape s)
-{
-    ss_pf_tile t;
-    t.row0 = tiles[2 * blockIdx.x];
-    t.nq = tiles[2 * blockIdx.x + 1];
-    t.h = blockIdx.y;
-    t.pos0 = positions[t.row0];
-    t.kvd = s.n_kv_heads * HD;
-    int kvh = t.h / (s.n_heads / s.n_kv_heads);
-    t.base = ((size_t)slots[t.row0] * s.n_layers + s.layer) * s.max_ctx * t.kvd + (size_t)kvh * HD;
-    float scale = rsqrtf((float)HD);
-    for (int k = threadIdx.x; k < SS_PF_BQ * HD; k += blockDim.x) {
-        int r = k / HD, dd = k % HD;
-        sq[k] = r < t.nq ? q[(size_t)(t.row0 + r) * s.q_stride + t.h * HD + dd] * scale : 0.0f;
-    }
-    return t;
-}
-
-/* Online-softmax state before the first key: max -inf, sums and outputs 0. */
-template <int HD>
-static __device__ __forceinline__ void ss_pf_reset(float (&m)[4], float (&l)[4],
-                                                   float (&acc)[4][HD / 32])
-{
-#pragma unroll
-    for (int a = 0; a < 4; a++) {
-        m[a] = -INFINITY;
-        l[a] = 0.0f;
-#pragma unroll
-        for (int c = 0; c < HD / 32; c++)
-            acc[a][c] = 0.0f;
-    }
-}
-
-/* Writes each of the warp's 4 queries' normalised output (lane owns
- * dimensions lane + 32c) as bf16. */
-template <int HD>
-static __device__ __forceinline__ void ss_pf_finish(uint16_t *out, const ss_pf_tile &t, int warp,
-                                                    int lane, const float (&l)[4],
-                                                    const float (&acc)[4][HD / 32],
-                                                    ss_cuda_attn_shape s)
-{
-#pragma unroll
-    for (int a = 0; a < 4; a++) {
-        int r = warp * 4 + a;
-        if (r >= t.nq)
-            continue;
-        uint16_t *o = out + (size_t)(t.row0 + r) * s.n_heads * HD + t.h * HD;
-        float inv = 1.0f / l[a];
-#pragma unroll
-        for (int c = 0; c < HD / 32; c++)
-            o[lane + 32 * c] = ss_to_bf(acc[a][c] * inv);
-    }
-}
-
-template <int HD>
-__global__ void __launch_bounds__(128)
-    ss_attn_prefill_kernel(uint16_t *out, const float *q, const uint16_t *kc, const uint16_t *vc,
-                           const int *slots, const int *positions, const int *tiles,
-                           ss_cuda_attn_shape s)
-{
-    constexpr int DPL = HD / 32; /* output dims per lane */
-    __shared__ float sq[SS_PF_BQ][HD];
-    __shared__ float sk[SS_PF_BK][HD + 1]; /* +1: lane j reads row j without bank conflicts */
-    __shared__ float sv[SS_PF_BK][HD];
-
-    int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
-    ss_pf_tile t = ss_pf_begin<HD>(&sq[0][0], q, slots, positions, tiles, s);
-    int nq = t.nq, pos0 = t.pos0, kvd = t.kvd;
-    const uint16_t *kb = kc + t.base, *vb = vc + t.base;
-
-    float m[4], l[4], acc[4][DPL]; /* running max, sum and output of the warp's 4 queries */
-    ss_pf_reset<HD>(m, l, acc);
-
-    int n_keys = pos0 + nq; /* the last query sees positions 0..pos0+nq-1 */
-    for (int k0 = 0; k0 < n_keys; k0 += SS_PF_BK) {
-        __syncthreads(); /* previous tile fully consumed (and sq written) */
-        for (int k = tid; k < SS_PF_BK * HD; k += blockDim.x) {
-            int key = k / HD, dd = k % HD, kk = k0 + key;
-            bool ok = kk < n_keys;
-            sk[key][dd] = ok ? ss_bf(kb[(size_t)kk * kvd + dd]) : 0.0f;
-            sv[key][dd] = ok ? ss_bf(vb[(size_t)kk * kvd + dd]) : 0.0f;
-        }
-        __syncthreads();
-#pragma unroll
-        for (int a = 0; a < 4; a++) {
-            int r = warp * 4 + a;
-            if (r >= nq)
-                continue; /* warp-uniform */
-            int qpos = pos0 + r, key = k0 + lane;
-            float sc = 0.0f;
-#pragma unroll 8
-            for (int dd = 0; dd < HD; dd++)
-                sc += sq[r][dd] * sk[lane][dd];
-            sc = key <= qpos ? sc : -INFINITY;
-            float mnew = fmaxf(m[a], ss_warp_max(sc));
-            if (mnew == -INFINITY)
-                continue; /* every key of this tile is in this query's future */
-            float p = __expf(sc - mnew);
-            float corr = __expf(m[a] - mnew);
-            l[a] = l[a] * corr + ss_warp_sum(p);
-#pragma unroll
-            for (int c = 0; c < DPL; c++)
-                acc[a][c] *= corr;
-            for (int j = 0; j < SS_PF_BK; j++) {
-                float pj = __shfl_sync(0xffffffffu, p, j);
-#pragma unroll
-                for (int c = 0; c < DPL; c++)
-                    acc[a][c] += pj * sv[j][lane + 32 * c];
-            }
-            m[a] = mnew;
-        }
-    }
-
-    ss_pf_finish<HD>(out, t, warp, lane, l, acc, s);
-}
-
-/* Prefill v2: the same tiling, with the work of a warp's 4 queries
- * interleaved so every shared-memory read feeds 4 FMAs: a lane reads its
- * key's K row as float4 (rows padded by 4 floats: conflict-free) against
- * the 4 queries' float4 (broadcast), and a V element once for the 4
- * queries.  v1 read K and V once per query (2 reads per FMA: bound by
- * shared-memory bandwidth).  The K/V tile is loaded with 16-byte loads. */
+/* Prefill v2: the work of a warp's 4 queries interleaved so every
+ * shared-memory read feeds 4 FMAs: a lane reads its key's K row as float4
+ * (rows padded by 4 floats: conflict-free) against the 4 queries' float4
+ * (broadcast), and a V element once for the 4 queries.  v1
+ * (tests/device/variants/attention_prefill_v1.cu) read K and V once per
+ * query (2 reads per FMA: bound by shared-memory bandwidth).  The K/V tile
+ * is loaded with 16-byte loads. */
 template <int HD>
 __global__ void __launch_bounds__(128)
     ss_attn_prefill_v2_kernel(uint16_t *out, const float *q, const uint16_t *kc,
@@ -381,7 +251,7 @@ __global__ void ss_attn_combine_kernel(uint16_t *out, const float *partial, int 
     }
 }
 
-static int ss_attn_check(const ss_cuda_attn_shape *s, ss_error *err)
+int ss_attn_check(const ss_cuda_attn_shape *s, ss_error *err)
 {
     if (s->head_dim != 64 && s->head_dim != 96 && s->head_dim != 128)
         return ss_fail(err, "CUDA attention: head_dim %d not supported (64, 96 or 128)",
@@ -392,51 +262,32 @@ static int ss_attn_check(const ss_cuda_attn_shape *s, ss_error *err)
     return 0;
 }
 
-extern "C" int ss_cuda_attention_prefill(ss_cuda_ctx *c, uint16_t *d_out, const float *d_q,
-                                         const uint16_t *d_kcache, const uint16_t *d_vcache,
-                                         const int *d_slot, const int *d_pos, const int *d_tiles,
-                                         int n_tiles, const ss_cuda_attn_shape *s, ss_error *err)
+int ss_pf_launch(ss_cuda_ctx *c, const char *name, const ss_pf_kernel kernels[3],
+                 uint16_t *d_out, const float *d_q, const uint16_t *d_kcache,
+                 const uint16_t *d_vcache, const int *d_slot, const int *d_pos,
+                 const int *d_tiles, int n_tiles, const ss_cuda_attn_shape *s, ss_error *err)
 {
     if (ss_attn_check(s, err))
         return -1;
     if (n_tiles <= 0)
         return 0;
-    dim3 grid(n_tiles, s->n_heads);
-    cudaStream_t st = c->stream;
-    if (c->attention == 2) {
-        switch (s->head_dim) {
-        case 64:
-            ss_attn_prefill_v2_kernel<64><<<grid, 128, 0, st>>>(d_out, d_q, d_kcache, d_vcache,
-                                                                 d_slot, d_pos, d_tiles, *s);
-            break;
-        case 96:
-            ss_attn_prefill_v2_kernel<96><<<grid, 128, 0, st>>>(d_out, d_q, d_kcache, d_vcache,
-                                                                 d_slot, d_pos, d_tiles, *s);
-            break;
-        default:
-            ss_attn_prefill_v2_kernel<128><<<grid, 128, 0, st>>>(d_out, d_q, d_kcache, d_vcache,
-                                                                  d_slot, d_pos, d_tiles, *s);
-            break;
-        }
-        SS_LAUNCHED(c, "ss_attn_prefill_v2_kernel", err);
-        return 0;
-    }
-    switch (s->head_dim) {
-    case 64:
-        ss_attn_prefill_kernel<64><<<grid, 128, 0, st>>>(d_out, d_q, d_kcache, d_vcache, d_slot,
-                                                          d_pos, d_tiles, *s);
-        break;
-    case 96:
-        ss_attn_prefill_kernel<96><<<grid, 128, 0, st>>>(d_out, d_q, d_kcache, d_vcache, d_slot,
-                                                          d_pos, d_tiles, *s);
-        break;
-    default:
-        ss_attn_prefill_kernel<128><<<grid, 128, 0, st>>>(d_out, d_q, d_kcache, d_vcache, d_slot,
-                                                           d_pos, d_tiles, *s);
-        break;
-    }
-    SS_LAUNCHED(c, "ss_attn_prefill_kernel", err);
+    ss_pf_kernel k = kernels[s->head_dim == 64 ? 0 : s->head_dim == 96 ? 1 : 2];
+    k<<<dim3(n_tiles, s->n_heads), 128, 0, c->stream>>>(d_out, d_q, d_kcache, d_vcache, d_slot,
+                                                         d_pos, d_tiles, *s);
+    SS_LAUNCHED(c, name, err);
     return 0;
+}
+
+extern "C" int ss_cuda_attention_prefill(ss_cuda_ctx *c, uint16_t *d_out, const float *d_q,
+                                         const uint16_t *d_kcache, const uint16_t *d_vcache,
+                                         const int *d_slot, const int *d_pos, const int *d_tiles,
+                                         int n_tiles, const ss_cuda_attn_shape *s, ss_error *err)
+{
+    static const ss_pf_kernel v2[3] = {ss_attn_prefill_v2_kernel<64>,
+                                       ss_attn_prefill_v2_kernel<96>,
+                                       ss_attn_prefill_v2_kernel<128>};
+    return ss_pf_launch(c, "ss_attn_prefill_v2_kernel", v2, d_out, d_q, d_kcache, d_vcache,
+                        d_slot, d_pos, d_tiles, n_tiles, s, err);
 }
 
 extern "C" size_t ss_cuda_attention_partial_floats(int n, int n_heads, int head_dim, int n_splits)

@@ -269,10 +269,11 @@ __global__ void __launch_bounds__(SS_RS_THREADS)
     }
 }
 
-extern "C" int ss_cuda_residual_steer(ss_cuda_ctx *c, float *d_x, float *d_delta, uint16_t *d_xb,
-                                      const float *d_norm_w, float eps, const int *d_slot,
-                                      const int *d_pos, int n, int d, int block, int layer,
-                                      const ss_cuda_steer_params *sp, ss_error *err)
+/* v2 when the row fits its registers (unless general), else v1. */
+static int ss_residual_launch(ss_cuda_ctx *c, int general, float *d_x, float *d_delta,
+                              uint16_t *d_xb, const float *d_norm_w, float eps, const int *d_slot,
+                              const int *d_pos, int n, int d, int block, int layer,
+                              const ss_cuda_steer_params *sp, ss_error *err)
 {
     if (n <= 0)
         return 0;
@@ -280,7 +281,7 @@ extern "C" int ss_cuda_residual_steer(ss_cuda_ctx *c, float *d_x, float *d_delta
         return ss_fail(err, "ss_cuda_residual_steer: block %d is not ATTN_OUT or MLP_OUT", block);
     ss_cuda_steer_params none = {nullptr, nullptr, nullptr, nullptr, 0};
     ss_cuda_steer_params p = sp ? *sp : none;
-    if (c->residual == 2 && d % 4 == 0 && d <= 4 * SS_RS_V * SS_RS_THREADS) {
+    if (!general && d % 4 == 0 && d <= 4 * SS_RS_V * SS_RS_THREADS) {
         /* fewer threads for narrow rows: every thread owns >= 1 float4 */
         int threads = d / 4 < SS_RS_THREADS ? (d / 4 + 31) / 32 * 32 : SS_RS_THREADS;
         ss_residual_steer_v2_kernel<<<n, threads, 0, c->stream>>>(
@@ -292,6 +293,25 @@ extern "C" int ss_cuda_residual_steer(ss_cuda_ctx *c, float *d_x, float *d_delta
                                                        d_pos, d, block, layer, p);
     SS_LAUNCHED(c, "ss_residual_steer_kernel", err);
     return 0;
+}
+
+extern "C" int ss_cuda_residual_steer(ss_cuda_ctx *c, float *d_x, float *d_delta, uint16_t *d_xb,
+                                      const float *d_norm_w, float eps, const int *d_slot,
+                                      const int *d_pos, int n, int d, int block, int layer,
+                                      const ss_cuda_steer_params *sp, ss_error *err)
+{
+    return ss_residual_launch(c, 0, d_x, d_delta, d_xb, d_norm_w, eps, d_slot, d_pos, n, d, block,
+                              layer, sp, err);
+}
+
+extern "C" int ss_cuda_residual_steer_general(ss_cuda_ctx *c, float *d_x, float *d_delta,
+                                              uint16_t *d_xb, const float *d_norm_w, float eps,
+                                              const int *d_slot, const int *d_pos, int n, int d,
+                                              int block, int layer,
+                                              const ss_cuda_steer_params *sp, ss_error *err)
+{
+    return ss_residual_launch(c, 1, d_x, d_delta, d_xb, d_norm_w, eps, d_slot, d_pos, n, d, block,
+                              layer, sp, err);
 }
 
 /* ---------------------------------------------------------------- swiglu */

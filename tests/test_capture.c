@@ -9,7 +9,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "util/progress.h"
+#include "safesteer/util.h"
 #include "safesteer/capture.h"
 #include "tiny_model.h"
 
@@ -66,7 +66,7 @@ static const char *run_capture(const char *name, int pool, int batch, int with_r
     eo.max_seqs = 4;
     eo.max_ctx = 64;
     ss_engine *e;
-    ss_error err = {{0}};
+    ss_error err = {.msg = ""};
     cr_assert_eq(ss_engine_create(tm, &eo, &e, &err), 0, "%s", err.msg);
     ss_capture_source src = {.n = N_ITEMS, .text = texts, .id = ids, .category = cats,
                              .label = labels, .response = with_resp ? responses : NULL,
@@ -82,7 +82,7 @@ static const char *run_capture(const char *name, int pool, int batch, int with_r
     o.force = force;
     o.model_name = "tiny";
     o.model_sha256 = "0";
-    int rc = ss_capture_run(e, &src, &o, path, &err);
+    int rc = ss_capture_run(e, &src, &o, path, NULL, &err);
     ss_engine_free(e);
     cr_assert_eq(rc, 0, "%s", err.msg);
     return path;
@@ -90,7 +90,7 @@ static const char *run_capture(const char *name, int pool, int batch, int with_r
 
 static void load(const char *path, ss_capture_data *d)
 {
-    ss_error err = {{0}};
+    ss_error err = {.msg = ""};
     cr_assert_eq(ss_capture_load(path, 0, d, &err), 0, "%s", err.msg);
 }
 
@@ -196,7 +196,7 @@ Test(capture, existing_outputs_need_force_or_resume)
     eo.max_seqs = 2;
     eo.max_ctx = 64;
     ss_engine *e;
-    ss_error err = {{0}};
+    ss_error err = {.msg = ""};
     cr_assert_eq(ss_engine_create(tm, &eo, &e, &err), 0, "%s", err.msg);
     int with_resp = 0;
     ss_capture_source src = {.n = N_ITEMS, .text = texts, .id = ids, .category = cats,
@@ -207,16 +207,18 @@ Test(capture, existing_outputs_need_force_or_resume)
     o.layers = layers;
     o.batch = 2;
     o.model_sha256 = "0";
-    cr_assert_eq(ss_capture_run(e, &src, &o, path, &err), -1);
-    cr_assert(strstr(err.msg, "complete capture") && strstr(err.msg, "--force"), "%s", err.msg);
+    cr_assert_eq(ss_capture_run(e, &src, &o, path, NULL, &err), -1);
+    cr_assert(strstr(err.msg, "complete capture") && err.kind == SS_ERR_EXISTS, "%s", err.msg);
     o.resume = 1; /* complete and matching: nothing to do */
-    cr_assert_eq(ss_capture_run(e, &src, &o, path, &err), 0, "%s", err.msg);
+    ss_capture_outcome done;
+    cr_assert_eq(ss_capture_run(e, &src, &o, path, &done, &err), 0, "%s", err.msg);
+    cr_assert(done.was_complete && done.n_before == N_ITEMS);
     o.pool = SS_POOL_LAST; /* a different setting is refused */
-    cr_assert_eq(ss_capture_run(e, &src, &o, path, &err), -1);
+    cr_assert_eq(ss_capture_run(e, &src, &o, path, NULL, &err), -1);
     cr_assert(strstr(err.msg, "pooling differs"), "%s", err.msg);
     o.pool = SS_POOL_MEAN;
     src.n = N_ITEMS - 1; /* different prompts too */
-    cr_assert_eq(ss_capture_run(e, &src, &o, path, &err), -1);
+    cr_assert_eq(ss_capture_run(e, &src, &o, path, NULL, &err), -1);
     cr_assert(strstr(err.msg, "prompts_sha256"), "%s", err.msg);
     ss_engine_free(e);
 
@@ -232,7 +234,7 @@ Test(capture, existing_outputs_need_force_or_resume)
 Test(capture, layer_specs)
 {
     int *l, n;
-    ss_error err = {{0}};
+    ss_error err = {.msg = ""};
     cr_assert_eq(ss_layers_parse("3-5,1,4", 30, &l, &n, &err), 0, "%s", err.msg);
     cr_assert(n == 4 && l[0] == 1 && l[1] == 3 && l[3] == 5);
     free(l);
@@ -245,23 +247,48 @@ Test(capture, layer_specs)
     cr_assert_eq(ss_layers_parse("x", 30, &l, &n, &err), -1);
 }
 
-/* The progress reporter: a loop over in well under a second prints only
- * its final line, or nothing when asked to stay quiet for fast loops. */
-Test(progress, final_line_and_quiet_when_fast, .init = cr_redirect_stderr)
+/* Reports a sink receives, for the progress test. */
+typedef struct {
+    int n;
+    ss_progress_report last;
+    char task[96];
+    int stop_at;   /* ask to stop at this report (0: never) */
+} recorder;
+
+static int record(void *user, const ss_progress_report *r)
 {
+    recorder *rec = user;
+    rec->n++;
+    rec->last = *r;
+    snprintf(rec->task, sizeof rec->task, "%s", r->task);
+    return rec->stop_at && rec->n >= rec->stop_at;
+}
+
+/* The progress reporter: a loop over in well under a second reports only
+ * its end, or nothing when asked to stay quiet for fast loops; a sink that
+ * asks to stop ends the loop with SS_ERR_STOPPED. */
+Test(progress, final_report_quiet_when_fast_and_stop)
+{
+    ss_error err = {.msg = ""};
+    recorder rec = {0};
+    ss_progress_sink sink = {record, &rec};
     ss_progress p;
-    ss_progress_begin(&p, "fast", "items", 0, 3, 1);
+    ss_progress_begin(&p, &sink, "fast", "items", 0, 3, 1);
     for (int i = 1; i <= 3; i++)
-        ss_progress_update(&p, i);
-    ss_progress_begin(&p, "resumed", "prompts", 2, 5, 0);
+        cr_assert_eq(ss_progress_update(&p, i, &err), 0);
+    cr_assert_eq(rec.n, 0, "a fast quiet loop reported %d times", rec.n);
+    ss_progress_begin(&p, &sink, "resumed", "prompts", 2, 5, 0);
     for (int i = 3; i <= 5; i++)
-        ss_progress_update(&p, i);
-    fflush(stderr);
-    char out[256] = "";
-    size_t n = fread(out, 1, sizeof out - 1, cr_get_redirected_stderr());
-    out[n] = 0;
-    cr_assert(!strstr(out, "fast"), "a fast quiet loop printed: %s", out);
-    cr_assert(!strncmp(out, "resumed: 5/5 prompts, ", 22), "%s", out);
-    cr_assert(strstr(out, " prompts/s, elapsed 0 s, ETA 0 s\n"), "%s", out);
-    cr_assert(!strchr(out, '\n') || strchr(out, '\n')[1] == 0, "more than one line: %s", out);
+        cr_assert_eq(ss_progress_update(&p, i, &err), 0);
+    cr_assert_eq(rec.n, 1, "reports: %d", rec.n);
+    cr_assert_str_eq(rec.task, "resumed");
+    cr_assert_str_eq(rec.last.unit, "prompts");
+    cr_assert(rec.last.done == 5 && rec.last.total == 5 && rec.last.final);
+    cr_assert(rec.last.rate > 0 && rec.last.eta == 0);
+    rec = (recorder){.stop_at = 1};
+    ss_progress_begin(&p, &sink, "stopped", "prompts", 0, 2, 0);
+    cr_assert_eq(ss_progress_update(&p, 1, &err), 0); /* within a second: not reported */
+    cr_assert_eq(ss_progress_update(&p, 2, &err), -1);
+    cr_assert_eq(err.kind, SS_ERR_STOPPED);
+    cr_assert(strstr(err.msg, "stopped: stopped at 2 of 2 prompts"), "%s", err.msg);
 }

@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "safesteer/config.h"
+#include "safesteer/eval.h"
 #include "safesteer/sweep.h"
 
 #define DATA SS_SOURCE_DIR "/data/demo_prompts.jsonl"
@@ -54,7 +55,7 @@ static int load_edit(const char *from, const char *to, ss_sweep_config *c, ss_er
 static void expect_error(const char *from, const char *to, int line, const char *needle)
 {
     ss_sweep_config c;
-    ss_error err = {{0}};
+    ss_error err = {.msg = ""};
     cr_assert_eq(load_edit(from, to, &c, &err), -1, "expected an error for \"%s\"", to);
     char where[300];
     snprintf(where, sizeof where, "%s:%d:", path, line);
@@ -66,7 +67,7 @@ static void expect_error(const char *from, const char *to, int line, const char 
 Test(config, defaults_and_values)
 {
     ss_sweep_config c;
-    ss_error err = {{0}};
+    ss_error err = {.msg = ""};
     cr_assert_eq(load_edit(NULL, NULL, &c, &err), 0, "%s", err.msg);
     cr_assert_eq(c.unsafe.n_categories, 2);
     cr_assert_str_eq(c.unsafe.categories[1], "crime");
@@ -89,7 +90,7 @@ Test(config, defaults_and_values)
 Test(config, strength_range_expands)
 {
     ss_sweep_config c;
-    ss_error err = {{0}};
+    ss_error err = {.msg = ""};
     cr_assert_eq(load_edit("strengths: [2, 4]", "strengths: {from: 1, to: 2, step: 0.25}", &c,
                            &err), 0, "%s", err.msg);
     cr_assert_eq(c.n_strengths, 5);
@@ -115,7 +116,7 @@ Test(config, guard_needs_model) { expect_error("strengths: [2, 4]", "strengths: 
 Test(config, layer_beyond_model)
 {
     ss_sweep_config c;
-    ss_error err = {{0}};
+    ss_error err = {.msg = ""};
     cr_assert_eq(load_edit("layers: [10, 14]", "layers:\n  - 10\n  - 30", &c, &err), 0, "%s",
                  err.msg);
     cr_assert_eq(ss_config_check_model(&c, 31, &err), 0);
@@ -130,7 +131,7 @@ Test(config, empty_category)
 {
     ss_sweep_config c;
     ss_sweep_data d;
-    ss_error err = {{0}};
+    ss_error err = {.msg = ""};
     cr_assert_eq(load_edit("[violence, crime]", "[violence,\n                 nosuchcat]", &c,
                            &err), 0, "%s", err.msg);
     cr_assert_eq(ss_sweep_load_data(&c, &d, &err), -1);
@@ -144,7 +145,7 @@ Test(config, too_few_prompts_for_split)
 {
     ss_sweep_config c;
     ss_sweep_data d;
-    ss_error err = {{0}};
+    ss_error err = {.msg = ""};
     cr_assert_eq(load_edit("  fit: 3", "  fit: 5", &c, &err), 0, "%s", err.msg);
     cr_assert_eq(ss_sweep_load_data(&c, &d, &err), -1);
     cr_assert(strstr(err.msg, ":4: category \"violence\""), "%s", err.msg);
@@ -156,7 +157,7 @@ Test(config, data_split)
 {
     ss_sweep_config c;
     ss_sweep_data d;
-    ss_error err = {{0}};
+    ss_error err = {.msg = ""};
     cr_assert_eq(load_edit(NULL, NULL, &c, &err), 0, "%s", err.msg);
     cr_assert_eq(ss_sweep_load_data(&c, &d, &err), 0, "%s", err.msg);
     /* 2 x 3 unsafe fit + 16 safe (the default fit_safe) */
@@ -175,7 +176,7 @@ Test(config, data_split)
 Test(config, resolved_round_trip)
 {
     ss_sweep_config c, c2;
-    ss_error err = {{0}};
+    ss_error err = {.msg = ""};
     cr_assert_eq(load_edit("strengths: [2, 4]",
                            "strengths: [2, 4]\njudges:\n  refusal: {phrases: [\"I won't\"]}\n"
                            "generation: {max_new: 7, temperature: 0.5}\npositions: \"from:3\"",

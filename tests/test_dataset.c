@@ -29,7 +29,7 @@ static const char *write_tmp(const char *name, const char *body)
 static ss_dataset *load_ok(const char *path, const ss_dataset_fields *f)
 {
     ss_dataset *d = NULL;
-    ss_error err = {{0}};
+    ss_error err = {.msg = ""};
     cr_assert_eq(ss_dataset_load(path, f, &d, &err), 0, "%s", err.msg);
     return d;
 }
@@ -60,7 +60,7 @@ Test(dataset, jsonl_errors_name_file_line_field)
     ss_dataset_fields f;
     ss_dataset_fields_default(&f);
     ss_dataset *d;
-    ss_error err = {{0}};
+    ss_error err = {.msg = ""};
     const char *p = write_tmp("b.jsonl", "{\"prompt\":\"ok\"}\n{\"text\":\"no prompt\"}\n");
     cr_assert_eq(ss_dataset_load(p, &f, &d, &err), -1);
     cr_assert(strstr(err.msg, "b.jsonl:2") && strstr(err.msg, "\"prompt\""), "%s", err.msg);
@@ -86,7 +86,7 @@ Test(dataset, csv_rfc4180_quoting_and_crlf)
     ss_dataset_fields f;
     ss_dataset_fields_default(&f);
     char spec[] = "prompt=goal,response=target,category=extra";
-    ss_error err = {{0}};
+    ss_error err = {.msg = ""};
     cr_assert_eq(ss_dataset_fields_parse(spec, &f, &err), 0, "%s", err.msg);
     ss_dataset *d = load_ok(p, &f);
     cr_assert_eq(d->n, 3);
@@ -107,7 +107,7 @@ Test(dataset, csv_errors)
     ss_dataset_fields f;
     ss_dataset_fields_default(&f);
     ss_dataset *d;
-    ss_error err = {{0}};
+    ss_error err = {.msg = ""};
     const char *p = write_tmp("r.csv", "prompt,id\na,1\nb\n");
     cr_assert_eq(ss_dataset_load(p, &f, &d, &err), -1);
     cr_assert(strstr(err.msg, "r.csv:3") && strstr(err.msg, "1 fields"), "%s", err.msg);
@@ -142,7 +142,7 @@ Test(dataset, filter_offset_limit)
     s.n_categories = 1;
     s.offset = 2;
     s.limit = 3;
-    ss_error err = {{0}};
+    ss_error err = {.msg = ""};
     cr_assert_eq(ss_dataset_apply(d, &s, &err), 0, "%s", err.msg);
     cr_assert_eq(d->n, 3);
     cr_assert_str_eq(d->rec[0].id, "i6");
@@ -162,7 +162,7 @@ Test(dataset, shuffle_is_seeded_and_a_permutation)
     ss_dataset_select_default(&s);
     s.shuffle = 1;
     s.seed = 42;
-    ss_error err = {{0}};
+    ss_error err = {.msg = ""};
     ss_dataset *a = numbered(40), *b = numbered(40), *c = numbered(40);
     cr_assert_eq(ss_dataset_apply(a, &s, &err), 0);
     cr_assert_eq(ss_dataset_apply(b, &s, &err), 0);
@@ -208,7 +208,7 @@ Test(dataset, shared_data_files)
     const char *cats[] = {"illegal"};
     s.categories = cats;
     s.n_categories = 1;
-    ss_error err = {{0}};
+    ss_error err = {.msg = ""};
     cr_assert_eq(ss_dataset_apply(d, &s, &err), 0, "%s", err.msg);
     cr_assert_eq(d->n, 58);
     ss_dataset_free(d);

@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "safesteer/engine.h"
+#include "safesteer/sample.h"
 #include "safesteer/steer.h"
 
 /* ---------------------------------------------------------------- model */
@@ -62,7 +63,7 @@ static ss_model *tmodel_new(int tied, int neox, int llama3)
                                 .wv = sd, .wo = sq, .w_gate = sd, .w_up = sd,
                                 .w_down = 1.7f / sqrtf(TFF)};
     ss_model *m = NULL;
-    ss_error err = {{0}};
+    ss_error err = {.msg = ""};
     cr_assert(ss_model_random(&c, &s, 2, &m, &err) == 0, "random model: %s", err.msg);
     return m;
 }
@@ -77,7 +78,7 @@ static ss_engine *engine_new(const ss_model *t, int max_seqs, int max_ctx)
     o.max_seqs = max_seqs;
     o.max_ctx = max_ctx;
     ss_engine *e = NULL;
-    ss_error err = {{0}};
+    ss_error err = {.msg = ""};
     cr_assert(ss_engine_create(t, &o, &e, &err) == 0, "create: %s", err.msg);
     return e;
 }
@@ -92,7 +93,7 @@ static void random_tokens(int32_t *tok, int n)
 static void fwd1(ss_engine *e, int slot, const int32_t *tok, int n, int all, float *logits)
 {
     ss_batch b = {.n_seqs = 1, .slots = &slot, .n_tokens = &n, .tokens = tok, .all_logits = all};
-    ss_error err = {{0}};
+    ss_error err = {.msg = ""};
     cr_assert(ss_engine_forward(e, &b, logits, &err) == 0, "forward: %s", err.msg);
 }
 
@@ -317,7 +318,7 @@ Test(engine_cpu, batch_matches_single)
     memcpy(tok + 42, c, sizeof c);
     float last[3][TV], all[43][TV], want[TV];
     ss_batch bt = {.n_seqs = 3, .slots = slots, .n_tokens = n, .tokens = tok, .all_logits = 0};
-    ss_error err = {{0}};
+    ss_error err = {.msg = ""};
     cr_assert(ss_engine_forward(eb, &bt, &last[0][0], &err) == 0, "%s", err.msg);
     cr_assert_eq(ss_engine_slot_pos(eb, 0), 9 + 37);
     cr_assert_eq(ss_engine_slot_pos(eb, 3), 5);
@@ -373,7 +374,7 @@ static void capture_fn(void *user, int slot, int site, int layer, int pos, const
 
 static void capture_on(ss_engine *e, int site, capture_buf *c)
 {
-    ss_error err = {{0}};
+    ss_error err = {.msg = ""};
     memset(c, 0, sizeof *c);
     cr_assert(ss_engine_set_capture(e, site, NULL, capture_fn, c, &err) == 0, "%s", err.msg);
 }
@@ -382,7 +383,7 @@ static void set_steer(ss_engine *e, int slot, int site, int op, const float *alp
                       const float *vec, int pb, int pe)
 {
     ss_steer_compiled s;
-    ss_error err = {{0}};
+    ss_error err = {.msg = ""};
     cr_assert(ss_steer_compile_site(TL, TD, site, op, alpha, vec, pb, pe, &s, &err) == 0);
     cr_assert(ss_engine_set_steering(e, slot, &s.slot, &err) == 0, "steering: %s", err.msg);
     ss_steer_compiled_free(&s);
@@ -407,7 +408,7 @@ Test(engine_cpu, capture_layers_mask_and_positions)
     ss_engine *e = engine_new(t, 2, 0);
     capture_buf *c = calloc(1, sizeof *c);
     uint8_t mask[TL] = {0, 1, 0};
-    ss_error err = {{0}};
+    ss_error err = {.msg = ""};
     cr_assert(ss_engine_set_capture(e, SS_SITE_MLP_OUT, mask, capture_fn, c, &err) == 0);
     int32_t tok[7];
     random_tokens(tok, 7);
@@ -514,7 +515,7 @@ Test(engine_cpu, add_at_attn_and_mlp_out)
         ss_engine *e = engine_new(t, 1, 0);
         capture_buf *b0 = malloc(sizeof *b0), *b1 = malloc(sizeof *b1);
         capture_buf *r0 = malloc(sizeof *r0), *r1 = malloc(sizeof *r1);
-        ss_error err = {{0}};
+        ss_error err = {.msg = ""};
         /* block output and resid_post hooks at once */
         cr_assert(!ss_engine_set_capture(e, SS_SITE_RESID_POST, NULL, capture_fn, r0, &err));
         memset(r0, 0, sizeof *r0);
@@ -586,7 +587,7 @@ Test(engine_cpu, steering_positions_follow_the_cache)
     fwd1(e, 1, tok + 6, 1, 0, b);
     cr_assert(memcmp(a, b, sizeof a) != 0, "position 6 must be steered");
     /* clearing restores the unsteered computation */
-    ss_error err = {{0}};
+    ss_error err = {.msg = ""};
     cr_assert(ss_engine_set_steering(e, 1, NULL, &err) == 0);
     ss_engine_reset_slot(e, 1);
     fwd1(e, 1, tok, 7, 0, b);
@@ -605,7 +606,7 @@ Test(engine_cpu, steering_one_sequence_leaves_others)
     ss_batch b = {.n_seqs = 2, .slots = slots, .n_tokens = n, .tokens = tok, .all_logits = 1};
     float base[11][TV], st[11][TV], alpha[TL] = {2.0f, 2.0f, 2.0f}, vec[TL * TD];
     unit_vectors(vec);
-    ss_error err = {{0}};
+    ss_error err = {.msg = ""};
     cr_assert(ss_engine_forward(e, &b, &base[0][0], &err) == 0, "%s", err.msg);
     ss_engine_reset_slot(e, 0);
     ss_engine_reset_slot(e, 1);
@@ -636,7 +637,7 @@ Test(engine_cpu, steering_validation)
     float alpha[TL] = {1, 0, 0}, vec[TL * TD];
     unit_vectors(vec);
     const int R = SS_SITE_RESID_POST, ADD = SS_STEER_ADD;
-    ss_error err = {{0}};
+    ss_error err = {.msg = ""};
     cr_assert(try_steer(e, 2, R, ADD, alpha, vec, 0, -1, &err) == -1);
     cr_assert(strstr(err.msg, "slot 2 out of range"), "%s", err.msg);
     alpha[1] = NAN;
@@ -675,7 +676,7 @@ Test(engine_cpu, batch_errors)
     random_tokens(tok, 17);
     float lg[17 * TV];
     fwd1(e, 0, tok, 10, 0, lg);
-    ss_error err = {{0}};
+    ss_error err = {.msg = ""};
     int slot = 0, n = 7;
     ss_batch b = {.n_seqs = 1, .slots = &slot, .n_tokens = &n, .tokens = tok};
     cr_assert(ss_engine_forward(e, &b, lg, &err) == -1);
@@ -725,7 +726,7 @@ Test(engine_cpu, create_errors)
     ss_engine_opts o;
     ss_engine_opts_default(&o);
     ss_engine *e = NULL;
-    ss_error err = {{0}};
+    ss_error err = {.msg = ""};
     o.max_seqs = 0;
     cr_assert(ss_engine_create(t, &o, &e, &err) == -1);
     cr_assert(strstr(err.msg, "max_seqs must be >= 1"), "%s", err.msg);
@@ -779,7 +780,7 @@ Test(engine_cpu, create_errors)
 Test(engine_cpu, names)
 {
     int v = -1;
-    ss_error err = {{0}};
+    ss_error err = {.msg = ""};
     cr_assert(ss_site_parse("mlp_out", &v, &err) == 0 && v == SS_SITE_MLP_OUT);
     cr_assert(ss_site_parse("RESID_POST", &v, &err) == 0 && v == SS_SITE_RESID_POST);
     cr_assert_str_eq(ss_site_name(SS_SITE_ATTN_OUT), "attn_out");
@@ -813,7 +814,7 @@ Test(engine_cpu, smollm2_smoke, .timeout = 600)
         cr_skip_test("default model %s not found", path);
     fclose(f);
     ss_model *m = NULL;
-    ss_error err = {{0}};
+    ss_error err = {.msg = ""};
     cr_assert(ss_model_load(path, &m, &err) == 0, "load: %s", err.msg);
     cr_assert(m->gguf, "the default model is a GGUF file");
     const ss_gguf_kv *kv = ss_gguf_find(m->gguf, "tokenizer.ggml.tokens");

@@ -233,7 +233,7 @@ static const char *write_tiny_gguf(const char *file, const gguf_opts *o, size_t 
  * of the given substrings. */
 static void expect_fail(const char *path, const char *s1, const char *s2)
 {
-    ss_error err = {{0}};
+    ss_error err = {.msg = ""};
     ss_model *m = NULL;
     cr_assert_eq(ss_model_load(path, &m, &err), -1, "%s should fail to load", path);
     cr_assert_null(m);

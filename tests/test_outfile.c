@@ -62,7 +62,7 @@ Test(outfile, completed_write_replaces_destination)
     names("out.txt", path, tmp);
     put_text(path, "old contents\n");
     ss_outfile o;
-    ss_error err = {{0}};
+    ss_error err = {.msg = ""};
     FILE *f = ss_outfile_fopen(&o, path, &err);
     cr_assert_not_null(f, "%s", err.msg);
     fputs("new\n", f);
@@ -78,7 +78,7 @@ Test(outfile, failed_write_keeps_destination)
     names("out.txt", path, tmp);
     put_text(path, "old contents\n");
     ss_outfile o;
-    ss_error err = {{0}};
+    ss_error err = {.msg = ""};
     FILE *f = ss_outfile_fopen(&o, path, &err);
     cr_assert_not_null(f);
     fputs("half a fi", f);
@@ -98,7 +98,7 @@ Test(outfile, refused_rename_keeps_destination)
     names("taken", path, tmp);
     cr_assert_eq(mkdir(path, 0700), 0);
     ss_outfile o;
-    ss_error err = {{0}};
+    ss_error err = {.msg = ""};
     FILE *f = ss_outfile_fopen(&o, path, &err);
     cr_assert_not_null(f);
     fputs("data", f);
@@ -115,7 +115,7 @@ Test(outfile, hdf5_output_appears_only_when_closed)
     char path[300], tmp[310];
     names("out.h5", path, tmp);
     ss_outfile o;
-    ss_error err = {{0}};
+    ss_error err = {.msg = ""};
     hid_t f = ss_h5_out_create(&o, path, &err);
     cr_assert_geq(f, 0, "%s", err.msg);
     cr_assert_eq(ss_h5_attr_set_i64(f, "answer", 42, &err), 0);
@@ -148,7 +148,7 @@ Test(outfile, overlong_path_refused)
     memset(path, 'a', sizeof path - 1);
     path[sizeof path - 1] = 0;
     ss_outfile o;
-    ss_error err = {{0}};
+    ss_error err = {.msg = ""};
     cr_assert_null(ss_outfile_fopen(&o, path, &err));
     cr_assert(strstr(err.msg, "output path too long"), "%s", err.msg);
 }

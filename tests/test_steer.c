@@ -40,7 +40,7 @@ static ss_engine *make_engine(const ss_model *m)
     o.threads = 1;
     o.max_ctx = 64;
     ss_engine *e;
-    ss_error err = {{0}};
+    ss_error err = {.msg = ""};
     cr_assert_eq(ss_engine_create(m, &o, &e, &err), 0, "%s", err.msg);
     return e;
 }
@@ -50,7 +50,7 @@ static ss_engine *make_engine(const ss_model *m)
 static void run_sites(ss_engine *e, const ss_steer_plan *p, const int32_t *tok, int n,
                       float *logits, grab *g[SS_SITE_COUNT])
 {
-    ss_error err = {{0}};
+    ss_error err = {.msg = ""};
     ss_engine_reset_slot(e, 0);
     cr_assert_eq(ss_steer_apply(e, 0, p, n, &err), 0, "%s", err.msg);
     for (int s = 0; s < SS_SITE_COUNT; s++)
@@ -88,7 +88,7 @@ Test(steer, strength_zero_is_bit_identical)
     ss_steer_plan p;
     ss_steer_plan_init(&p, L, d);
     random_vec(v, d, 3);
-    ss_error err = {{0}};
+    ss_error err = {.msg = ""};
     for (int l = 0; l < L; l++)
         cr_assert_eq(ss_steer_plan_add(&p, SS_SITE_RESID_POST, l, SS_STEER_ADD, 0.0f, v, &err), 0);
     run(e, &p, tok, T_TOK, b, NULL);
@@ -115,7 +115,7 @@ Test(steer, add_moves_exactly_the_steered_layer_and_positions)
     random_vec(v, d, 11);
     ss_steer_plan p;
     ss_steer_plan_init(&p, L, d);
-    ss_error err = {{0}};
+    ss_error err = {.msg = ""};
     cr_assert_eq(ss_steer_plan_add(&p, SS_SITE_RESID_POST, layer, SS_STEER_ADD, alpha, v, &err), 0);
     cr_assert_eq(ss_positions_parse("from:3", &p.positions, &err), 0);
     run(e, &p, tok, T_TOK, logits, &st);
@@ -157,7 +157,7 @@ Test(steer, ablation_leaves_activation_orthogonal)
         v[j] *= 7.0f; /* the plan normalises ablation directions */
     ss_steer_plan p;
     ss_steer_plan_init(&p, L, d);
-    ss_error err = {{0}};
+    ss_error err = {.msg = ""};
     for (int l = 1; l < L; l++)
         cr_assert_eq(ss_steer_plan_add(&p, SS_SITE_RESID_POST, l, SS_STEER_ABLATE, 1.0f, v, &err),
                      0, "%s", err.msg);
@@ -208,7 +208,7 @@ Test(steer, mixed_sites_and_ops_in_one_plan)
 
     ss_steer_plan p;
     ss_steer_plan_init(&p, L, d);
-    ss_error err = {{0}};
+    ss_error err = {.msg = ""};
     cr_assert_eq(ss_steer_plan_add(&p, SS_SITE_RESID_POST, 1, SS_STEER_ADD, 0.75f, v1, &err), 0);
     cr_assert_eq(ss_steer_plan_add(&p, SS_SITE_ATTN_OUT, 2, SS_STEER_ABLATE, 1.0f, u, &err), 0);
     /* the same plan without the mlp_out entry: layer 2's MLP output before it is steered */
@@ -250,7 +250,7 @@ Test(steer, plan_compile_rules)
 {
     ss_steer_plan p;
     ss_steer_plan_init(&p, 4, 3);
-    ss_error err = {{0}};
+    ss_error err = {.msg = ""};
     float a[3] = {1, 0, 0}, b[3] = {0, 2, 0};
     cr_assert_eq(ss_steer_plan_add(&p, SS_SITE_RESID_POST, 1, SS_STEER_ADD, 2.0f, a, &err), 0);
     cr_assert_eq(ss_steer_plan_add(&p, SS_SITE_RESID_POST, 1, SS_STEER_ADD, 0.5f, b, &err), 0);
@@ -353,7 +353,7 @@ Test(steer, gguf_control_vector_layers)
     int layers[] = {5, 1, 3};
     write_cvec(path, 16, layers, 3, 3);
     ss_vector_set v;
-    ss_error err = {{0}};
+    ss_error err = {.msg = ""};
     cr_assert_eq(ss_vectors_load(path, &v, &err), 0, "%s", err.msg);
     cr_assert_eq(v.n_categories, 1);
     cr_assert_eq(v.n_layers, 3);
@@ -365,7 +365,7 @@ Test(steer, gguf_control_vector_layers)
     cr_assert_eq(v.vectors[1 * 16 + 2], 302.0f);
     int row = ss_vectors_layer_row(&v, 5, NULL), ci;
     cr_assert_eq(row, 2);
-    ss_error lerr = {{0}};
+    ss_error lerr = {.msg = ""};
     cr_assert_eq(ss_vectors_layer_row(&v, 0, &lerr), -1);
     cr_assert(strstr(lerr.msg, "no vector for layer 0 (it has layers 1, 3, 5)"), "%s", lerr.msg);
     cr_assert_eq(ss_vectors_category(&v, NULL, &ci, &err), 0);
@@ -390,7 +390,7 @@ Test(steer, default_model_strength_zero_and_exact_add, .timeout = 300)
     if (access(mp, R_OK) != 0)
         cr_skip_test("default model not found at %s", mp);
     ss_model *m;
-    ss_error err = {{0}};
+    ss_error err = {.msg = ""};
     cr_assert_eq(ss_model_load(mp, &m, &err), 0, "%s", err.msg);
     ss_engine *e = make_engine(m);
     int V = m->cfg.vocab_size, d = m->cfg.d_model, L = m->cfg.n_layers;

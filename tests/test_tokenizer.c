@@ -27,7 +27,7 @@ static ss_tokenizer *smollm2(void)
     const char *path = ss_default_model_path();
     if (access(path, R_OK) != 0)
         cr_skip_test("model %s is absent", path);
-    ss_error err = {{0}};
+    ss_error err = {.msg = ""};
     cr_assert_eq(ss_model_load(path, &g_model, &err), 0, "%s", err.msg);
     cr_assert_eq(ss_tokenizer_load(g_model, &g_tok, &err), 0, "%s", err.msg);
     return g_tok;
@@ -44,7 +44,7 @@ static void release(void)
 
 static int32_t *encode(const ss_tokenizer *t, const char *s, size_t n, int special, int *n_ids)
 {
-    ss_error err = {{0}};
+    ss_error err = {.msg = ""};
     int32_t *ids = NULL;
     cr_assert_eq(ss_tokenize(t, s, n, special, &ids, n_ids, &err), 0, "%s", err.msg);
     return ids;
@@ -52,7 +52,7 @@ static int32_t *encode(const ss_tokenizer *t, const char *s, size_t n, int speci
 
 static char *decode(const ss_tokenizer *t, const int32_t *ids, int n, int skip)
 {
-    ss_error err = {{0}};
+    ss_error err = {.msg = ""};
     char *s = NULL;
     cr_assert_eq(ss_detokenize(t, ids, n, skip, &s, &err), 0, "%s", err.msg);
     return s;
@@ -138,7 +138,7 @@ Test(smollm2, loads_fast_with_expected_ids, .fini = release)
     const char *path = ss_default_model_path();
     if (access(path, R_OK) != 0)
         cr_skip_test("model %s is absent", path);
-    ss_error err = {{0}};
+    ss_error err = {.msg = ""};
     cr_assert_eq(ss_model_load(path, &g_model, &err), 0, "%s", err.msg);
     struct timespec a, b;
     clock_gettime(CLOCK_MONOTONIC, &a);
@@ -266,7 +266,7 @@ Test(smollm2, bad_ids_are_errors, .fini = release)
     ss_tokenizer *t = smollm2();
     int32_t ids[] = {260, 49152};
     char *s = NULL;
-    ss_error err = {{0}};
+    ss_error err = {.msg = ""};
     cr_assert_eq(ss_detokenize(t, ids, 2, 0, &s, &err), -1);
     cr_assert(strstr(err.msg, "49152"), "%s", err.msg);
     const char *b;
@@ -354,7 +354,7 @@ Test(spm, gguf_scores_prefix_and_byte_fallback)
     cr_assert_geq(fd, 0);
     close(fd);
     write_spm_gguf(path);
-    ss_error err = {{0}};
+    ss_error err = {.msg = ""};
     ss_gguf *g = NULL;
     cr_assert_eq(ss_gguf_open(path, &g, &err), 0, "%s", err.msg);
     ss_model m = {0};
@@ -443,7 +443,7 @@ Test(spm, tokenizer_json_merges_and_byte_fallback)
                " \"eos_token\": \"</s>\", \"chat_template\": \"{{ '[INST]' }}\"}");
     free(vocab);
     free(json);
-    ss_error err = {{0}};
+    ss_error err = {.msg = ""};
     ss_tokenizer *t = NULL;
     cr_assert_eq(ss_tokenizer_load_json(dir, &t, &err), 0, "%s", err.msg);
     cr_assert_eq(ss_tokenizer_kind_of(t), SS_TOK_SPM_BPE);
@@ -483,7 +483,7 @@ Test(spm, tokenizer_json_errors_name_the_component)
     cr_assert(mkdtemp(dir));
     write_file(dir, "tokenizer.json",
                "{\"model\": {\"type\": \"WordPiece\", \"vocab\": {\"a\": 0}}}");
-    ss_error err = {{0}};
+    ss_error err = {.msg = ""};
     ss_tokenizer *t = NULL;
     cr_assert_eq(ss_tokenizer_load_json(dir, &t, &err), -1);
     cr_assert(strstr(err.msg, "WordPiece") && strstr(err.msg, "tokenizer.json"), "%s", err.msg);

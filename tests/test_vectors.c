@@ -7,6 +7,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "safesteer/capture.h"
 #include "safesteer/model.h"
 #include "safesteer/steer.h"
 #include "safesteer/vectors.h"
@@ -72,13 +73,13 @@ Test(model_check, d_model_and_layers)
     ss_vector_set v = make_set(32, layers, 2);
     ss_config cfg = {.n_layers = 30, .d_model = 576};
     ss_error err;
-    cr_assert_eq(ss_vec_check_model(&v, &cfg, "smol.gguf", &err), -1);
+    cr_assert_eq(ss_vectors_check_model(&v, &cfg, "smol.gguf", &err), -1);
     cr_assert(strstr(err.msg, "mem.h5") && strstr(err.msg, "d_model is 32") &&
                   strstr(err.msg, "smol.gguf") && strstr(err.msg, "576"), "%s", err.msg);
     cfg.d_model = 32;
-    cr_assert_eq(ss_vec_check_model(&v, &cfg, "smol.gguf", &err), 0, "%s", err.msg);
+    cr_assert_eq(ss_vectors_check_model(&v, &cfg, "smol.gguf", &err), 0, "%s", err.msg);
     cfg.n_layers = 29;
-    cr_assert_eq(ss_vec_check_model(&v, &cfg, "smol.gguf", &err), -1);
+    cr_assert_eq(ss_vectors_check_model(&v, &cfg, "smol.gguf", &err), -1);
     cr_assert(strstr(err.msg, "29") && strstr(err.msg, "0..28"), "%s", err.msg);
     free(v.vectors);
 }
@@ -149,10 +150,10 @@ Test(control_vector, layer_zero_is_refused_or_skipped)
 
 Test(actfile, missing_and_wrong_files)
 {
-    ss_actfile *a;
+    ss_capture_file *a;
     ss_error err;
-    cr_assert_eq(ss_actfile_open("/nonexistent/acts.h5", &a, &err), -1);
+    cr_assert_eq(ss_capture_open("/nonexistent/acts.h5", &a, &err), -1);
     cr_assert(strstr(err.msg, "/nonexistent/acts.h5"), "%s", err.msg);
-    cr_assert_eq(ss_actfile_open(SS_SOURCE_DIR "/CMakeLists.txt", &a, &err), -1);
+    cr_assert_eq(ss_capture_open(SS_SOURCE_DIR "/CMakeLists.txt", &a, &err), -1);
     cr_assert(strstr(err.msg, "CMakeLists.txt") && strstr(err.msg, "HDF5"), "%s", err.msg);
 }

@@ -10,8 +10,7 @@
 #include <unistd.h>
 
 #include "util/h5io.h"
-#include "util/progress.h"
-#include "safesteer/sha256.h"
+#include "safesteer/util.h"
 
 #define SS_CAPTURE_FORMAT "safesteer.capture"
 #define SS_CAPTURE_VERSION 1
@@ -30,72 +29,7 @@ int ss_pool_parse(const char *name, int *pool, ss_error *err)
             *pool = i;
             return 0;
         }
-    return ss_fail(err, "--pool: unknown pooling \"%s\" (expected mean, last, all or gen_mean)",
-                   name);
-}
-
-static int parse_layer_num(const char *s, const char *spec, int n_layers, int *out,
-                           ss_error *err)
-{
-    char *end;
-    errno = 0;
-    long v = strtol(s, &end, 10);
-    if (!*s || *end || errno)
-        return ss_fail(err, "--layers \"%s\": \"%s\" is not a layer number", spec, s);
-    if (v < 0 || v >= n_layers)
-        return ss_fail(err, "--layers \"%s\": layer %ld out of range (model has layers 0..%d)",
-                       spec, v, n_layers - 1);
-    *out = (int)v;
-    return 0;
-}
-
-int ss_layers_parse(const char *spec, int n_layers, int **layers, int *n, ss_error *err)
-{
-    *layers = NULL;
-    *n = 0;
-    uint8_t *mask = ss_calloc((size_t)n_layers, 1, err);
-    char *copy = strdup(spec);
-    if (!mask || !copy) {
-        free(mask);
-        free(copy);
-        return ss_fail(err, "out of memory parsing --layers");
-    }
-    int rc = 0;
-    if (!strcmp(spec, "all")) {
-        memset(mask, 1, (size_t)n_layers);
-    } else {
-        char *save = NULL;
-        for (char *it = strtok_r(copy, ",", &save); it && !rc; it = strtok_r(NULL, ",", &save)) {
-            char *dash = strchr(it, '-');
-            int a, b;
-            if (dash) {
-                *dash = '\0';
-                rc = parse_layer_num(it, spec, n_layers, &a, err) ||
-                     parse_layer_num(dash + 1, spec, n_layers, &b, err);
-                if (!rc && b < a)
-                    rc = ss_fail(err, "--layers \"%s\": range %d-%d is reversed", spec, a, b);
-            } else {
-                rc = parse_layer_num(it, spec, n_layers, &a, err);
-                b = a;
-            }
-            for (int l = a; !rc && l <= b; l++)
-                mask[l] = 1;
-        }
-    }
-    int count = 0;
-    for (int l = 0; l < n_layers; l++)
-        count += mask[l];
-    if (!rc && count == 0)
-        rc = ss_fail(err, "--layers \"%s\" selects no layer", spec);
-    if (!rc && !(*layers = ss_malloc((size_t)count * sizeof(int), err)))
-        rc = -1;
-    if (!rc)
-        for (int l = 0; l < n_layers; l++)
-            if (mask[l])
-                (*layers)[(*n)++] = l;
-    free(mask);
-    free(copy);
-    return rc ? -1 : 0;
+    return ss_fail(err, "unknown pooling \"%s\" (expected mean, last, all or gen_mean)", name);
 }
 
 void ss_capture_opts_default(ss_capture_opts *o)
@@ -108,6 +42,18 @@ void ss_capture_opts_default(ss_capture_opts *o)
     o->gen.sampler.top_p = 1.0f;
     o->chat_template = "none";
     o->model_name = o->model_path = o->model_sha256 = o->data_path = "";
+}
+
+void ss_capture_opts_set_source(ss_capture_opts *o, const ss_model *m, const ss_tokenizer *tok,
+                                const char *sha256, int chat_family, const char *data_path)
+{
+    o->tok = tok;
+    o->model_name = m->name;
+    o->model_path = m->path;
+    o->model_sha256 = sha256;
+    o->chat = chat_family != SS_CHAT_NONE;
+    o->chat_template = ss_chat_family_name(chat_family);
+    o->data_path = data_path;
 }
 
 /* ---------------------------------------------------------------- encoding */
@@ -437,37 +383,6 @@ static int create_file(const char *path, const ss_capture_source *src, const ss_
     return 0;
 }
 
-static hid_t open_ds(hid_t f, const char *name, const char *path, ss_error *err)
-{
-    if (H5Lexists(f, name, H5P_DEFAULT) <= 0) {
-        ss_fail(err, "%s: dataset %s is missing", path, name);
-        return -1;
-    }
-    hid_t d = H5Dopen2(f, name, H5P_DEFAULT);
-    if (d < 0)
-        ss_fail(err, "%s: cannot open dataset %s", path, name);
-    return d;
-}
-
-/* Reads a dataset of at most cap numbers (int32/int64/f32/f64 via mtype). */
-static int read_small(hid_t f, const char *name, const char *path, hid_t mtype, void *buf,
-                      hsize_t want, ss_error *err)
-{
-    hid_t d = open_ds(f, name, path, err);
-    if (d < 0)
-        return -1;
-    int rank;
-    hsize_t dims[8];
-    int rc = ss_h5_shape(d, &rank, dims, err);
-    if (!rc && (rank != 1 || dims[0] < want))
-        rc = ss_fail(err, "%s: %s has %llu entries, expected %llu", path, name,
-                     (unsigned long long)dims[0], (unsigned long long)want);
-    if (!rc)
-        rc = ss_h5_read_rows(d, mtype, 0, want, buf, err);
-    H5Dclose(d);
-    return rc;
-}
-
 /* Opens an existing capture for resuming after checking every setting. */
 static int open_for_resume(const char *path, const ss_capture_source *src,
                            const ss_capture_opts *o, const setting *st, int n_st, cap_file *cf,
@@ -475,8 +390,8 @@ static int open_for_resume(const char *path, const ss_capture_source *src,
 {
     cf->f = H5Fopen(path, H5F_ACC_RDWR, H5P_DEFAULT);
     if (cf->f < 0)
-        return ss_fail(err, "%s: cannot open for --resume (damaged by a killed run?); delete it "
-                            "or pass --force to start over", path);
+        return ss_fail(err, "%s: cannot open to resume it (damaged by a killed run?); delete it "
+                            "or force a new capture", path);
     cf->half_t = ss_h5_f16_type();
     hid_t f = cf->f;
     for (int i = 0; i < n_st; i++) {
@@ -486,18 +401,18 @@ static int open_for_resume(const char *path, const ss_capture_source *src,
             int64_t dm;
             rc = ss_h5_attr_get_i64(f, "d_model", &dm, err);
             if (!rc && atoll(st[i].value) != dm)
-                rc = ss_fail(err, "%s: --resume: file has d_model %lld, this model %s", path,
-                             (long long)dm, st[i].value);
+                rc = ss_fail(err, "%s: cannot resume: the file has d_model %lld, this model %s",
+                             path, (long long)dm, st[i].value);
             if (rc)
                 return -1;
             continue;
         }
         if (ss_h5_attr_get_str(f, st[i].key, &v, err) < 0)
-            return ss_fail_context(err, "%s: --resume", path);
+            return ss_fail_context(err, "%s: cannot resume", path);
         rc = strcmp(v, st[i].value);
         if (rc)
-            ss_fail(err, "%s: --resume: %s differs (file \"%s\", this run \"%s\"); use the same "
-                         "model, data and settings, or --force to start over",
+            ss_fail(err, "%s: cannot resume: %s differs (file \"%s\", this run \"%s\"); use "
+                         "the same model, data and settings, or force a new capture",
                     path, st[i].key, v, st[i].value);
         free(v);
         if (rc)
@@ -507,29 +422,29 @@ static int open_for_resume(const char *path, const ss_capture_source *src,
     if (ss_h5_attr_get_i64(f, "n_prompts", &np, err) || ss_h5_attr_get_i64(f, "n_done", n_done, err))
         return -1;
     if (np != src->n || *n_done < 0 || *n_done > np)
-        return ss_fail(err, "%s: --resume: file holds %lld of %lld prompts, this run selects %d",
-                       path, (long long)*n_done, (long long)np, src->n);
-    int32_t *lay = ss_malloc((size_t)o->n_layers * sizeof(int32_t), err);
-    if (!lay || read_small(f, "/layers", path, H5T_NATIVE_INT32, lay, (hsize_t)o->n_layers, err)) {
-        free(lay);
+        return ss_fail(err, "%s: cannot resume: the file holds %lld of %lld prompts, this run "
+                            "selects %d", path, (long long)*n_done, (long long)np, src->n);
+    void *buf;
+    if (ss_h5_read_1d(f, path, "/layers", H5T_NATIVE_INT32, sizeof(int32_t),
+                      (hsize_t)o->n_layers, 0, &buf, NULL, err) < 0)
         return -1;
-    }
+    const int32_t *lay = buf;
+    int same = 1;
     for (int i = 0; i < o->n_layers; i++)
-        if (lay[i] != o->layers[i]) {
-            free(lay);
-            return ss_fail(err, "%s: --resume: the file's layers differ from --layers", path);
-        }
-    free(lay);
-    if ((cf->acts = open_ds(f, "/acts", path, err)) < 0 ||
-        (cf->n_tokens = open_ds(f, "/prompts/n_tokens", path, err)) < 0)
+        same &= lay[i] == o->layers[i];
+    free(buf);
+    if (!same)
+        return ss_fail(err, "%s: cannot resume: the file's layers differ from this run's", path);
+    if ((cf->acts = ss_h5_open_dataset(f, path, "/acts", err)) < 0 ||
+        (cf->n_tokens = ss_h5_open_dataset(f, path, "/prompts/n_tokens", err)) < 0)
         return -1;
-    if (src->response && (cf->n_extra = open_ds(f, "/prompts/n_response_tokens", path, err)) < 0)
+    if (src->response && (cf->n_extra = ss_h5_open_dataset(f, path, "/prompts/n_response_tokens", err)) < 0)
         return -1;
     if (o->pool == SS_POOL_GEN_MEAN &&
-        ((cf->response = open_ds(f, "/prompts/response", path, err)) < 0 ||
-         (cf->n_extra = open_ds(f, "/prompts/n_generated", path, err)) < 0))
+        ((cf->response = ss_h5_open_dataset(f, path, "/prompts/response", err)) < 0 ||
+         (cf->n_extra = ss_h5_open_dataset(f, path, "/prompts/n_generated", err)) < 0))
         return -1;
-    if (o->pool == SS_POOL_ALL && (cf->offsets = open_ds(f, "/offsets", path, err)) < 0)
+    if (o->pool == SS_POOL_ALL && (cf->offsets = ss_h5_open_dataset(f, path, "/offsets", err)) < 0)
         return -1;
     return 0;
 }
@@ -616,8 +531,9 @@ static int run_batch(ss_engine *e, const ss_capture_source *src, cap_ctx *c, bat
         if (!res)
             return -1;
         ss_gen_timing tm;
-        int rc = ss_generate(e, o->tok, nb, (const int32_t *const *)bb->ids, bb->n_prompt,
-                             &o->gen, NULL, NULL, res, &tm, err);
+        ss_gen_request req = {.n = nb, .prompts = (const int32_t *const *)bb->ids,
+                              .n_prompt = bb->n_prompt, .params = o->gen};
+        int rc = ss_generate(e, o->tok, &req, res, &tm, err);
         for (int k = 0; k < nb; k++) {
             free(bb->gen_text[k]);
             bb->gen_text[k] = rc == 0 ? res[k].text : NULL;
@@ -728,8 +644,8 @@ static int check_existing(const char *path, const ss_capture_opts *o, int *resum
         return 0;
     hid_t f = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
     if (f < 0)
-        return ss_fail(err, "%s exists and is not a readable HDF5 file (a capture killed "
-                            "mid-write?); delete it or pass --force", path);
+        return ss_fail_kind(err, SS_ERR_EXISTS, "%s exists and is not a readable HDF5 file (a "
+                                                "capture killed mid-write?)", path);
     int64_t done = 0, n = 0, complete = 0;
     char *fmt = NULL;
     int rc = ss_h5_attr_get_str(f, "format", &fmt, err) || ss_h5_attr_get_i64(f, "n_done", &done, err) ||
@@ -737,17 +653,19 @@ static int check_existing(const char *path, const ss_capture_opts *o, int *resum
              ss_h5_attr_get_i64(f, "complete", &complete, err);
     H5Fclose(f);
     if (!rc && strcmp(fmt, SS_CAPTURE_FORMAT))
-        rc = ss_fail(err, "%s exists and is not a capture file (format \"%s\"); pass --force to "
-                          "overwrite it", path, fmt);
+        rc = ss_fail(err, "%s exists and is not a capture file (format \"%s\")", path, fmt);
     free(fmt);
-    if (rc)
-        return ss_fail_context(err, "%s exists; pass --force to overwrite it", path);
+    if (rc) {
+        err->kind = SS_ERR_EXISTS;
+        return ss_fail_context(err, "%s exists", path);
+    }
     if (complete && !o->resume)
-        return ss_fail(err, "%s is a complete capture (%lld prompts); pass --force to "
-                            "overwrite it", path, (long long)n);
+        return ss_fail_kind(err, SS_ERR_EXISTS, "%s is a complete capture (%lld prompts)", path,
+                            (long long)n);
     if (!complete && !o->resume)
-        return ss_fail(err, "%s: incomplete capture (%lld of %lld prompts); rerun with --resume "
-                            "or delete it", path, (long long)done, (long long)n);
+        return ss_fail_kind(err, SS_ERR_INCOMPLETE, "%s: incomplete capture (%lld of %lld "
+                                                    "prompts)", path, (long long)done,
+                            (long long)n);
     *resume_it = 1;
     *already_complete = (int)complete;
     return 0;
@@ -852,18 +770,64 @@ static int check_opts(ss_engine *e, const ss_capture_source *src, const ss_captu
         return ss_fail(err, "capture: batch %d must be 1..%d (the engine's slots)", o->batch,
                        ss_engine_max_seqs(e));
     if (o->pool == SS_POOL_GEN_MEAN && (!o->tok || o->gen.max_new < 1))
-        return ss_fail(err, "capture: gen_mean needs a tokenizer and --max-new >= 1");
+        return ss_fail(err, "capture: gen_mean needs a tokenizer and max_new >= 1");
     if (o->pool == SS_POOL_GEN_MEAN && src->response)
-        return ss_fail(err, "capture: gen_mean generates the responses; --with-response does "
-                            "not apply");
+        return ss_fail(err, "capture: gen_mean generates the responses; given responses do not "
+                            "apply");
     if (o->mean_response && !src->response)
         return ss_fail(err, "capture: pooling over the response needs responses");
     return 0;
 }
 
-int ss_capture_run(ss_engine *e, const ss_capture_source *src, const ss_capture_opts *o,
-                   const char *path, ss_error *err)
+/* Where each batch's results go: the HDF5 file or memory. */
+typedef int (*flush_fn)(void *sink, cap_ctx *c, batch_buf *bb, int i0, int nb,
+                        int64_t rows_before, int64_t rows_after, ss_error *err);
+
+static int file_flush(void *sink, cap_ctx *c, batch_buf *bb, int i0, int nb,
+                      int64_t rows_before, int64_t rows_after, ss_error *err)
 {
+    return flush_batch(c, sink, bb, i0, nb, rows_before, rows_after, err);
+}
+
+/* Prompts [done, src->n) in batches through the capture hook, each batch
+ * handed to flush; row_next: rows already written (pool all). */
+static int capture_batches(ss_engine *e, const ss_capture_source *src, cap_ctx *c,
+                           batch_buf *bb, int64_t done, int64_t row_next, flush_fn flush,
+                           void *sink, ss_error *err)
+{
+    const ss_capture_opts *o = c->o;
+    const ss_config *cfg = ss_engine_config(e);
+    uint8_t *mask = ss_calloc((size_t)cfg->n_layers, 1, err);
+    if (!mask)
+        return -1;
+    for (int i = 0; i < c->L; i++)
+        mask[o->layers[i]] = 1;
+    int rc = ss_engine_set_capture(e, o->site, mask, on_capture, c, err);
+    free(mask);
+    if (rc < 0)
+        return -1;
+    ss_progress prog;
+    ss_progress_begin(&prog, &o->progress, "capture", "prompts", done, src->n, 0);
+    for (int i0 = (int)done; i0 < src->n && !rc; i0 += o->batch) {
+        int nb = src->n - i0 < o->batch ? src->n - i0 : o->batch;
+        int64_t before = row_next;
+        rc = run_batch(e, src, c, bb, i0, nb, &row_next, err) < 0 ||
+                     flush(sink, c, bb, i0, nb, before, row_next, err) < 0 ||
+                     ss_progress_update(&prog, i0 + nb, err) < 0
+                 ? -1
+                 : 0;
+    }
+    ss_engine_set_capture(e, o->site, NULL, NULL, NULL, NULL);
+    return rc;
+}
+
+int ss_capture_run(ss_engine *e, const ss_capture_source *src, const ss_capture_opts *o,
+                   const char *path, ss_capture_outcome *outcome, ss_error *err)
+{
+    ss_capture_outcome unused;
+    if (!outcome)
+        outcome = &unused;
+    memset(outcome, 0, sizeof *outcome);
     if (check_opts(e, src, o, err) < 0)
         return -1;
     ss_h5_quiet();
@@ -884,9 +848,13 @@ int ss_capture_run(ss_engine *e, const ss_capture_source *src, const ss_capture_
         if (open_for_resume(path, src, o, st, n_st, &cf, &done, err) < 0)
             goto out;
         int64_t ntok = 0;
-        if (read_small(cf.f, "/layer_norm_sum", path, H5T_NATIVE_DOUBLE, c.norms,
-                       (hsize_t)c.L, err) ||
-            ss_h5_attr_get_i64(cf.f, "norm_tokens", &ntok, err))
+        void *sums;
+        if (ss_h5_read_1d(cf.f, path, "/layer_norm_sum", H5T_NATIVE_DOUBLE, sizeof(double),
+                          (hsize_t)c.L, 0, &sums, NULL, err) < 0)
+            goto out;
+        memcpy(c.norms, sums, (size_t)c.L * sizeof(double));
+        free(sums);
+        if (ss_h5_attr_get_i64(cf.f, "norm_tokens", &ntok, err))
             goto out;
         for (int li = 0; li < c.L; li++)
             c.norm_count[li] = ntok;
@@ -895,44 +863,20 @@ int ss_capture_run(ss_engine *e, const ss_capture_source *src, const ss_capture_
                 ss_h5_set_rows(cf.acts, (hsize_t)row_next, err))
                 goto out;
         }
-        if (already)
-            fprintf(stderr, "capture: %s is already complete (%d prompts); nothing to do\n",
-                    path, src->n);
-        else
-            fprintf(stderr, "capture: resuming %s at prompt %lld of %d\n", path,
-                    (long long)done, src->n);
+        outcome->n_before = done;
+        outcome->was_complete = already;
     } else if (create_file(path, src, o, cfg, st, n_st, &cf, err) < 0) {
         goto out;
     }
-    uint8_t *mask = ss_calloc((size_t)cfg->n_layers, 1, err);
-    if (!mask)
+    if (capture_batches(e, src, &c, &bb, done, row_next, file_flush, &cf, err) < 0)
         goto out;
-    for (int i = 0; i < c.L; i++)
-        mask[o->layers[i]] = 1;
-    int hook = ss_engine_set_capture(e, o->site, mask, on_capture, &c, err);
-    free(mask);
-    if (hook < 0)
-        goto out;
-    ss_progress prog;
-    ss_progress_begin(&prog, "capture", "prompts", done, src->n, 0);
-    for (int i0 = (int)done; i0 < src->n; i0 += o->batch) {
-        int nb = src->n - i0 < o->batch ? src->n - i0 : o->batch;
-        int64_t before = row_next;
-        if (run_batch(e, src, &c, &bb, i0, nb, &row_next, err) < 0 ||
-            flush_batch(&c, &cf, &bb, i0, nb, before, row_next, err) < 0)
-            goto unhook;
-        if (o->progress)
-            ss_progress_update(&prog, i0 + nb);
-    }
     if (ss_h5_attr_set_i64(cf.f, "complete", 1, err) < 0)
-        goto unhook;
+        goto out;
     if (H5Fflush(cf.f, H5F_SCOPE_GLOBAL) < 0) {
         ss_fail(err, "%s: final flush failed", path);
-        goto unhook;
+        goto out;
     }
     rc = 0;
-unhook:
-    ss_engine_set_capture(e, o->site, NULL, NULL, NULL, NULL);
 out:
     file_close(&cf);
     batch_free(&bb, o->batch);
@@ -942,145 +886,71 @@ out:
     return rc;
 }
 
-/* ---------------------------------------------------------------- reading */
+/* ---------------------------------------------------------------- in memory */
 
-void ss_capture_data_free(ss_capture_data *d)
+/* Appends a batch to out (grown as it goes): what the file writer stores,
+ * in f32. */
+static int memory_flush(void *sink, cap_ctx *c, batch_buf *bb, int i0, int nb,
+                        int64_t rows_before, int64_t rows_after, ss_error *err)
 {
-    free(d->layers);
-    free(d->acts);
-    free(d->offsets);
-    free(d->n_tokens);
-    free(d->layer_norms);
-    memset(d, 0, sizeof *d);
-}
-
-static int open_capture(const char *path, int allow_incomplete, hid_t *fout, int64_t *n,
-                        int64_t *done, int64_t *complete, ss_error *err)
-{
-    hid_t f = ss_h5_open(path, H5F_ACC_RDONLY, err);
-    if (f < 0)
-        return -1;
-    char *fmt = NULL;
-    int rc = ss_h5_attr_get_str(f, "format", &fmt, err) ||
-             ss_h5_attr_get_i64(f, "n_prompts", n, err) ||
-             ss_h5_attr_get_i64(f, "n_done", done, err) ||
-             ss_h5_attr_get_i64(f, "complete", complete, err);
-    if (!rc && strcmp(fmt, SS_CAPTURE_FORMAT))
-        rc = ss_fail(err, "%s: format is \"%s\", expected \"%s\"", path, fmt, SS_CAPTURE_FORMAT);
-    free(fmt);
-    if (!rc && !*complete && !allow_incomplete)
-        rc = ss_fail(err, "%s: incomplete capture (%lld of %lld prompts); rerun with --resume "
-                          "or delete it", path, (long long)*done, (long long)*n);
-    if (rc) {
-        H5Fclose(f);
-        return -1;
-    }
-    *fout = f;
+    ss_capture_data *out = sink;
+    int per_token = c->o->pool == SS_POOL_ALL;
+    int64_t rows = per_token ? rows_after - rows_before : nb, at = out->n_rows;
+    size_t row = (size_t)c->L * c->d;
+    float *acts = realloc(out->acts, (size_t)(at + rows + 1) * row * sizeof(float));
+    int32_t *nt = realloc(out->n_tokens, (size_t)(i0 + nb) * sizeof(int32_t));
+    if (acts)
+        out->acts = acts;
+    if (nt)
+        out->n_tokens = nt;
+    if (!acts || !nt)
+        return ss_fail(err, "out of memory holding %lld captured rows", (long long)(at + rows));
+    memcpy(out->acts + (size_t)at * row, per_token ? c->rows : c->pooled,
+           (size_t)rows * row * sizeof(float));
+    memcpy(out->n_tokens + i0, bb->n_tok32, (size_t)nb * sizeof(int32_t));
+    if (per_token)
+        for (int k = 0; k < nb; k++)
+            out->offsets[i0 + k + 1] = bb->offs[k];
+    out->n_rows = at + rows;
+    out->n_done = i0 + nb;
     return 0;
 }
 
-int ss_capture_load(const char *path, int allow_incomplete, ss_capture_data *out, ss_error *err)
+int ss_capture_to_memory(ss_engine *e, const ss_capture_source *src, const ss_capture_opts *o,
+                         ss_capture_data *out, ss_error *err)
 {
     memset(out, 0, sizeof *out);
-    hid_t f;
-    int64_t n, done, complete, dm;
-    if (open_capture(path, allow_incomplete, &f, &n, &done, &complete, err) < 0)
+    if (check_opts(e, src, o, err) < 0)
         return -1;
-    int rc = -1, rank;
-    hsize_t dims[8];
-    char *pool = NULL, *site = NULL;
-    hid_t acts = -1;
-    if (ss_h5_attr_get_i64(f, "d_model", &dm, err) || ss_h5_attr_get_str(f, "pooling", &pool, err) ||
-        ss_h5_attr_get_str(f, "site", &site, err) || ss_pool_parse(pool, &out->pool, err) ||
-        ss_site_parse(site, &out->site, err))
+    const ss_config *cfg = ss_engine_config(e);
+    cap_ctx c = {0};
+    batch_buf bb = {0};
+    int rc = -1;
+    out->n_prompts = src->n;
+    out->n_layers = o->n_layers;
+    out->d_model = cfg->d_model;
+    out->pool = o->pool;
+    out->site = o->site;
+    out->layers = ss_malloc((size_t)o->n_layers * sizeof(int32_t), err);
+    out->layer_norms = ss_calloc((size_t)o->n_layers, sizeof(float), err);
+    if (o->pool == SS_POOL_ALL)
+        out->offsets = ss_calloc((size_t)src->n + 1, sizeof(int64_t), err);
+    if (!out->layers || !out->layer_norms || (o->pool == SS_POOL_ALL && !out->offsets) ||
+        ctx_init(&c, o, cfg, err) < 0 || batch_init(&bb, o->batch, cfg->vocab_size, err) < 0 ||
+        capture_batches(e, src, &c, &bb, 0, 0, memory_flush, out, err) < 0)
         goto out;
-    out->n_prompts = (int)n;
-    out->n_done = (int)done;
-    out->complete = (int)complete;
-    out->d_model = (int)dm;
-    if ((acts = open_ds(f, "/acts", path, err)) < 0 || ss_h5_shape(acts, &rank, dims, err))
-        goto out;
-    if (rank != 3 || (int64_t)dims[2] != dm) {
-        ss_fail(err, "%s: /acts must be [rows][L][%lld]", path, (long long)dm);
-        goto out;
+    for (int li = 0; li < c.L; li++) {
+        out->layers[li] = o->layers[li];
+        /* as /layer_norms: the mean token norm, rounded to f32 */
+        out->layer_norms[li] =
+            c.norm_count[li] ? (float)(c.norms[li] / (double)c.norm_count[li]) : 0.0f;
     }
-    out->n_layers = (int)dims[1];
-    out->layers = ss_malloc(dims[1] * sizeof(int32_t), err);
-    out->layer_norms = ss_malloc(dims[1] * sizeof(float), err);
-    out->n_tokens = ss_malloc((size_t)(done ? done : 1) * sizeof(int32_t), err);
-    if (!out->layers || !out->layer_norms || !out->n_tokens ||
-        read_small(f, "/layers", path, H5T_NATIVE_INT32, out->layers, dims[1], err) ||
-        read_small(f, "/layer_norms", path, H5T_NATIVE_FLOAT, out->layer_norms, dims[1], err) ||
-        read_small(f, "/prompts/n_tokens", path, H5T_NATIVE_INT32, out->n_tokens, (hsize_t)done,
-                   err))
-        goto out;
-    out->n_rows = done;
-    if (out->pool == SS_POOL_ALL) {
-        out->offsets = ss_malloc((size_t)(done + 1) * sizeof(int64_t), err);
-        if (!out->offsets ||
-            read_small(f, "/offsets", path, H5T_NATIVE_INT64, out->offsets, (hsize_t)done + 1, err))
-            goto out;
-        out->n_rows = out->offsets[done];
-    }
-    if ((hsize_t)out->n_rows > dims[0]) {
-        ss_fail(err, "%s: /acts has %llu rows, n_done needs %lld", path,
-                (unsigned long long)dims[0], (long long)out->n_rows);
-        goto out;
-    }
-    out->acts = ss_malloc((size_t)(out->n_rows ? out->n_rows : 1) * dims[1] * dims[2] *
-                              sizeof(float), err);
-    if (!out->acts ||
-        ss_h5_read_rows(acts, H5T_NATIVE_FLOAT, 0, (hsize_t)out->n_rows, out->acts, err))
-        goto out;
+    out->complete = 1;
     rc = 0;
 out:
-    if (acts >= 0)
-        H5Dclose(acts);
-    free(pool);
-    free(site);
-    H5Fclose(f);
-    if (rc)
+    batch_free(&bb, o->batch);
+    ctx_free(&c);
+    if (rc < 0)
         ss_capture_data_free(out);
-    return rc;
-}
-
-int ss_capture_layer_norm(const char *path, int layer, int d_model, float *norm, ss_error *err)
-{
-    hid_t f;
-    int64_t n, done, complete, dm;
-    if (open_capture(path, 0, &f, &n, &done, &complete, err) < 0)
-        return -1;
-    int rc = -1;
-    int32_t *lay = NULL;
-    float *nrm = NULL;
-    hid_t d = open_ds(f, "/layers", path, err);
-    int rank;
-    hsize_t dims[8];
-    if (d < 0 || ss_h5_shape(d, &rank, dims, err) || ss_h5_attr_get_i64(f, "d_model", &dm, err))
-        goto out;
-    if (dm != d_model) {
-        ss_fail(err, "%s: captured with d_model %lld, the steered model has %d", path,
-                (long long)dm, d_model);
-        goto out;
-    }
-    lay = ss_malloc(dims[0] * sizeof(int32_t), err);
-    nrm = ss_malloc(dims[0] * sizeof(float), err);
-    if (!lay || !nrm || read_small(f, "/layers", path, H5T_NATIVE_INT32, lay, dims[0], err) ||
-        read_small(f, "/layer_norms", path, H5T_NATIVE_FLOAT, nrm, dims[0], err))
-        goto out;
-    for (hsize_t i = 0; i < dims[0]; i++)
-        if (lay[i] == layer) {
-            *norm = nrm[i];
-            rc = 0;
-        }
-    if (rc)
-        ss_fail(err, "%s: layer %d was not captured (capture it to use --normalize)", path,
-                layer);
-out:
-    if (d >= 0)
-        H5Dclose(d);
-    free(lay);
-    free(nrm);
-    H5Fclose(f);
     return rc;
 }

@@ -9,7 +9,7 @@
 #include "safesteer/dataset.h"
 #include "safesteer/engine.h"
 #include "safesteer/model.h"
-#include "safesteer/sha256.h"
+#include "safesteer/util.h"
 #include "safesteer/tokenizer.h"
 
 #define MAX_CATEGORIES 64
@@ -42,10 +42,11 @@ static const char *const usage_text =
     "  --quiet              no progress lines\n";
 
 typedef struct {
-    const char *model, *data, *out, *layers, *chat_template;
+    ss_cli_common common;   /* --model, --device, --threads, --ctx, --chat, --chat-template */
+    const char *data, *out, *layers;
     char *fields;
     const char *categories[MAX_CATEGORIES];
-    int n_categories, with_response, mean_prompt_only, chat, batch, device, threads, ctx, quiet;
+    int n_categories, with_response, mean_prompt_only, batch, quiet;
     long limit, offset;
     int shuffle;
     uint64_t seed;
@@ -55,31 +56,29 @@ typedef struct {
 static int parse_opts(int argc, char **argv, cap_cli *o, ss_error *err)
 {
     static const struct option longopts[] = {
-        {"model", required_argument, 0, 'm'},     {"data", required_argument, 0, 'D'},
-        {"field", required_argument, 0, 'F'},     {"category", required_argument, 0, 'c'},
-        {"limit", required_argument, 0, 'l'},     {"offset", required_argument, 0, 'o'},
-        {"shuffle-seed", required_argument, 0, 'S'}, {"layers", required_argument, 0, 'L'},
-        {"site", required_argument, 0, 's'},      {"pool", required_argument, 0, 'p'},
-        {"with-response", no_argument, 0, 'R'},   {"mean-scope", required_argument, 0, 'M'},
-        {"max-new", required_argument, 0, 'n'},   {"out", required_argument, 0, 'O'},
-        {"chat", no_argument, 0, 'C'},            {"chat-template", required_argument, 0, 'T'},
-        {"batch", required_argument, 0, 'b'},     {"device", required_argument, 0, 'd'},
-        {"dtype", required_argument, 0, 't'},     {"resume", no_argument, 0, 'r'},
-        {"force", no_argument, 0, 'f'},           {"threads", required_argument, 0, 'j'},
-        {"ctx", required_argument, 0, 'x'},       {"quiet", no_argument, 0, 'q'},
-        {"help", no_argument, 0, 'h'},            {0, 0, 0, 0}};
+        SS_CLI_OPT_MODEL, SS_CLI_OPT_DEVICE, SS_CLI_OPT_THREADS, SS_CLI_OPT_CTX, SS_CLI_OPT_CHAT,
+        SS_CLI_OPT_CHAT_TEMPLATE, SS_ARG("data", 'D'), SS_ARG("field", 'F'),
+        SS_ARG("category", 'c'), SS_ARG("limit", 'l'), SS_ARG("offset", 'o'),
+        SS_ARG("shuffle-seed", 'S'), SS_ARG("layers", 'L'), SS_ARG("site", 's'),
+        SS_ARG("pool", 'p'), SS_FLAG("with-response", 'R'), SS_ARG("mean-scope", 'M'),
+        SS_ARG("max-new", 'n'), SS_ARG("out", 'O'), SS_ARG("batch", 'b'), SS_ARG("dtype", 't'),
+        SS_FLAG("resume", 'r'), SS_FLAG("force", 'f'), SS_FLAG("quiet", 'q'), SS_FLAG("help", 'h'),
+        SS_END_OPTIONS};
     memset(o, 0, sizeof *o);
     ss_capture_opts_default(&o->cap);
-    o->model = ss_default_model_path();
+    ss_cli_common_init(&o->common);
     o->layers = "all";
     o->batch = 8;
     o->limit = -1;
-    long v;
-    int c;
+    int c, shared;
     optind = 1;
     while ((c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
+        if ((shared = ss_cli_common_option(&o->common, c, optarg, err)) != 0) {
+            if (shared < 0)
+                return -1;
+            continue;
+        }
         switch (c) {
-        case 'm': o->model = optarg; break;
         case 'D': o->data = optarg; break;
         case 'F': o->fields = optarg; break;
         case 'c':
@@ -94,17 +93,16 @@ static int parse_opts(int argc, char **argv, cap_cli *o, ss_error *err)
             if (ss_cli_int("--offset", optarg, 0, 1L << 40, &o->offset, err) < 0) return -1;
             break;
         case 'S':
-            if (ss_cli_int("--shuffle-seed", optarg, 0, 0x7fffffffffffffffL, &v, err) < 0)
+            if (ss_cli_seed("--shuffle-seed", optarg, &o->seed, err) < 0)
                 return -1;
             o->shuffle = 1;
-            o->seed = (uint64_t)v;
             break;
         case 'L': o->layers = optarg; break;
         case 's':
-            if (ss_site_parse(optarg, &o->cap.site, err) < 0) return -1;
+            if (ss_site_parse(optarg, &o->cap.site, err) < 0) return ss_cli_flag(err, "--site");
             break;
         case 'p':
-            if (ss_pool_parse(optarg, &o->cap.pool, err) < 0) return -1;
+            if (ss_pool_parse(optarg, &o->cap.pool, err) < 0) return ss_cli_flag(err, "--pool");
             break;
         case 'R': o->with_response = 1; break;
         case 'M':
@@ -115,18 +113,12 @@ static int parse_opts(int argc, char **argv, cap_cli *o, ss_error *err)
                                optarg);
             break;
         case 'n':
-            if (ss_cli_int("--max-new", optarg, 1, 1 << 20, &v, err) < 0) return -1;
-            o->cap.gen.max_new = (int)v;
+            if (ss_cli_int_to("--max-new", optarg, 1, 1 << 20, &o->cap.gen.max_new, err) < 0)
+                return -1;
             break;
         case 'O': o->out = optarg; break;
-        case 'C': o->chat = 1; break;
-        case 'T': o->chat_template = optarg; break;
         case 'b':
-            if (ss_cli_int("--batch", optarg, 1, 4096, &v, err) < 0) return -1;
-            o->batch = (int)v;
-            break;
-        case 'd':
-            if (ss_device_parse(optarg, &o->device, err) < 0) return -1;
+            if (ss_cli_int_to("--batch", optarg, 1, 4096, &o->batch, err) < 0) return -1;
             break;
         case 't':
             if (strcmp(optarg, "f32") && strcmp(optarg, "f16"))
@@ -135,14 +127,6 @@ static int parse_opts(int argc, char **argv, cap_cli *o, ss_error *err)
             break;
         case 'r': o->cap.resume = 1; break;
         case 'f': o->cap.force = 1; break;
-        case 'j':
-            if (ss_cli_int("--threads", optarg, 0, 1024, &v, err) < 0) return -1;
-            o->threads = (int)v;
-            break;
-        case 'x':
-            if (ss_cli_int("--ctx", optarg, 1, 1 << 24, &v, err) < 0) return -1;
-            o->ctx = (int)v;
-            break;
         case 'q': o->quiet = 1; break;
         case 'h': printf(usage_text, ss_default_model_path()); exit(SS_EXIT_OK);
         default: return ss_fail(err, "unknown option (see safesteer capture --help)");
@@ -158,7 +142,7 @@ static int parse_opts(int argc, char **argv, cap_cli *o, ss_error *err)
         return ss_fail(err, "--with-response does not apply to --pool gen_mean (it generates)");
     if (o->mean_prompt_only && !o->with_response)
         return ss_fail(err, "--mean-scope needs --with-response");
-    if (o->chat_template && !o->chat)
+    if (o->common.chat_template && !o->common.chat)
         return ss_fail(err, "--chat-template needs --chat");
     o->cap.mean_response = o->with_response && !o->mean_prompt_only &&
                            (o->cap.pool == SS_POOL_MEAN || o->cap.pool == SS_POOL_ALL);
@@ -183,10 +167,10 @@ static int encode_item(void *user, int i, int32_t **ids, int *n_ids, int *n_prom
 
 int ss_cmd_capture(int argc, char **argv)
 {
-    ss_error err = {{0}};
+    ss_error err = {.msg = ""};
     cap_cli o;
     if (parse_opts(argc, argv, &o, &err) < 0)
-        return ss_cli_error("capture", SS_EXIT_USAGE, err.msg);
+        return ss_cli_fail("capture", SS_EXIT_USAGE, &err);
     ss_dataset *d = NULL;
     ss_model *m = NULL;
     ss_tokenizer *tok = NULL;
@@ -196,6 +180,7 @@ int ss_cmd_capture(int argc, char **argv)
     ss_dataset_fields fields;
     ss_dataset_fields_default(&fields);
     if (o.fields && ss_dataset_fields_parse(o.fields, &fields, &err) < 0) {
+        ss_cli_flag(&err, "--field");
         rc = SS_EXIT_USAGE;
         goto out;
     }
@@ -211,25 +196,19 @@ int ss_cmd_capture(int argc, char **argv)
     sel.need_response = o.with_response;
     if (ss_dataset_load(o.data, &fields, &d, &err) < 0 || ss_dataset_apply(d, &sel, &err) < 0)
         goto out;
-    if (ss_model_load(o.model, &m, &err) < 0 || ss_tokenizer_load(m, &tok, &err) < 0)
-        goto out;
-    if (o.chat && ss_chat_family_for_model(m, o.chat_template, &family, &err) < 0)
+    if (ss_cli_load_model(&o.common, &m, &tok, &family, &err) < 0)
         goto out;
     if (ss_layers_parse(o.layers, m->cfg.n_layers, &layers, &n_layers, &err) < 0) {
+        ss_cli_flag(&err, "--layers");
         rc = SS_EXIT_USAGE;
         goto out;
     }
     char sha[65];
-    if (ss_sha256_model(o.model, sha, &err) < 0)
+    if (ss_model_sha256(o.common.model, sha, &err) < 0)
         goto out;
     int batch = o.batch < d->n ? o.batch : d->n;
-    ss_engine_opts eo;
-    ss_engine_opts_default(&eo);
-    eo.device = o.device;
-    eo.threads = o.threads;
-    eo.max_seqs = batch;
-    eo.max_ctx = o.ctx;
-    if (ss_engine_create(m, &eo, &e, &err) < 0)
+    o.common.engine.max_seqs = batch;
+    if (ss_engine_create(m, &o.common.engine, &e, &err) < 0)
         goto out;
     cols = ss_calloc((size_t)d->n * 5, sizeof *cols, &err);
     if (!cols)
@@ -246,27 +225,28 @@ int ss_cmd_capture(int argc, char **argv)
                              .category = cols + 2 * d->n, .label = cols + 3 * d->n,
                              .response = o.with_response ? cols + 4 * d->n : NULL,
                              .encode = encode_item, .user = &ec};
+    ss_capture_opts_set_source(&o.cap, m, tok, sha, family, o.data);
     o.cap.n_layers = n_layers;
     o.cap.layers = layers;
     o.cap.batch = batch;
-    o.cap.progress = !o.quiet;
-    o.cap.tok = tok;
-    o.cap.model_name = m->name;
-    o.cap.model_path = m->path;
-    o.cap.model_sha256 = sha;
-    o.cap.chat = o.chat;
-    o.cap.chat_template = ss_chat_family_name(family);
-    o.cap.data_path = o.data;
+    o.cap.progress = ss_cli_progress(o.quiet);
     if (!o.quiet)
         fprintf(stderr, "capture: %d prompts from %s, %d layers at %s, pool %s, batch %d on %s\n",
                 d->n, o.data, n_layers, ss_site_name(o.cap.site), ss_pool_name(o.cap.pool), batch,
                 ss_engine_device_name(e));
-    if (ss_capture_run(e, &src, &o.cap, o.out, &err) < 0)
+    ss_capture_outcome done;
+    if (ss_capture_run(e, &src, &o.cap, o.out, &done, &err) < 0)
         goto out;
+    if (done.was_complete)
+        fprintf(stderr, "capture: %s is already complete (%d prompts); nothing to do\n", o.out,
+                d->n);
+    else if (done.n_before)
+        fprintf(stderr, "capture: finished resuming %s from prompt %lld of %d\n", o.out,
+                (long long)done.n_before, d->n);
     rc = SS_EXIT_OK;
 out:
     if (rc != SS_EXIT_OK)
-        ss_cli_error("capture", rc, err.msg);
+        ss_cli_fail("capture", rc, &err);
     free(cols);
     free(layers);
     ss_engine_free(e);

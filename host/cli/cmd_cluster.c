@@ -42,21 +42,33 @@ static int parse_range(const char *s, int *a, int *b, ss_error *err)
     return 0;
 }
 
+static void print_summary(const ss_cluster_options *o, const ss_cluster_summary *r,
+                          const char *out)
+{
+    for (int i = 0; i < r->n_k; i++)
+        printf("k=%-3d inertia %-12.5g silhouette %.4f%s\n", r->k_values[i], r->inertia[i],
+               r->silhouette[i], i == r->best ? "  <- chosen" : "");
+    printf("layer %d, metric %s, %lld prompts clustered (%lld safe in the pool)\n", o->layer,
+           ss_metric_name(o->metric), (long long)r->n_clustered, (long long)r->n_safe);
+    printf("purity %.4f  NMI %.4f  ARI %.4f  (against %d categories)\n", r->purity, r->nmi,
+           r->ari, r->n_categories);
+    for (int j = 0; j < r->k; j++)
+        printf("  cluster %-3d size %-6lld top category %s (%lld)\n", j, (long long)r->sizes[j],
+               r->top_category[j], (long long)r->top_count[j]);
+    printf("wrote %s\n", out);
+}
+
 int ss_cmd_cluster(int argc, char **argv)
 {
     static const struct option opts[] = {
-        {"acts", required_argument, 0, 'a'},     {"layer", required_argument, 0, 'l'},
-        {"k", required_argument, 0, 'k'},        {"k-range", required_argument, 0, 'K'},
-        {"metric", required_argument, 0, 'm'},   {"seed", required_argument, 0, 'e'},
-        {"restarts", required_argument, 0, 'r'}, {"max-iter", required_argument, 0, 'i'},
-        {"silhouette-samples", required_argument, 0, 'S'},
-        {"safe-label", required_argument, 0, 's'}, {"out", required_argument, 0, 'o'},
-        {"quiet", no_argument, 0, 'q'},          {"help", no_argument, 0, 'h'},
-        {0, 0, 0, 0}};
+        SS_ARG("acts", 'a'), SS_ARG("layer", 'l'), SS_ARG("k", 'k'), SS_ARG("k-range", 'K'),
+        SS_ARG("metric", 'm'), SS_ARG("seed", 'e'), SS_ARG("restarts", 'r'),
+        SS_ARG("max-iter", 'i'), SS_ARG("silhouette-samples", 'S'), SS_ARG("safe-label", 's'),
+        SS_ARG("out", 'o'), SS_FLAG("quiet", 'q'), SS_FLAG("help", 'h'), SS_END_OPTIONS};
     ss_cluster_options o;
     ss_cluster_options_init(&o);
-    o.progress = 1;
-    ss_error err = {{0}};
+    int quiet = 0;
+    ss_error err = {.msg = ""};
     const char *out = NULL;
     int have_layer = 0, opt;
     long v;
@@ -67,11 +79,12 @@ int ss_cmd_cluster(int argc, char **argv)
         case 'a': o.acts_path = optarg; break;
         case 'o': out = optarg; break;
         case 's': o.safe_label = optarg; break;
-        case 'm': rc = ss_metric_parse(optarg, &o.metric, &err); break;
+        case 'm':
+            rc = ss_metric_parse(optarg, &o.metric, &err) < 0 ? ss_cli_flag(&err, "--metric") : 0;
+            break;
         case 'K': rc = parse_range(optarg, &o.k_min, &o.k_max, &err); break;
         case 'l':
-            rc = ss_cli_int("--layer", optarg, 0, 1 << 20, &v, &err);
-            o.layer = (int)v;
+            rc = ss_cli_int_to("--layer", optarg, 0, 1 << 20, &o.layer, &err);
             have_layer = 1;
             break;
         case 'k':
@@ -79,34 +92,35 @@ int ss_cmd_cluster(int argc, char **argv)
             o.k_min = o.k_max = (int)v;
             break;
         case 'e':
-            rc = ss_cli_int("--seed", optarg, 0, 0x7fffffffL, &v, &err);
-            o.seed = (uint64_t)v;
+            rc = ss_cli_seed("--seed", optarg, &o.seed, &err);
             break;
         case 'r':
-            rc = ss_cli_int("--restarts", optarg, 1, 10000, &v, &err);
-            o.restarts = (int)v;
+            rc = ss_cli_int_to("--restarts", optarg, 1, 10000, &o.restarts, &err);
             break;
         case 'i':
-            rc = ss_cli_int("--max-iter", optarg, 1, 1000000, &v, &err);
-            o.max_iter = (int)v;
+            rc = ss_cli_int_to("--max-iter", optarg, 1, 1000000, &o.max_iter, &err);
             break;
         case 'S':
             rc = ss_cli_int("--silhouette-samples", optarg, 2, 1L << 40, &v, &err);
             o.silhouette_samples = v;
             break;
-        case 'q': o.progress = 0; break;
+        case 'q': quiet = 1; break;
         case 'h': usage(stdout); return SS_EXIT_OK;
         default: usage(stderr); return SS_EXIT_USAGE;
         }
         if (rc)
-            return ss_cli_error(CMD, SS_EXIT_USAGE, err.msg);
+            return ss_cli_fail(CMD, SS_EXIT_USAGE, &err);
     }
     if (optind < argc)
         return ss_cli_error(CMD, SS_EXIT_USAGE, "unexpected argument (see --help)");
     if (!o.acts_path || !out || !have_layer || !o.k_min)
         return ss_cli_error(CMD, SS_EXIT_USAGE,
                             "--acts, --layer, --out and --k or --k-range are required");
-    if (ss_cluster_run(&o, out, &err) < 0)
-        return ss_cli_error(CMD, SS_EXIT_FAIL, err.msg);
+    o.progress = ss_cli_progress(quiet);
+    ss_cluster_summary r;
+    if (ss_cluster_run(&o, out, &r, &err) < 0)
+        return ss_cli_fail(CMD, SS_EXIT_FAIL, &err);
+    print_summary(&o, &r, out);
+    ss_cluster_summary_free(&r);
     return SS_EXIT_OK;
 }

@@ -1,4 +1,5 @@
-/* cmd_generate.c - `safesteer generate`: one prompt, streamed or as JSON. */
+/* cmd_generate.c - `safesteer generate`: one prompt streamed, or a batch of prompts, as text
+ * or JSON lines. */
 #include <getopt.h>
 #include <jansson.h>
 #include <math.h>
@@ -15,11 +16,14 @@
 #include "safesteer/tokenizer.h"
 
 #define MAX_STOP_STRINGS 16
+#define MAX_PROMPTS 4096
 
 static const char *const usage_text =
-    "usage: safesteer generate [--model M] --prompt TEXT [options]\n"
+    "usage: safesteer generate [--model M] (--prompt TEXT... | --prompt-file F) [options]\n"
     "  --model M            GGUF file or Hugging Face folder (default: %s)\n"
-    "  --prompt TEXT        the prompt (the user turn with --chat)\n"
+    "  --prompt TEXT        the prompt (the user turn with --chat); repeat it to generate\n"
+    "                       for several prompts in one batch (same steering for all)\n"
+    "  --prompt-file F      prompts one per line, in one batch\n"
     "  --chat               apply the model's chat template\n"
     "  --system TEXT        system turn (with --chat; default: the template's own)\n"
     "  --chat-template F    chatml | llama2 | llama3 (overrides detection)\n"
@@ -32,7 +36,7 @@ static const char *const usage_text =
     "  --device D           cpu | cuda (default cpu)\n"
     "  --ctx N              KV-cache positions (default min(model context, 4096))\n"
     "  --logprobs K         with --json: top-K log-probabilities at every step\n"
-    "  --json               print one JSON record instead of streaming text\n"
+    "  --json               print one JSON record (a line per prompt) instead of text\n"
     "steering (docs/steering.md):\n"
     "  --steer FILE[:NAME]  vector file (safesteer HDF5 or llama.cpp control-vector GGUF);\n"
     "                       NAME picks a category of a multi-vector file.  Repeat it (up to\n"
@@ -56,11 +60,15 @@ typedef struct {
 } steer_group;
 
 typedef struct {
-    const char *model, *prompt, *system, *chat_template;
+    ss_cli_common common;   /* --model, --device, --threads, --ctx, --chat, --system, ... */
+    const char *prompts[MAX_PROMPTS];
+    int n_prompts;
+    const char *prompt_file;
+    char *file_text;        /* --prompt-file contents; prompts point into it */
     steer_group steer[MAX_STEER];
     int n_steer;
     ss_positions positions;
-    int chat, json, logprobs_k, device, threads, ctx;
+    int json;
     ss_gen_params gen;
     const char *stops[MAX_STOP_STRINGS];
 } gen_opts;
@@ -98,38 +106,39 @@ static int steer_option(gen_opts *o, int opt, const char *arg, ss_error *err)
 static int parse_opts(int argc, char **argv, gen_opts *o, ss_error *err)
 {
     static const struct option longopts[] = {
-        {"model", required_argument, 0, 'm'},       {"prompt", required_argument, 0, 'p'},
-        {"chat", no_argument, 0, 'c'},              {"system", required_argument, 0, 's'},
-        {"chat-template", required_argument, 0, 'T'}, {"max-new", required_argument, 0, 'n'},
-        {"temperature", required_argument, 0, 't'}, {"top-p", required_argument, 0, 'P'},
-        {"seed", required_argument, 0, 'S'},        {"stop", required_argument, 0, 'x'},
-        {"threads", required_argument, 0, 'j'},     {"device", required_argument, 0, 'd'},
-        {"ctx", required_argument, 0, 'C'},         {"logprobs", required_argument, 0, 'L'},
-        {"json", no_argument, 0, 'J'},              {"help", no_argument, 0, 'h'},
-        {"steer", required_argument, 0, 'V'},       {"layers", required_argument, 0, 'Y'},
-        {"strength", required_argument, 0, 'a'},    {"ablate", no_argument, 0, 'A'},
-        {"positions", required_argument, 0, 'Q'},   {"normalize", required_argument, 0, 'N'},
-        {0, 0, 0, 0}};
+        SS_CLI_OPT_MODEL, SS_CLI_OPT_DEVICE, SS_CLI_OPT_THREADS, SS_CLI_OPT_CTX, SS_CLI_OPT_CHAT,
+        SS_CLI_OPT_SYSTEM, SS_CLI_OPT_CHAT_TEMPLATE, SS_ARG("prompt", 'p'),
+        SS_ARG("prompt-file", 'F'), SS_ARG("max-new", 'n'),
+        SS_ARG("temperature", 't'), SS_ARG("top-p", 'P'), SS_ARG("seed", 'S'), SS_ARG("stop", 'x'),
+        SS_ARG("logprobs", 'L'), SS_FLAG("json", 'J'), SS_FLAG("help", 'h'), SS_ARG("steer", 'V'),
+        SS_ARG("layers", 'Y'), SS_ARG("strength", 'a'), SS_FLAG("ablate", 'A'),
+        SS_ARG("positions", 'Q'), SS_ARG("normalize", 'N'), SS_END_OPTIONS};
     memset(o, 0, sizeof *o);
-    o->model = ss_default_model_path();
+    ss_cli_common_init(&o->common);
+    o->common.engine.max_seqs = 1;
     o->gen.max_new = 128;
     o->gen.sampler.top_p = 1.0f;
     o->gen.stop_strings = o->stops;
-    long v;
     double f;
-    int c;
+    int c, shared;
     optind = 1;
     while ((c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
+        if ((shared = ss_cli_common_option(&o->common, c, optarg, err)) != 0) {
+            if (shared < 0)
+                return -1;
+            continue;
+        }
         switch (c) {
-        case 'm': o->model = optarg; break;
-        case 'p': o->prompt = optarg; break;
-        case 'c': o->chat = 1; break;
-        case 's': o->system = optarg; break;
-        case 'T': o->chat_template = optarg; break;
+        case 'p':
+            if (o->n_prompts == MAX_PROMPTS)
+                return ss_fail(err, "--prompt: at most %d prompts", MAX_PROMPTS);
+            o->prompts[o->n_prompts++] = optarg;
+            break;
+        case 'F': o->prompt_file = optarg; break;
         case 'J': o->json = 1; break;
         case 'n':
-            if (ss_cli_int("--max-new", optarg, 0, 1 << 20, &v, err) < 0) return -1;
-            o->gen.max_new = (int)v;
+            if (ss_cli_int_to("--max-new", optarg, 0, 1 << 20, &o->gen.max_new, err) < 0)
+                return -1;
             break;
         case 't':
             if (ss_cli_float("--temperature", optarg, 0, 100, &f, err) < 0) return -1;
@@ -140,8 +149,7 @@ static int parse_opts(int argc, char **argv, gen_opts *o, ss_error *err)
             o->gen.sampler.top_p = (float)f;
             break;
         case 'S':
-            if (ss_cli_int("--seed", optarg, 0, 0x7fffffffffffffffL, &v, err) < 0) return -1;
-            o->gen.sampler.seed = (uint64_t)v;
+            if (ss_cli_seed("--seed", optarg, &o->gen.sampler.seed, err) < 0) return -1;
             break;
         case 'x':
             if (o->gen.n_stop_strings == MAX_STOP_STRINGS)
@@ -150,20 +158,9 @@ static int parse_opts(int argc, char **argv, gen_opts *o, ss_error *err)
                 return ss_fail(err, "--stop: empty stop string");
             o->stops[o->gen.n_stop_strings++] = optarg;
             break;
-        case 'j':
-            if (ss_cli_int("--threads", optarg, 0, 1024, &v, err) < 0) return -1;
-            o->threads = (int)v;
-            break;
-        case 'd':
-            if (ss_device_parse(optarg, &o->device, err) < 0) return -1;
-            break;
-        case 'C':
-            if (ss_cli_int("--ctx", optarg, 1, 1 << 24, &v, err) < 0) return -1;
-            o->ctx = (int)v;
-            break;
         case 'L':
-            if (ss_cli_int("--logprobs", optarg, 1, 100, &v, err) < 0) return -1;
-            o->gen.logprobs_k = (int)v;
+            if (ss_cli_int_to("--logprobs", optarg, 1, 100, &o->gen.logprobs_k, err) < 0)
+                return -1;
             break;
         case 'V':
         case 'Y':
@@ -173,7 +170,8 @@ static int parse_opts(int argc, char **argv, gen_opts *o, ss_error *err)
             if (steer_option(o, c, optarg, err) < 0) return -1;
             break;
         case 'Q':
-            if (ss_positions_parse(optarg, &o->positions, err) < 0) return -1;
+            if (ss_positions_parse(optarg, &o->positions, err) < 0)
+                return ss_cli_flag(err, "--positions");
             break;
         case 'h': printf(usage_text, ss_default_model_path()); exit(SS_EXIT_OK);
         default: return ss_fail(err, "unknown option (see safesteer generate --help)");
@@ -181,8 +179,8 @@ static int parse_opts(int argc, char **argv, gen_opts *o, ss_error *err)
     }
     if (optind < argc)
         return ss_fail(err, "unexpected argument \"%s\"", argv[optind]);
-    if (!o->prompt)
-        return ss_fail(err, "--prompt is required");
+    if (!o->n_prompts == !o->prompt_file)
+        return ss_fail(err, "give --prompt (one or more) or --prompt-file, not both or neither");
     if (o->gen.logprobs_k && !o->json)
         return ss_fail(err, "--logprobs needs --json");
     if ((o->n_steer && !o->steer[0].file) || (!o->n_steer && o->positions.rule != SS_POS_ALL))
@@ -195,50 +193,29 @@ static int parse_opts(int argc, char **argv, gen_opts *o, ss_error *err)
     return 0;
 }
 
-/* Splits "FILE:NAME" (NAME optional; a FILE that exists as given wins). */
-static void split_steer(const char *arg, char *file, size_t cap, const char **name)
-{
-    snprintf(file, cap, "%s", arg);
-    *name = NULL;
-    char *colon = strrchr(file, ':');
-    FILE *f = fopen(file, "rb");
-    if (f) {
-        fclose(f);
-        return;
-    }
-    if (colon) {
-        *colon = '\0';
-        *name = arg + (colon - file) + 1;
-    }
-}
+#define MAX_STRENGTHS 1024
 
-/* --strength: one value for every layer, or one per layer. */
-static int parse_strengths(const char *spec, int n, float *out, ss_error *err)
+/* --strength: comma-separated values (the plan builder checks that there is
+ * one, or one per steered layer). */
+static int parse_strengths(const char *spec, float *out, int *n, ss_error *err)
 {
-    int k = 0;
+    *n = 0;
     const char *p = spec ? spec : "1";
     while (*p) {
         char buf[64];
         size_t len = strcspn(p, ",");
         if (len == 0 || len >= sizeof buf)
             return ss_fail(err, "--strength \"%s\": empty or overlong value", spec);
+        if (*n == MAX_STRENGTHS)
+            return ss_fail(err, "--strength \"%s\": more than %d values", spec, MAX_STRENGTHS);
         memcpy(buf, p, len);
         buf[len] = '\0';
         double v;
-        if (k == n)
-            return ss_fail(err, "--strength \"%s\": more values than the %d steered layers",
-                           spec, n);
         if (ss_cli_float("--strength", buf, -1e6, 1e6, &v, err) < 0)
             return -1;
-        out[k++] = (float)v;
+        out[(*n)++] = (float)v;
         p += len + (p[len] == ',');
     }
-    if (k == 1)
-        for (int i = 1; i < n; i++)
-            out[i] = out[0];
-    else if (k != n)
-        return ss_fail(err, "--strength \"%s\": %d values for %d layers (give one, or one per "
-                            "layer)", spec, k, n);
     return 0;
 }
 
@@ -248,66 +225,25 @@ static int add_group(const steer_group *o, const ss_model *m, ss_steer_plan *pla
 {
     char file[1024];
     const char *name;
-    split_steer(o->file, file, sizeof file, &name);
+    ss_vectors_split_ref(o->file, file, sizeof file, &name);
     ss_vector_set v;
     if (ss_vectors_load(file, &v, err) < 0)
         return -1;
-    int rc = -1, cat, *layers = NULL, n = 0;
-    float *str = NULL, *vec = NULL;
-    int d = m->cfg.d_model;
-    if (ss_vectors_category(&v, name, &cat, err) < 0)
-        goto out;
-    if (v.d_model != d) {
-        ss_fail(err, "%s: vectors have d_model %d, the model %d", file, v.d_model, d);
+    int rc = -1, *layers = NULL, n = 0, n_str;
+    float str[MAX_STRENGTHS];
+    if (o->layers && ss_layers_parse(o->layers, m->cfg.n_layers, &layers, &n, err) < 0) {
+        ss_cli_flag(err, "--layers");
         goto out;
     }
-    if (o->layers) {
-        if (ss_layers_parse(o->layers, m->cfg.n_layers, &layers, &n, err) < 0)
-            goto out;
-    } else {
-        if (!(layers = ss_malloc((size_t)v.n_layers * sizeof(int), err)))
-            goto out;
-        for (int i = 0; i < v.n_layers; i++)
-            if (v.layers[i] >= 0 && v.layers[i] < m->cfg.n_layers)
-                layers[n++] = v.layers[i];
-        if (n == 0) {
-            ss_fail(err, "%s: none of its layers exists in the model (%d layers)", file,
-                    m->cfg.n_layers);
-            goto out;
-        }
-    }
-    str = ss_malloc((size_t)n * sizeof(float), err);
-    vec = ss_malloc((size_t)d * sizeof(float), err);
-    if (!str || !vec || parse_strengths(o->strength, n, str, err) < 0)
+    if (parse_strengths(o->strength, str, &n_str, err) < 0)
         goto out;
-    for (int i = 0; i < n; i++) {
-        int row = ss_vectors_layer_row(&v, layers[i], err);
-        if (row < 0)
-            goto out;
-        memcpy(vec, v.vectors + ((size_t)cat * v.n_layers + row) * d, (size_t)d * sizeof(float));
-        if (o->normalize) {
-            float norm;
-            double nn = 0;
-            for (int j = 0; j < d; j++)
-                nn += (double)vec[j] * vec[j];
-            if (nn == 0) {
-                ss_fail(err, "%s: vector of layer %d is zero; cannot normalise", file, layers[i]);
-                goto out;
-            }
-            if (ss_capture_layer_norm(o->normalize, layers[i], d, &norm, err) < 0)
-                goto out;
-            for (int j = 0; j < d; j++)
-                vec[j] = (float)(vec[j] / sqrt(nn) * norm);
-        }
-        if (ss_steer_plan_add(plan, v.site, layers[i], o->ablate ? SS_STEER_ABLATE : SS_STEER_ADD,
-                              str[i], vec, err) < 0)
-            goto out;
-    }
-    rc = 0;
+    ss_steer_source src = {.vectors = &v, .category = name, .site = -1, .layers = layers,
+                           .n_layers = n, .strengths = str, .n_strengths = n_str,
+                           .op = o->ablate ? SS_STEER_ABLATE : SS_STEER_ADD,
+                           .normalize_acts = o->normalize};
+    rc = ss_steer_plan_add_vectors(plan, &src, err);
 out:
     free(layers);
-    free(str);
-    free(vec);
     ss_vectors_free(&v);
     return rc;
 }
@@ -347,13 +283,14 @@ static const char *stop_reason_name(int r)
     return names[r];
 }
 
-static void print_json(const gen_opts *o, const ss_model *m, const int32_t *prompt_ids,
-                       int n_prompt, const ss_gen_result *r, const ss_gen_timing *tm)
+static void print_json(const gen_opts *o, const ss_model *m, const char *prompt,
+                       const int32_t *prompt_ids, int n_prompt, const ss_gen_result *r,
+                       const ss_gen_timing *tm)
 {
     json_t *rec = json_object();
     json_object_set_new(rec, "model", json_string(m->path));
-    json_object_set_new(rec, "prompt", json_string(o->prompt));
-    json_object_set_new(rec, "chat", json_boolean(o->chat));
+    json_object_set_new(rec, "prompt", json_string(prompt));
+    json_object_set_new(rec, "chat", json_boolean(o->common.chat));
     json_object_set_new(rec, "prompt_ids", ids_json(prompt_ids, n_prompt));
     json_object_set_new(rec, "ids", ids_json(r->ids, r->n_ids));
     json_object_set_new(rec, "text", json_string(r->text));
@@ -384,59 +321,108 @@ static void print_json(const gen_opts *o, const ss_model *m, const int32_t *prom
     json_decref(rec);
 }
 
+/* --prompt-file: every line (without its newline) is a prompt; empty lines
+ * are skipped. */
+static int read_prompt_file(gen_opts *o, ss_error *err)
+{
+    size_t len;
+    if (ss_read_file(o->prompt_file, &o->file_text, &len, err) < 0)
+        return ss_cli_flag(err, "--prompt-file");
+    for (char *line = o->file_text, *next; line && *line; line = next) {
+        next = strchr(line, '\n');
+        if (next)
+            *next++ = '\0';
+        size_t n = strlen(line);
+        if (n && line[n - 1] == '\r')
+            line[n - 1] = '\0';
+        if (!*line)
+            continue;
+        if (o->n_prompts == MAX_PROMPTS)
+            return ss_fail(err, "%s: more than %d prompts", o->prompt_file, MAX_PROMPTS);
+        o->prompts[o->n_prompts++] = line;
+    }
+    return o->n_prompts ? 0 : ss_fail(err, "%s: no prompts (one per line)", o->prompt_file);
+}
+
+/* One prompt's text was streamed; several are printed when done, each after
+ * its index. */
+static void print_text(int i, int n, const ss_gen_result *r)
+{
+    if (n > 1)
+        printf("[%d] %s\n", i, r->text);
+    else
+        fputc('\n', stdout);
+}
+
 int ss_cmd_generate(int argc, char **argv)
 {
-    ss_error err = {{0}};
+    ss_error err = {.msg = ""};
     gen_opts o;
     if (parse_opts(argc, argv, &o, &err) < 0)
-        return ss_cli_error("generate", SS_EXIT_USAGE, err.msg);
+        return ss_cli_fail("generate", SS_EXIT_USAGE, &err);
 
     ss_model *m = NULL;
     ss_tokenizer *tok = NULL;
     ss_engine *e = NULL;
-    int32_t *prompt_ids = NULL;
-    int n_prompt = 0, rc = SS_EXIT_FAIL, family = SS_CHAT_NONE;
-    ss_gen_result res = {0};
+    int32_t **ids = NULL;
+    int *n_ids = NULL, n = 0, rc = SS_EXIT_FAIL, family = SS_CHAT_NONE;
+    ss_gen_result *res = NULL;
+    const ss_steer_plan **plans = NULL;
     ss_gen_timing tm;
     ss_steer_plan plan = {0};
-    if (ss_model_load(o.model, &m, &err) < 0 || ss_tokenizer_load(m, &tok, &err) < 0)
+    if (o.prompt_file && read_prompt_file(&o, &err) < 0) {
+        rc = SS_EXIT_USAGE;
         goto out;
-    if (o.chat && ss_chat_family_for_model(m, o.chat_template, &family, &err) < 0)
+    }
+    n = o.n_prompts;
+    ids = ss_calloc((size_t)n, sizeof *ids, &err);
+    n_ids = ss_calloc((size_t)n, sizeof *n_ids, &err);
+    res = ss_calloc((size_t)n, sizeof *res, &err);
+    plans = ss_calloc((size_t)n, sizeof *plans, &err);
+    if (!ids || !n_ids || !res || !plans ||
+        ss_cli_load_model(&o.common, &m, &tok, &family, &err) < 0)
         goto out;
-    if (ss_encode_prompt(m, tok, family, o.system, o.prompt, &prompt_ids, &n_prompt, &err) < 0)
+    for (int i = 0; i < n; i++)
+        if (ss_encode_prompt(m, tok, family, o.common.system, o.prompts[i], &ids[i], &n_ids[i],
+                             &err) < 0)
+            goto out;
+    o.common.engine.max_seqs = n;
+    if (ss_engine_create(m, &o.common.engine, &e, &err) < 0 ||
+        (o.n_steer && build_plan(&o, m, &plan, &err) < 0))
         goto out;
-    ss_engine_opts eo;
-    ss_engine_opts_default(&eo);
-    eo.device = o.device;
-    eo.threads = o.threads;
-    eo.max_seqs = 1;
-    eo.max_ctx = o.ctx;
-    if (ss_engine_create(m, &eo, &e, &err) < 0)
+    for (int i = 0; i < n; i++)
+        plans[i] = o.n_steer ? &plan : NULL;
+    ss_gen_request req = {.n = n, .prompts = (const int32_t *const *)ids, .n_prompt = n_ids,
+                          .plans = plans, .params = o.gen,
+                          .on_text = o.json || n > 1 ? NULL : stream_text};
+    if (ss_generate(e, tok, &req, res, &tm, &err) < 0)
         goto out;
-    if (o.n_steer && (build_plan(&o, m, &plan, &err) < 0 ||
-                    ss_steer_apply(e, 0, &plan, n_prompt, &err) < 0))
-        goto out;
-    const int32_t *prompts[1] = {prompt_ids};
-    if (ss_generate(e, tok, 1, prompts, &n_prompt, &o.gen, o.json ? NULL : stream_text, NULL,
-                    &res, &tm, &err) < 0)
-        goto out;
-    if (o.json)
-        print_json(&o, m, prompt_ids, n_prompt, &res, &tm);
-    else
-        fputc('\n', stdout);
-    fprintf(stderr, "[%s] prompt %ld tokens in %.3f s (%.1f tok/s); generated %d tokens, "
+    long generated = 0;
+    for (int i = 0; i < n; i++) {
+        if (o.json)
+            print_json(&o, m, o.prompts[i], ids[i], n_ids[i], &res[i], &tm);
+        else
+            print_text(i, n, &res[i]);
+        generated += res[i].n_ids;
+    }
+    fprintf(stderr, "[%s] %d prompt%s, %ld tokens in %.3f s (%.1f tok/s); generated %ld tokens, "
                     "decode %.1f tok/s; stop: %s\n",
-            ss_engine_device_name(e), tm.prefill_tokens, tm.prefill_seconds,
-            tm.prefill_seconds > 0 ? tm.prefill_tokens / tm.prefill_seconds : 0.0, res.n_ids,
+            ss_engine_device_name(e), n, n > 1 ? "s" : "", tm.prefill_tokens, tm.prefill_seconds,
+            tm.prefill_seconds > 0 ? tm.prefill_tokens / tm.prefill_seconds : 0.0, generated,
             tm.decode_seconds > 0 ? tm.decode_tokens / tm.decode_seconds : 0.0,
-            stop_reason_name(res.stop_reason));
+            n > 1 ? "per prompt" : stop_reason_name(res[0].stop_reason));
     rc = SS_EXIT_OK;
 out:
     if (rc != SS_EXIT_OK)
-        ss_cli_error("generate", rc, err.msg);
-    ss_gen_result_free(&res);
+        ss_cli_fail("generate", rc, &err);
+    for (int i = 0; i < n; i++) {
+        if (res)
+            ss_gen_result_free(&res[i]);
+        if (ids)
+            free(ids[i]);
+    }
+    free(res), free(ids), free(n_ids), free(plans), free(o.file_text);
     ss_steer_plan_free(&plan);
-    free(prompt_ids);
     ss_engine_free(e);
     ss_tokenizer_free(tok);
     ss_model_free(m);

@@ -162,7 +162,7 @@ int ss_cmd_info(int argc, char **argv)
     ss_error err;
     ss_model *m;
     if (ss_model_load(model, &m, &err))
-        return ss_cli_error("info", SS_EXIT_FAIL, err.msg);
+        return ss_cli_fail("info", SS_EXIT_FAIL, &err);
     ss_type_count tc[16];
     int n_tc = ss_count_types(m, tc, 16);
     if (as_json) {

@@ -19,9 +19,9 @@ int ss_cmd_merge(int argc, char **argv)
     for (int i = 2; i < argc; i++)
         if (!strcmp(argv[i], argv[1]))
             return ss_cli_error("merge", SS_EXIT_USAGE, "OUT must differ from the shard folders");
-    ss_error err = {{0}};
+    ss_error err = {.msg = ""};
     if (ss_sweep_merge(argv[1], (const char *const *)argv + 2, argc - 2, &err) < 0)
-        return ss_cli_error("merge", SS_EXIT_FAIL, err.msg);
+        return ss_cli_fail("merge", SS_EXIT_FAIL, &err);
     fprintf(stderr, "safesteer merge: %d shards joined into %s\n", argc - 2, argv[1]);
     return SS_EXIT_OK;
 }

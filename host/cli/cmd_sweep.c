@@ -44,17 +44,14 @@ static void default_out(const char *cfg, char *out, size_t cap)
 int ss_cmd_sweep(int argc, char **argv)
 {
     static const struct option longopts[] = {
-        {"out", required_argument, 0, 'o'},     {"model", required_argument, 0, 'm'},
-        {"resume", no_argument, 0, 'r'},        {"shard", required_argument, 0, 's'},
-        {"threads", required_argument, 0, 'j'}, {"device", required_argument, 0, 'd'},
-        {"quiet", no_argument, 0, 'q'},         {"help", no_argument, 0, 'h'},
-        {0, 0, 0, 0}};
-    ss_error err = {{0}};
+        SS_ARG("out", 'o'), SS_ARG("model", 'm'), SS_FLAG("resume", 'r'), SS_ARG("shard", 's'),
+        SS_ARG("threads", 'j'), SS_ARG("device", 'd'), SS_FLAG("quiet", 'q'), SS_FLAG("help", 'h'),
+        SS_END_OPTIONS};
+    ss_error err = {.msg = ""};
     ss_sweep_opts o;
     ss_sweep_opts_default(&o);
-    o.progress = isatty(2);
+    int quiet = !isatty(2); /* a log file gets no progress lines */
     const char *out = NULL;
-    long v;
     int c;
     optind = 1;
     while ((c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
@@ -64,18 +61,17 @@ int ss_cmd_sweep(int argc, char **argv)
         case 'r': o.resume = 1; break;
         case 's':
             if (parse_shard(optarg, &o, &err) < 0)
-                return ss_cli_error("sweep", SS_EXIT_USAGE, err.msg);
+                return ss_cli_fail("sweep", SS_EXIT_USAGE, &err);
             break;
         case 'j':
-            if (ss_cli_int("--threads", optarg, 0, 1024, &v, &err) < 0)
-                return ss_cli_error("sweep", SS_EXIT_USAGE, err.msg);
-            o.threads = (int)v;
+            if (ss_cli_int_to("--threads", optarg, 0, 1024, &o.threads, &err) < 0)
+                return ss_cli_fail("sweep", SS_EXIT_USAGE, &err);
             break;
         case 'd':
-            if (ss_device_parse(optarg, &o.device, &err) < 0)
-                return ss_cli_error("sweep", SS_EXIT_USAGE, err.msg);
+            if (ss_device_parse(optarg, &o.device, &err) < 0 && ss_cli_flag(&err, "--device"))
+                return ss_cli_fail("sweep", SS_EXIT_USAGE, &err);
             break;
-        case 'q': o.progress = 0; break;
+        case 'q': quiet = 1; break;
         case 'h': printf(usage_text, ss_default_model_path()); return SS_EXIT_OK;
         default: return ss_cli_error("sweep", SS_EXIT_USAGE, "unknown option (see --help)");
         }
@@ -85,7 +81,7 @@ int ss_cmd_sweep(int argc, char **argv)
     ss_sweep_config cfg;
     if (ss_config_load(argv[optind], &cfg, &err) < 0) {
         ss_config_free(&cfg);
-        return ss_cli_error("sweep", SS_EXIT_USAGE, err.msg);
+        return ss_cli_fail("sweep", SS_EXIT_USAGE, &err);
     }
     if (!o.model && !cfg.model)
         o.model = ss_default_model_path();
@@ -94,10 +90,11 @@ int ss_cmd_sweep(int argc, char **argv)
     if (!out)
         out = cfg.out_dir ? cfg.out_dir : dflt;
     o.out_dir = out;
+    o.progress = ss_cli_progress(quiet);
     int rc = ss_sweep_run(&cfg, &o, &err);
     ss_config_free(&cfg);
     if (rc < 0)
-        return ss_cli_error("sweep", SS_EXIT_FAIL, err.msg);
+        return ss_cli_fail("sweep", SS_EXIT_FAIL, &err);
     fprintf(stderr, "safesteer sweep: results in %s (results.h5, summary.csv, generations.jsonl)\n",
             out);
     return SS_EXIT_OK;

@@ -155,7 +155,7 @@ int ss_cmd_tensor(int argc, char **argv)
     ss_error err;
     ss_tensor_file tf;
     if (ss_tensor_file_open(model, &tf, &err))
-        return ss_cli_error("tensor", SS_EXIT_FAIL, err.msg);
+        return ss_cli_fail("tensor", SS_EXIT_FAIL, &err);
     int rc = SS_EXIT_OK;
     if (list) {
         ss_list_tensors(&tf);
@@ -163,9 +163,9 @@ int ss_cmd_tensor(int argc, char **argv)
         const ss_tensor *t = ss_tensor_file_find(&tf, name);
         if (!t) {
             snprintf(err.msg, sizeof err.msg, "%s: no tensor named %s (see --list)", model, name);
-            rc = ss_cli_error("tensor", SS_EXIT_FAIL, err.msg);
+            rc = ss_cli_fail("tensor", SS_EXIT_FAIL, &err);
         } else if (ss_write_npy(out, t, &err)) {
-            rc = ss_cli_error("tensor", SS_EXIT_FAIL, err.msg);
+            rc = ss_cli_fail("tensor", SS_EXIT_FAIL, &err);
         }
     }
     ss_tensor_file_close(&tf);

@@ -33,8 +33,9 @@ static const char *const detokenize_usage =
     "  --json prints the text as a JSON string\n";
 
 typedef struct {
-    const char *model, *tokenizer, *system, *chat_template, *messages, *file, *text;
-    int chat, json, no_special, print_prompt, json_lines, no_gen;
+    ss_cli_common common;  /* --model (NULL: not given), --chat, --system, --chat-template */
+    const char *tokenizer, *messages, *file, *text;
+    int json, no_special, print_prompt, json_lines, no_gen;
     int family; /* from --chat-template */
 } tok_opts;
 
@@ -135,8 +136,8 @@ static int render_chat(const tok_opts *o, tok_ctx *c, const char *text, char **o
                               err);
     ss_chat_msg msgs[2];
     int n = 0;
-    if (o->system)
-        msgs[n++] = (ss_chat_msg){"system", o->system};
+    if (o->common.system)
+        msgs[n++] = (ss_chat_msg){"system", o->common.system};
     msgs[n++] = (ss_chat_msg){"user", text};
     return ss_chat_render(c->family, msgs, n, !o->no_gen, c->default_system, out, err);
 }
@@ -147,7 +148,7 @@ static int tokenize_one(const tok_opts *o, tok_ctx *c, const char *text, size_t 
 {
     char *rendered = NULL;
     int parse_special = !o->no_special, bos = -1;
-    if (o->chat) {
+    if (o->common.chat) {
         if (render_chat(o, c, text, &rendered, err) < 0)
             return -1;
         if (o->print_prompt) {
@@ -216,25 +217,26 @@ static int tokenize_file(const tok_opts *o, tok_ctx *c, ss_error *err)
 static int tokenize_parse(int argc, char **argv, tok_opts *o, ss_error *err)
 {
     static const struct option longopts[] = {
-        {"model", required_argument, 0, 'm'},   {"tokenizer", required_argument, 0, 'k'},
-        {"chat", no_argument, 0, 'c'},          {"system", required_argument, 0, 's'},
-        {"messages", required_argument, 0, 'M'}, {"no-gen-prompt", no_argument, 0, 'g'},
-        {"chat-template", required_argument, 0, 'T'}, {"print-prompt", no_argument, 0, 'p'},
-        {"file", required_argument, 0, 'f'},    {"json-lines", no_argument, 0, 'l'},
-        {"json", no_argument, 0, 'J'},          {"no-special", no_argument, 0, 'n'},
-        {"help", no_argument, 0, 'h'},          {0, 0, 0, 0}};
+        SS_CLI_OPT_MODEL, SS_CLI_OPT_CHAT, SS_CLI_OPT_SYSTEM, SS_CLI_OPT_CHAT_TEMPLATE,
+        SS_ARG("tokenizer", 'k'), SS_ARG("messages", 'M'), SS_FLAG("no-gen-prompt", 'g'),
+        SS_FLAG("print-prompt", 'p'), SS_ARG("file", 'f'), SS_FLAG("json-lines", 'l'),
+        SS_FLAG("json", 'J'), SS_FLAG("no-special", 'n'), SS_FLAG("help", 'h'), SS_END_OPTIONS};
     memset(o, 0, sizeof *o);
-    int c;
+    ss_cli_common_init(&o->common);
+    o->common.model = NULL; /* a model or a tokenizer folder, or the default model */
+    ss_cli_common *co = &o->common;
+    int c, shared;
     optind = 1;
     while ((c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
+        if ((shared = ss_cli_common_option(co, c, optarg, err)) != 0) {
+            if (shared < 0)
+                return -1;
+            continue;
+        }
         switch (c) {
-        case 'm': o->model = optarg; break;
         case 'k': o->tokenizer = optarg; break;
-        case 'c': o->chat = 1; break;
-        case 's': o->system = optarg; break;
         case 'M': o->messages = optarg; break;
         case 'g': o->no_gen = 1; break;
-        case 'T': o->chat_template = optarg; break;
         case 'p': o->print_prompt = 1; break;
         case 'f': o->file = optarg; break;
         case 'l': o->json_lines = 1; break;
@@ -248,42 +250,43 @@ static int tokenize_parse(int argc, char **argv, tok_opts *o, ss_error *err)
         o->text = argv[optind++];
     if (optind < argc)
         return ss_fail(err, "unexpected argument '%s' (quote TEXT as one argument)", argv[optind]);
-    if (o->model && o->tokenizer)
+    if (co->model && o->tokenizer)
         return ss_fail(err, "give --model or --tokenizer, not both");
     if (!!o->text + !!o->file + !!o->messages != 1)
         return ss_fail(err, "give exactly one of TEXT, --file F or --messages F");
-    if (!o->chat && (o->system || o->messages || o->no_gen || o->print_prompt || o->chat_template))
+    if (!co->chat && (co->system || o->messages || o->no_gen || o->print_prompt || co->chat_template))
         return ss_fail(err, "--system, --messages, --no-gen-prompt, --print-prompt and "
                             "--chat-template need --chat");
-    if (o->messages && o->system)
+    if (o->messages && co->system)
         return ss_fail(err, "put the system turn in the --messages file instead of --system");
     if (o->json_lines && !o->file)
         return ss_fail(err, "--json-lines needs --file");
-    if (o->chat && o->no_special)
+    if (co->chat && o->no_special)
         return ss_fail(err, "--no-special cannot be used with --chat");
-    if (o->chat_template)
-        return ss_chat_family_parse(o->chat_template, &o->family, err);
+    if (co->chat_template && ss_chat_family_parse(co->chat_template, &o->family, err) < 0)
+        return ss_cli_flag(err, "--chat-template");
     return 0;
 }
 
 int ss_cmd_tokenize(int argc, char **argv)
 {
-    ss_error err = {{0}};
+    ss_error err = {.msg = ""};
     tok_opts o;
     int prc = tokenize_parse(argc, argv, &o, &err);
     if (prc)
-        return prc > 0 ? SS_EXIT_OK : ss_cli_error("tokenize", SS_EXIT_USAGE, err.msg);
+        return prc > 0 ? SS_EXIT_OK : ss_cli_fail("tokenize", SS_EXIT_USAGE, &err);
     tok_ctx c = {0};
     int rc = 0;
     /* Rendering with a named family needs no tokenizer. */
-    int need_tok = !(o.print_prompt && o.chat_template && !o.model && !o.tokenizer);
+    const ss_cli_common *co = &o.common;
+    int need_tok = !(o.print_prompt && co->chat_template && !co->model && !o.tokenizer);
     if (need_tok)
-        rc = load_tokenizer(o.model ? o.model : ss_default_model_path(), o.tokenizer, &c, &err);
-    if (!rc && o.chat) {
+        rc = load_tokenizer(co->model ? co->model : ss_default_model_path(), o.tokenizer, &c, &err);
+    if (!rc && co->chat) {
         c.family = o.family;
-        if (!o.chat_template)
-            rc = ss_chat_family_detect(c.tmpl, &c.family, &err);
-        if (!o.system)
+        if (!co->chat_template && (rc = ss_chat_family_detect(c.tmpl, &c.family, &err)) < 0)
+            ss_cli_flag(&err, "--chat-template");
+        if (!co->system)
             c.default_system = ss_chat_default_system(c.tmpl);
     }
     if (!rc && o.messages)
@@ -293,7 +296,7 @@ int ss_cmd_tokenize(int argc, char **argv)
                     : tokenize_one(&o, &c, o.text ? o.text : "", o.text ? strlen(o.text) : 0,
                                    &err);
     ctx_free(&c);
-    return rc < 0 ? ss_cli_error("tokenize", SS_EXIT_FAIL, err.msg) : SS_EXIT_OK;
+    return rc < 0 ? ss_cli_fail("tokenize", SS_EXIT_FAIL, &err) : SS_EXIT_OK;
 }
 
 /* ---------------------------------------------------------------- detokenize */
@@ -361,12 +364,11 @@ static int read_stdin_ids(int32_t **ids, int *n, int *cap, ss_error *err)
 int ss_cmd_detokenize(int argc, char **argv)
 {
     static const struct option longopts[] = {
-        {"model", required_argument, 0, 'm'}, {"tokenizer", required_argument, 0, 'k'},
-        {"json", no_argument, 0, 'J'},         {"skip-special", no_argument, 0, 's'},
-        {"help", no_argument, 0, 'h'},         {0, 0, 0, 0}};
+        SS_ARG("model", 'm'), SS_ARG("tokenizer", 'k'), SS_FLAG("json", 'J'),
+        SS_FLAG("skip-special", 's'), SS_FLAG("help", 'h'), SS_END_OPTIONS};
     const char *model = NULL, *dir = NULL;
     int json = 0, skip = 0, c;
-    ss_error err = {{0}};
+    ss_error err = {.msg = ""};
     optind = 1;
     while ((c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
         switch (c) {
@@ -390,7 +392,7 @@ int ss_cmd_detokenize(int argc, char **argv)
     }
     if (rc) {
         free(ids);
-        return ss_cli_error("detokenize", SS_EXIT_USAGE, err.msg);
+        return ss_cli_fail("detokenize", SS_EXIT_USAGE, &err);
     }
     tok_ctx ctx = {0};
     if (optind == argc)
@@ -405,5 +407,5 @@ int ss_cmd_detokenize(int argc, char **argv)
     free(text);
     free(ids);
     ctx_free(&ctx);
-    return rc < 0 ? ss_cli_error("detokenize", SS_EXIT_FAIL, err.msg) : SS_EXIT_OK;
+    return rc < 0 ? ss_cli_fail("detokenize", SS_EXIT_FAIL, &err) : SS_EXIT_OK;
 }

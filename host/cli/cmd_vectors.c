@@ -9,8 +9,7 @@
 #include "cli.h"
 #include "safesteer/capture.h"
 #include "safesteer/model.h"
-#include "safesteer/sha256.h"
-#include "safesteer/steer.h"
+#include "safesteer/util.h"
 #include "safesteer/vectors.h"
 
 #define CMD "vectors"
@@ -51,7 +50,7 @@ static int split_list(char *s, char **items, int cap, int *n, ss_error *err)
     return *n ? 0 : ss_fail(err, "empty list");
 }
 
-static void print_summary(const ss_vec_result *r, const char *out)
+static void print_summary(const ss_vector_set *r, const char *out)
 {
     int L = r->n_layers;
     if (!strcmp(r->method, "pca") && r->pca_residual > 1e-12)
@@ -75,23 +74,19 @@ static void print_summary(const ss_vec_result *r, const char *out)
 static int cmd_compute(int argc, char **argv)
 {
     static const struct option opts[] = {
-        {"acts", required_argument, 0, 'a'},      {"method", required_argument, 0, 'm'},
-        {"out", required_argument, 0, 'o'},       {"safe-acts", required_argument, 0, 'S'},
-        {"unsafe-label", required_argument, 0, 'u'}, {"safe-label", required_argument, 0, 's'},
-        {"safe-category", required_argument, 0, 'C'}, {"categories", required_argument, 0, 'c'},
-        {"layers", required_argument, 0, 'l'},    {"holdout", required_argument, 0, 'H'},
-        {"seed", required_argument, 0, 'e'},      {"pca-iters", required_argument, 0, 'p'},
-        {"chunk-rows", required_argument, 0, 'r'}, {"quiet", no_argument, 0, 'q'},
-        {"help", no_argument, 0, 'h'},            {0, 0, 0, 0}};
+        SS_ARG("acts", 'a'), SS_ARG("method", 'm'), SS_ARG("out", 'o'), SS_ARG("safe-acts", 'S'),
+        SS_ARG("unsafe-label", 'u'), SS_ARG("safe-label", 's'), SS_ARG("safe-category", 'C'),
+        SS_ARG("categories", 'c'), SS_ARG("layers", 'l'), SS_ARG("holdout", 'H'),
+        SS_ARG("seed", 'e'), SS_ARG("pca-iters", 'p'), SS_ARG("chunk-rows", 'r'),
+        SS_FLAG("quiet", 'q'), SS_FLAG("help", 'h'), SS_END_OPTIONS};
     ss_vec_options o;
     ss_vec_options_init(&o);
     o.holdout = 0.2;
-    o.progress = 1;
-    ss_error err = {{0}};
+    int quiet = 0;
+    ss_error err = {.msg = ""};
     const char *out = NULL, *layers_spec = NULL;
     char cats_buf[4096];
     char *cats[512];
-    long v;
     double f;
     int opt;
     optind = 1;
@@ -104,7 +99,10 @@ static int cmd_compute(int argc, char **argv)
         case 'u': o.unsafe_label = optarg; break;
         case 's': o.safe_label = optarg; break;
         case 'C': o.safe_category = optarg; break;
-        case 'm': rc = ss_vec_method_parse(optarg, &o.method, &err); break;
+        case 'm':
+            rc = ss_vec_method_parse(optarg, &o.method, &err) < 0 ? ss_cli_flag(&err, "--method")
+                                                                  : 0;
+            break;
         case 'c':
             snprintf(cats_buf, sizeof cats_buf, "%s", optarg);
             rc = split_list(cats_buf, cats, 512, &o.n_categories, &err);
@@ -118,23 +116,20 @@ static int cmd_compute(int argc, char **argv)
             o.holdout = f;
             break;
         case 'e':
-            rc = ss_cli_int("--seed", optarg, 0, 0x7fffffffL, &v, &err);
-            o.seed = (uint64_t)v;
+            rc = ss_cli_seed("--seed", optarg, &o.seed, &err);
             break;
         case 'p':
-            rc = ss_cli_int("--pca-iters", optarg, 1, 100000, &v, &err);
-            o.pca_iters = (int)v;
+            rc = ss_cli_int_to("--pca-iters", optarg, 1, 100000, &o.pca_iters, &err);
             break;
         case 'r':
-            rc = ss_cli_int("--chunk-rows", optarg, 1, 1 << 20, &v, &err);
-            o.chunk_rows = (int)v;
+            rc = ss_cli_int_to("--chunk-rows", optarg, 1, 1 << 20, &o.chunk_rows, &err);
             break;
-        case 'q': o.progress = 0; break;
+        case 'q': quiet = 1; break;
         case 'h': usage(stdout); return SS_EXIT_OK;
         default: usage(stderr); return SS_EXIT_USAGE;
         }
         if (rc)
-            return ss_cli_error(CMD, SS_EXIT_USAGE, err.msg);
+            return ss_cli_fail(CMD, SS_EXIT_USAGE, &err);
     }
     if (optind < argc)
         return ss_cli_error(CMD, SS_EXIT_USAGE, "unexpected argument (see --help)");
@@ -142,27 +137,28 @@ static int cmd_compute(int argc, char **argv)
         return ss_cli_error(CMD, SS_EXIT_USAGE, "--acts and --out are required");
     int *layers = NULL;
     if (layers_spec) { /* checked against the captured model's layer count */
-        ss_actfile *a;
-        if (ss_actfile_open(o.acts_path, &a, &err) < 0)
-            return ss_cli_error(CMD, SS_EXIT_FAIL, err.msg);
-        int rc = ss_layers_parse(layers_spec, ss_actfile_info_of(a)->n_layers_model, &layers,
+        ss_capture_file *a;
+        if (ss_capture_open(o.acts_path, &a, &err) < 0)
+            return ss_cli_fail(CMD, SS_EXIT_FAIL, &err);
+        int rc = ss_layers_parse(layers_spec, ss_capture_info_of(a)->n_layers_model, &layers,
                                  &o.n_layers, &err);
-        ss_actfile_close(a);
+        ss_capture_close(a);
         if (rc < 0)
-            return ss_cli_error(CMD, SS_EXIT_USAGE, err.msg);
+            return ss_cli_flag(&err, "--layers"), ss_cli_fail(CMD, SS_EXIT_USAGE, &err);
     }
     o.layers = layers;
-    ss_vec_result r;
-    int failed = ss_vec_compute(&o, &r, &err) < 0;
+    o.progress = ss_cli_progress(quiet);
+    ss_vector_set r;
+    int failed = ss_vectors_compute(&o, &r, &err) < 0;
     free(layers);
     if (failed)
-        return ss_cli_error(CMD, SS_EXIT_FAIL, err.msg);
+        return ss_cli_fail(CMD, SS_EXIT_FAIL, &err);
     int code = SS_EXIT_OK;
-    if (ss_vec_write(out, &r, &err) < 0)
-        code = ss_cli_error(CMD, SS_EXIT_FAIL, err.msg);
+    if (ss_vectors_write(out, &r, &err) < 0)
+        code = ss_cli_fail(CMD, SS_EXIT_FAIL, &err);
     else
         print_summary(&r, out);
-    ss_vec_result_free(&r);
+    ss_vectors_free(&r);
     return code;
 }
 
@@ -173,7 +169,7 @@ static int check_against_model(const ss_vector_set *vs, const char *model_path, 
     ss_model *m;
     if (ss_model_load(model_path, &m, err) < 0)
         return -1;
-    int rc = ss_vec_check_model(vs, &m->cfg, model_path, err);
+    int rc = ss_vectors_check_model(vs, &m->cfg, model_path, err);
     ss_gguf_str arch;
     if (!rc && hint && m->gguf && ss_gguf_get_str(m->gguf, "general.architecture", &arch, NULL) == 0)
         snprintf(hint, hint_cap, "%.*s", (int)arch.len, arch.ptr);
@@ -184,16 +180,14 @@ static int check_against_model(const ss_vector_set *vs, const char *model_path, 
 static int cmd_export(int argc, char **argv)
 {
     static const struct option opts[] = {
-        {"in", required_argument, 0, 'i'},         {"out", required_argument, 0, 'o'},
-        {"category", required_argument, 0, 'c'},   {"scale", required_argument, 0, 's'},
-        {"model-hint", required_argument, 0, 'M'}, {"model", required_argument, 0, 'm'},
-        {"skip-layer0", no_argument, 0, 'z'},      {"help", no_argument, 0, 'h'},
-        {0, 0, 0, 0}};
+        SS_ARG("in", 'i'), SS_ARG("out", 'o'), SS_ARG("category", 'c'), SS_ARG("scale", 's'),
+        SS_ARG("model-hint", 'M'), SS_ARG("model", 'm'), SS_FLAG("skip-layer0", 'z'),
+        SS_FLAG("help", 'h'), SS_END_OPTIONS};
     const char *in = NULL, *out = NULL, *cat = NULL, *model = NULL;
     char hint[64] = "llama";
     double scale = 1.0;
     int skip0 = 0, opt;
-    ss_error err = {{0}};
+    ss_error err = {.msg = ""};
     optind = 1;
     while ((opt = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
         switch (opt) {
@@ -205,7 +199,7 @@ static int cmd_export(int argc, char **argv)
         case 'z': skip0 = 1; break;
         case 's':
             if (ss_cli_float("--scale", optarg, -1e6, 1e6, &scale, &err) < 0)
-                return ss_cli_error(CMD, SS_EXIT_USAGE, err.msg);
+                return ss_cli_fail(CMD, SS_EXIT_USAGE, &err);
             break;
         case 'h': usage(stdout); return SS_EXIT_OK;
         default: usage(stderr); return SS_EXIT_USAGE;
@@ -216,11 +210,11 @@ static int cmd_export(int argc, char **argv)
     ss_vector_set vs;
     int idx, skipped = 0, code = SS_EXIT_OK;
     if (ss_vectors_load(in, &vs, &err) < 0)
-        return ss_cli_error(CMD, SS_EXIT_FAIL, err.msg);
+        return ss_cli_fail(CMD, SS_EXIT_FAIL, &err);
     if (ss_vectors_category(&vs, cat, &idx, &err) < 0 ||
         (model && check_against_model(&vs, model, hint, sizeof hint, &err) < 0) ||
         ss_control_vector_write(out, &vs, idx, (float)scale, hint, skip0, &skipped, &err) < 0)
-        code = ss_cli_error(CMD, SS_EXIT_FAIL, err.msg);
+        code = ss_cli_fail(CMD, SS_EXIT_FAIL, &err);
     else
         printf("wrote %s: category %s, %d direction tensors (model_hint %s, scale %g)%s\n", out,
                vs.categories[idx], vs.n_layers - skipped, hint, scale,
@@ -229,39 +223,26 @@ static int cmd_export(int argc, char **argv)
     return code;
 }
 
-/* A single-category result from a loaded vector set (no data statistics). */
-static int result_from_set(const ss_vector_set *vs, const char *name, const char *src,
-                           ss_vec_result *r, ss_error *err)
+/* An imported control vector under its new name, fingerprinted by its file. */
+static int rename_imported(ss_vector_set *vs, const char *name, const char *src, ss_error *err)
 {
-    memset(r, 0, sizeof *r);
-    size_t L = (size_t)vs->n_layers, d = (size_t)vs->d_model;
-    r->n_categories = 1;
-    r->n_layers = vs->n_layers;
-    r->d_model = vs->d_model;
-    r->categories = ss_calloc(1, sizeof(char *), err);
-    r->layers = ss_malloc(L * sizeof(int32_t), err);
-    r->vectors = ss_malloc(L * d * sizeof(float), err);
-    if (!r->categories || !r->layers || !r->vectors || !(r->categories[0] = strdup(name)))
+    char *copy = strdup(name);
+    if (!copy)
         return ss_fail(err, "out of memory");
-    memcpy(r->layers, vs->layers, L * sizeof(int32_t));
-    memcpy(r->vectors, vs->vectors, L * d * sizeof(float));
-    snprintf(r->method, sizeof r->method, "%s", vs->method);
-    snprintf(r->site, sizeof r->site, "%s", ss_site_name(vs->site));
-    snprintf(r->model_name, sizeof r->model_name, "%s", vs->model_hint);
-    if (ss_sha256_file(src, r->source_sha256, err) < 0)
-        return -1;
-    return ss_vec_fill_stats(r, err);
+    free(vs->categories[0]);
+    vs->categories[0] = copy;
+    snprintf(vs->model_name, sizeof vs->model_name, "%s", vs->model_hint);
+    return ss_sha256_file(src, vs->source_sha256, err);
 }
 
 static int cmd_import(int argc, char **argv)
 {
     static const struct option opts[] = {
-        {"in", required_argument, 0, 'i'},       {"out", required_argument, 0, 'o'},
-        {"category", required_argument, 0, 'c'}, {"model", required_argument, 0, 'm'},
-        {"help", no_argument, 0, 'h'},           {0, 0, 0, 0}};
+        SS_ARG("in", 'i'), SS_ARG("out", 'o'), SS_ARG("category", 'c'), SS_ARG("model", 'm'),
+        SS_FLAG("help", 'h'), SS_END_OPTIONS};
     const char *in = NULL, *out = NULL, *name = "control", *model = NULL;
     int opt;
-    ss_error err = {{0}};
+    ss_error err = {.msg = ""};
     optind = 1;
     while ((opt = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
         switch (opt) {
@@ -276,21 +257,18 @@ static int cmd_import(int argc, char **argv)
     if (!in || !out || optind < argc)
         return ss_cli_error(CMD, SS_EXIT_USAGE, "import needs --in and --out (see --help)");
     ss_vector_set vs;
-    ss_vec_result r;
-    memset(&r, 0, sizeof r);
     int code = SS_EXIT_OK;
     if (ss_vectors_load(in, &vs, &err) < 0)
-        return ss_cli_error(CMD, SS_EXIT_FAIL, err.msg);
+        return ss_cli_fail(CMD, SS_EXIT_FAIL, &err);
     if (vs.n_categories != 1)
         code = ss_cli_error(CMD, SS_EXIT_FAIL, "import expects a control-vector GGUF (one "
                                                "direction per layer)");
     else if ((model && check_against_model(&vs, model, NULL, 0, &err) < 0) ||
-             result_from_set(&vs, name, in, &r, &err) < 0 || ss_vec_write(out, &r, &err) < 0)
-        code = ss_cli_error(CMD, SS_EXIT_FAIL, err.msg);
+             rename_imported(&vs, name, in, &err) < 0 || ss_vectors_write(out, &vs, &err) < 0)
+        code = ss_cli_fail(CMD, SS_EXIT_FAIL, &err);
     else
         printf("wrote %s: category %s, %d layers x d_model %d from %s\n", out, name,
-               r.n_layers, r.d_model, in);
-    ss_vec_result_free(&r);
+               vs.n_layers, vs.d_model, in);
     ss_vectors_free(&vs);
     return code;
 }

@@ -10,9 +10,8 @@
 #include <string.h>
 
 #include "util/h5io.h"
-#include "util/progress.h"
-#include "safesteer/sha256.h"
-#include "safesteer/vectors.h"
+#include "safesteer/util.h"
+#include "safesteer/capture.h"
 
 static const char *const metric_names[] = {"l2", "cosine"};
 
@@ -28,19 +27,8 @@ int ss_metric_parse(const char *s, int *metric, ss_error *err)
             *metric = m;
             return 0;
         }
-    return ss_fail(err, "--metric: unknown metric \"%s\" (expected cosine or l2)", s);
+    return ss_fail(err, "unknown metric \"%s\" (expected cosine or l2)", s);
 }
-
-/* splitmix64 stream */
-static uint64_t rng_next(uint64_t *s)
-{
-    uint64_t z = (*s += 0x9E3779B97F4A7C15ULL);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
-    return z ^ (z >> 31);
-}
-
-static double rng_unit(uint64_t *s) { return (double)(rng_next(s) >> 11) * 0x1.0p-53; }
 
 void ss_kmeans_free(ss_kmeans *km)
 {
@@ -68,7 +56,7 @@ static void sq_dists(const float *x, const float *xx, int64_t n, int d, const fl
 static void seed_pp(const float *x, const float *xx, int64_t n, int d, int k, uint64_t *rng,
                     float *c, float *cc, float *dist, double *dmin)
 {
-    int64_t first = (int64_t)(rng_unit(rng) * (double)n);
+    int64_t first = (int64_t)(ss_splitmix64_unit(rng) * (double)n);
     memcpy(c, x + (size_t)first * d, (size_t)d * sizeof(float));
     for (int64_t i = 0; i < n; i++)
         dmin[i] = DBL_MAX;
@@ -82,7 +70,7 @@ static void seed_pp(const float *x, const float *xx, int64_t n, int d, int k, ui
         }
         if (j == k)
             break;
-        double r = rng_unit(rng) * total, acc = 0;
+        double r = ss_splitmix64_unit(rng) * total, acc = 0;
         int64_t pick = n - 1;
         for (int64_t i = 0; i < n; i++) {
             acc += dmin[i];
@@ -218,7 +206,7 @@ double ss_silhouette(const float *x, int64_t n, int d, const int32_t *assign, in
         idx[i] = i;
     uint64_t rng = seed ^ 0x5115E77EULL;
     for (int64_t i = 0; i < m && m < n; i++) {
-        int64_t j = i + (int64_t)(rng_unit(&rng) * (double)(n - i));
+        int64_t j = i + (int64_t)(ss_splitmix64_unit(&rng) * (double)(n - i));
         int64_t t = idx[i];
         idx[i] = idx[j];
         idx[j] = t;
@@ -391,10 +379,10 @@ static void cl_data_free(cl_data *c)
 }
 
 /* Reads the layer for every prompt: clustered ones kept, safe ones averaged. */
-static int load_layer(const ss_cluster_options *o, ss_actfile *a, int row, cl_data *c,
+static int load_layer(const ss_cluster_options *o, ss_capture_file *a, int row, cl_data *c,
                       ss_error *err)
 {
-    const ss_actfile_info *in = ss_actfile_info_of(a);
+    const ss_capture_info *in = ss_capture_info_of(a);
     size_t d = (size_t)in->d_model, N = (size_t)in->n_prompts;
     c->d = in->d_model;
     for (size_t i = 0; i < N; i++)
@@ -416,7 +404,7 @@ static int load_layer(const ss_cluster_options *o, ss_actfile *a, int row, cl_da
     int64_t k = 0;
     for (int64_t p0 = 0; p0 < (int64_t)N; p0 += o->chunk_rows) {
         int64_t nb = (int64_t)N - p0 < o->chunk_rows ? (int64_t)N - p0 : o->chunk_rows;
-        if (ss_actfile_read(a, p0, nb, &row, 1, buf, err) < 0)
+        if (ss_capture_read(a, p0, nb, &row, 1, buf, err) < 0)
             goto out;
         for (int64_t i = 0; i < nb; i++) {
             const float *xi = buf + (size_t)i * d;
@@ -444,7 +432,7 @@ out:
     return rc;
 }
 
-static int prepare_metric(const ss_cluster_options *o, const ss_actfile_info *in, cl_data *c,
+static int prepare_metric(const ss_cluster_options *o, const ss_capture_info *in, cl_data *c,
                           ss_error *err)
 {
     size_t d = (size_t)c->d;
@@ -479,7 +467,7 @@ typedef struct {
 } cl_result;
 
 static int write_clusters(const char *path, const ss_cluster_options *o,
-                          const ss_actfile_info *in, const cl_data *c, const cl_result *r,
+                          const ss_capture_info *in, const cl_data *c, const cl_result *r,
                           ss_error *err)
 {
     char sha[65];
@@ -588,42 +576,73 @@ static int describe(const cl_data *c, cl_result *r, ss_error *err)
     return 0;
 }
 
-static void print_result(const ss_cluster_options *o, const cl_data *c, const cl_result *r,
-                         const char *out)
+void ss_cluster_summary_free(ss_cluster_summary *s)
 {
-    for (int i = 0; i < r->nk; i++)
-        printf("k=%-3d inertia %-12.5g silhouette %.4f%s\n", r->ks[i], r->inertia[i],
-               r->sil[i], i == r->best ? "  <- chosen" : "");
-    printf("layer %d, metric %s, %lld prompts clustered (%lld safe in the pool)\n", o->layer,
-           ss_metric_name(o->metric), (long long)c->n, (long long)c->n_safe);
-    printf("purity %.4f  NMI %.4f  ARI %.4f  (against %d categories)\n", r->purity, r->nmi,
-           r->ari, c->m);
-    for (int j = 0; j < r->km.k; j++) {
+    for (int j = 0; s->top_category && j < s->k; j++)
+        free(s->top_category[j]);
+    free(s->k_values), free(s->silhouette), free(s->inertia), free(s->sizes);
+    free(s->top_category), free(s->top_count);
+    memset(s, 0, sizeof *s);
+}
+
+/* The caller's copy of what was found: every k tried, the chosen fit, and
+ * each cluster's size and most frequent category. */
+static int summarise(const cl_data *c, const cl_result *r, ss_cluster_summary *s, ss_error *err)
+{
+    int K = r->km.k;
+    memset(s, 0, sizeof *s);
+    s->n_k = r->nk;
+    s->best = r->best;
+    s->k = K;
+    s->n_clustered = c->n;
+    s->n_safe = c->n_safe;
+    s->n_categories = c->m;
+    s->purity = r->purity, s->nmi = r->nmi, s->ari = r->ari;
+    s->k_values = ss_malloc((size_t)r->nk * sizeof(int32_t), err);
+    s->silhouette = ss_malloc((size_t)r->nk * sizeof(float), err);
+    s->inertia = ss_malloc((size_t)r->nk * sizeof(float), err);
+    s->sizes = ss_malloc((size_t)K * sizeof(int64_t), err);
+    s->top_category = ss_calloc((size_t)K, sizeof(char *), err);
+    s->top_count = ss_malloc((size_t)K * sizeof(int64_t), err);
+    if (!s->k_values || !s->silhouette || !s->inertia || !s->sizes || !s->top_category ||
+        !s->top_count)
+        return -1;
+    memcpy(s->k_values, r->ks, (size_t)r->nk * sizeof(int32_t));
+    memcpy(s->silhouette, r->sil, (size_t)r->nk * sizeof(float));
+    memcpy(s->inertia, r->inertia, (size_t)r->nk * sizeof(float));
+    memcpy(s->sizes, r->sizes, (size_t)K * sizeof(int64_t));
+    for (int j = 0; j < K; j++) {
         int top = 0;
         for (int t = 1; t < c->m; t++)
             if (r->table[(size_t)j * c->m + t] > r->table[(size_t)j * c->m + top])
                 top = t;
-        printf("  cluster %-3d size %-6lld top category %s (%lld)\n", j,
-               (long long)r->sizes[j], c->cls_names[top],
-               (long long)r->table[(size_t)j * c->m + top]);
+        s->top_count[j] = r->table[(size_t)j * c->m + top];
+        if (!(s->top_category[j] = strdup(c->cls_names[top])))
+            return ss_fail(err, "out of memory");
     }
-    printf("wrote %s\n", out);
+    return 0;
 }
 
-int ss_cluster_run(const ss_cluster_options *o, const char *out_path, ss_error *err)
+int ss_cluster_run(const ss_cluster_options *o, const char *out_path, ss_cluster_summary *sum,
+                   ss_error *err)
 {
+    memset(sum, 0, sizeof *sum);
     if (o->k_min < 2 || o->k_max < o->k_min)
-        return ss_fail(err, "--k / --k-range: need 2 <= k_min <= k_max, got %d..%d", o->k_min,
+        return ss_fail(err, "k range: need 2 <= k_min <= k_max, got %d..%d", o->k_min,
                        o->k_max);
-    ss_actfile *a;
-    if (ss_actfile_open(o->acts_path, &a, err) < 0)
+    ss_capture_file *a;
+    if (ss_capture_open(o->acts_path, &a, err) < 0)
         return -1;
-    const ss_actfile_info *in = ss_actfile_info_of(a);
+    if (ss_capture_require_complete(a, err) < 0) {
+        ss_capture_close(a);
+        return -1;
+    }
+    const ss_capture_info *in = ss_capture_info_of(a);
     cl_data c;
     cl_result r;
     memset(&c, 0, sizeof c);
     memset(&r, 0, sizeof r);
-    int rc = -1, row = ss_actfile_layer_row(a, o->layer, err);
+    int rc = -1, row = ss_capture_layer_row(a, o->layer, err);
     if (row < 0 || load_layer(o, a, row, &c, err) < 0 || prepare_metric(o, in, &c, err) < 0)
         goto out;
     if (c.n < o->k_max) {
@@ -638,7 +657,7 @@ int ss_cluster_run(const ss_cluster_options *o, const char *out_path, ss_error *
     if (!r.ks || !r.sil || !r.inertia)
         goto out;
     ss_progress prog;
-    ss_progress_begin(&prog, "cluster", "k values", 0, r.nk, 1);
+    ss_progress_begin(&prog, &o->progress, "cluster", "k values", 0, r.nk, 1);
     for (int i = 0; i < r.nk; i++) {
         ss_kmeans km;
         r.ks[i] = o->k_min + i;
@@ -655,17 +674,17 @@ int ss_cluster_run(const ss_cluster_options *o, const char *out_path, ss_error *
         } else {
             ss_kmeans_free(&km);
         }
-        if (o->progress)
-            ss_progress_update(&prog, i + 1);
+        if (ss_progress_update(&prog, i + 1, err) < 0)
+            goto out;
     }
-    if (describe(&c, &r, err) < 0 || write_clusters(out_path, o, in, &c, &r, err) < 0)
+    if (describe(&c, &r, err) < 0 || write_clusters(out_path, o, in, &c, &r, err) < 0 ||
+        summarise(&c, &r, sum, err) < 0)
         goto out;
-    print_result(o, &c, &r, out_path);
     rc = 0;
 out:
     ss_kmeans_free(&r.km);
     free(r.ks), free(r.sil), free(r.inertia), free(r.vectors), free(r.sizes), free(r.table);
     cl_data_free(&c);
-    ss_actfile_close(a);
+    ss_capture_close(a);
     return rc;
 }

@@ -2,6 +2,7 @@
  * API (nodes carry marks, so every error names FILE:LINE), checked against
  * a fixed schema, defaults filled in, and written back resolved. */
 #include "safesteer/config.h"
+#include "safesteer/eval.h"
 
 #include <errno.h>
 #include <libgen.h>

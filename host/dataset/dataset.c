@@ -24,7 +24,7 @@ int ss_dataset_fields_parse(char *spec, ss_dataset_fields *f, ss_error *err)
     for (char *item = strtok_r(spec, ",", &save); item; item = strtok_r(NULL, ",", &save)) {
         char *eq = strchr(item, '=');
         if (!eq || eq == item || !eq[1])
-            return ss_fail(err, "--field: \"%s\" is not KEY=NAME", item);
+            return ss_fail(err, "fields: \"%s\" is not KEY=NAME", item);
         *eq = '\0';
         const char *name = eq + 1;
         if (!strcmp(item, "prompt"))
@@ -38,7 +38,7 @@ int ss_dataset_fields_parse(char *spec, ss_dataset_fields *f, ss_error *err)
         else if (!strcmp(item, "response"))
             f->response = name, f->explicit_response = 1;
         else
-            return ss_fail(err, "--field: unknown key \"%s\" (expected prompt, id, category, "
+            return ss_fail(err, "fields: unknown key \"%s\" (expected prompt, id, category, "
                                 "label or response)", item);
     }
     return 0;
@@ -438,14 +438,6 @@ void ss_dataset_select_default(ss_dataset_select *s)
     s->limit = -1;
 }
 
-static uint64_t splitmix64(uint64_t *x)
-{
-    uint64_t z = (*x += 0x9e3779b97f4a7c15ULL);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-    return z ^ (z >> 31);
-}
-
 static int category_kept(const ss_dataset_select *s, const char *cat)
 {
     if (s->n_categories == 0)
@@ -474,7 +466,7 @@ int ss_dataset_apply(ss_dataset *d, const ss_dataset_select *s, ss_error *err)
     if (s->shuffle) {
         uint64_t st = s->seed;
         for (int i = n - 1; i > 0; i--) {
-            int j = (int)(splitmix64(&st) % (uint64_t)(i + 1));
+            int j = (int)(ss_splitmix64(&st) % (uint64_t)(i + 1));
             ss_record t = d->rec[i];
             d->rec[i] = d->rec[j];
             d->rec[j] = t;
@@ -497,7 +489,7 @@ int ss_dataset_apply(ss_dataset *d, const ss_dataset_select *s, ss_error *err)
     if (s->need_response)
         for (int i = 0; i < d->n; i++)
             if (!d->rec[i].response)
-                return ss_fail(err, "%s:%d: record \"%s\" has no response field (needed by "
-                                    "--with-response)", d->path, d->rec[i].line, d->rec[i].id);
+                return ss_fail(err, "%s:%d: record \"%s\" has no response field (responses were "
+                                    "asked for)", d->path, d->rec[i].line, d->rec[i].id);
     return 0;
 }

@@ -11,7 +11,7 @@
 #ifndef SAFESTEER_CPU_WEIGHTS_H
 #define SAFESTEER_CPU_WEIGHTS_H
 
-#include "safesteer/error.h"
+#include "safesteer/util.h"
 #include "safesteer/model.h"
 
 /* Rows of x up to which weight blocks are decoded in registers and

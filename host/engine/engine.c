@@ -3,6 +3,9 @@
  * cuda/) only compute the forward pass. */
 #include "safesteer/engine.h"
 
+#include "engine/backend.h"
+#include "safesteer/sample.h"
+
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -211,6 +214,65 @@ int ss_engine_forward(ss_engine *e, const ss_batch *b, float *logits, ss_error *
     for (int i = 0; i < b->n_seqs; i++)
         e->slot_pos[b->slots[i]] += b->n_tokens[i];
     return 0;
+}
+
+int ss_engine_forward_argmax(ss_engine *e, const ss_batch *b, int32_t *ids, ss_error *err)
+{
+    if (b->all_logits)
+        return ss_fail(err, "forward_argmax: all_logits must be 0");
+    if (ss_engine_check_batch(e, b, err))
+        return -1;
+    if (e->ops->forward_argmax) {
+        if (e->ops->forward_argmax(e, b, ids, err))
+            return -1;
+    } else {
+        int V = e->cfg.vocab_size;
+        float *logits = ss_malloc((size_t)b->n_seqs * V * sizeof(float), err);
+        int rc = logits ? e->ops->forward(e, b, logits, err) : -1;
+        for (int i = 0; !rc && i < b->n_seqs; i++)
+            ids[i] = ss_argmax(logits + (size_t)i * V, V);
+        free(logits);
+        if (rc)
+            return -1;
+    }
+    for (int i = 0; i < b->n_seqs; i++)
+        e->slot_pos[b->slots[i]] += b->n_tokens[i];
+    return 0;
+}
+
+void ss_engine_get_stats(const ss_engine *e, ss_engine_stats *s)
+{
+    memset(s, 0, sizeof *s);
+    e->ops->stats(e, s);
+}
+
+int ss_engine_measure_device(ss_engine *e, ss_engine_device *d, ss_error *err)
+{
+    memset(d, 0, sizeof *d);
+    return e->ops->measure_device(e, d, err);
+}
+
+int ss_engine_timer_begin(ss_engine *e, ss_error *err)
+{
+    if (e->ops->timer_begin)
+        return e->ops->timer_begin(e, err);
+    e->timer_t0 = ss_seconds();
+    return 0;
+}
+
+int ss_engine_timer_end(ss_engine *e, double *ms, ss_error *err)
+{
+    if (e->ops->timer_end)
+        return e->ops->timer_end(e, ms, err);
+    *ms = (ss_seconds() - e->timer_t0) * 1e3;
+    return 0;
+}
+
+int ss_engine_set_decode_graphs(ss_engine *e, int on, ss_error *err)
+{
+    if (!e->ops->set_decode_graphs)
+        return ss_fail(err, "the %s engine has no decode graphs", e->ops->name);
+    return e->ops->set_decode_graphs(e, on);
 }
 
 /* Validates s against the model; ablation directions must be unit norm

@@ -8,10 +8,11 @@
  * hooks run per sequence.  See docs/cpu-engine.md. */
 #include "engine/cpu_ops.h"
 #include "engine/cpu_weights.h"
-#include "safesteer/engine.h"
+#include "engine/backend.h"
 
 #include <cblas.h>
 #include <omp.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -413,12 +414,67 @@ static int cpu_forward(ss_engine *e, const ss_batch *b, float *logits, ss_error 
     return 0;
 }
 
+/* ---------------------------------------------------------------- measurement */
+
+/* Bytes of the matrices a decode step reads as stored (the engine keeps the
+ * file's encoding): every layer's, and the output head's (the embedding
+ * table when tied; of a separate table only one row is read). */
+static void cpu_stats(const ss_engine *e, ss_engine_stats *s)
+{
+    const ss_model *m = e->model;
+    const ss_tensor *head = m->output.data ? &m->output : &m->tok_embd;
+    double bytes = (double)head->nbytes;
+    for (int l = 0; l < m->cfg.n_layers; l++) {
+        const ss_layer_weights *w = &m->layers[l];
+        const ss_tensor *ts[] = {&w->wq, &w->wk, &w->wv, &w->wo, &w->w_gate, &w->w_up,
+                                 &w->w_down};
+        for (size_t i = 0; i < sizeof ts / sizeof ts[0]; i++)
+            bytes += (double)ts[i]->nbytes;
+    }
+    snprintf(s->device, sizeof s->device, "cpu");
+    s->weight_bytes = s->weight_bytes_read = bytes;
+    s->kv_bytes_per_value = 4;
+}
+
+/* Host copy bandwidth: the median of 5 copies of 256 MiB split over the
+ * OpenMP threads the engine uses, bytes read + written. */
+static int cpu_measure_device(ss_engine *e, ss_engine_device *d, ss_error *err)
+{
+    (void)e;
+    enum { REPS = 5 };
+    size_t bytes = (size_t)256 << 20;
+    char *a = ss_malloc(bytes, err), *b = a ? ss_malloc(bytes, err) : NULL;
+    if (!b) {
+        free(a);
+        return -1;
+    }
+    memset(a, 1, bytes); /* touch every page before timing */
+    memset(b, 0, bytes);
+    double t[REPS];
+    for (int r = 0; r < REPS; r++) {
+        double t0 = ss_seconds();
+#pragma omp parallel
+        {
+            size_t nt = (size_t)omp_get_num_threads(), id = (size_t)omp_get_thread_num();
+            size_t lo = bytes * id / nt, hi = bytes * (id + 1) / nt;
+            memcpy(b + lo, a + lo, hi - lo);
+        }
+        t[r] = ss_seconds() - t0;
+    }
+    d->copy_gbps = 2.0 * (double)bytes / ss_median(t, REPS) / 1e9;
+    free(a);
+    free(b);
+    return 0;
+}
+
 static const ss_engine_ops cpu_ops = {
     .name = "cpu",
     .destroy = cpu_destroy,
     .forward = cpu_forward,
     .sync_hooks = NULL, /* forward reads e->steer and e->capture directly */
     .reset_slot = NULL, /* slot_pos alone marks the valid cache rows */
+    .stats = cpu_stats,
+    .measure_device = cpu_measure_device,
 };
 
 int ss_engine_cpu_create(ss_engine *e, const ss_engine_opts *o, ss_error *err)

@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "safesteer/config.h"
+#include "safesteer/sample.h"
 
 /* Compares phrase p at text t, case-insensitively, letting U+2019 in the
  * text stand for '.  Returns the bytes of t matched, or 0. */

@@ -6,7 +6,8 @@
  * stream so a stop string is never printed. */
 #include "safesteer/generate.h"
 
-#include "util/progress.h"
+#include "safesteer/util.h"
+#include "safesteer/sample.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -146,11 +147,27 @@ static int step_sequence(ss_engine *e, const ss_tokenizer *tok, int i, seq_state
     return 0;
 }
 
-int ss_generate(ss_engine *e, const ss_tokenizer *tok, int n, const int32_t *const *prompts,
-                const int *n_prompt, const ss_gen_params *params, ss_gen_text_fn on_text,
-                void *user, ss_gen_result *results, ss_gen_timing *timing, ss_error *err)
+/* Installs every prompt's plan (or none) on its slot. */
+static int install_plans(ss_engine *e, const ss_gen_request *req, ss_error *err)
+{
+    for (int i = 0; i < req->n; i++) {
+        const ss_steer_plan *p = req->plans ? req->plans[i] : NULL;
+        if (ss_steer_apply(e, i, p, req->n_prompt[i], err) < 0)
+            return ss_fail_context(err, "prompt %d", i);
+    }
+    return 0;
+}
+
+int ss_generate(ss_engine *e, const ss_tokenizer *tok, const ss_gen_request *req,
+                ss_gen_result *results, ss_gen_timing *timing, ss_error *err)
 {
     const ss_config *cfg = ss_engine_config(e);
+    int n = req->n;
+    const int32_t *const *prompts = req->prompts;
+    const int *n_prompt = req->n_prompt;
+    const ss_gen_params *params = &req->params;
+    ss_gen_text_fn on_text = req->on_text;
+    void *user = req->user;
     if (n < 1 || n > ss_engine_max_seqs(e))
         return ss_fail(err, "%d prompts in one generation call; the engine has %d slots", n,
                        ss_engine_max_seqs(e));
@@ -160,12 +177,14 @@ int ss_generate(ss_engine *e, const ss_tokenizer *tok, int n, const int32_t *con
             return ss_fail(err, "prompt %d is empty (0 tokens)", i);
         if (n_prompt[i] >= ss_engine_max_ctx(e))
             return ss_fail(err, "prompt %d has %d tokens; the context holds %d (leave room to "
-                                "generate, or raise --ctx)", i, n_prompt[i],
+                                "generate: a larger context)", i, n_prompt[i],
                            ss_engine_max_ctx(e));
         total_prompt += n_prompt[i];
     }
     memset(results, 0, sizeof(*results) * (size_t)n);
     memset(timing, 0, sizeof *timing);
+    if (install_plans(e, req, err) < 0)
+        return -1;
 
     size_t holdback = 0;
     for (int i = 0; i < params->n_stop_strings; i++) {
@@ -212,8 +231,10 @@ int ss_generate(ss_engine *e, const ss_tokenizer *tok, int n, const int32_t *con
     for (int i = 0; i < n; i++)
         active[i] = i;
     int n_active = params->max_new > 0 ? n : 0;
+    ss_progress prog;
+    ss_progress_begin(&prog, &req->progress, "generate", "steps", 0, params->max_new, 1);
     t0 = ss_seconds();
-    while (n_active > 0) {
+    for (int step = 1; n_active > 0; step++) {
         /* logits row j belongs to active[j] */
         int still = 0;
         for (int j = 0; j < n_active; j++) {
@@ -236,7 +257,7 @@ int ss_generate(ss_engine *e, const ss_tokenizer *tok, int n, const int32_t *con
         if (n_active == 0)
             break;
         b.n_seqs = n_active;
-        if (ss_engine_forward(e, &b, logits, err) < 0) {
+        if (ss_progress_update(&prog, step, err) < 0 || ss_engine_forward(e, &b, logits, err) < 0) {
             free(active);
             goto out;
         }

@@ -6,7 +6,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "safesteer/error.h"
+#include "safesteer/util.h"
 #include "safesteer/model.h"
 
 /* One mapped .safetensors file. */

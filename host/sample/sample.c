@@ -3,24 +3,10 @@
  * Sampling is seeded and reproducible: the same seed, logits and params
  * always give the same token (splitmix64 stream, no global state). */
 #define _GNU_SOURCE /* qsort_r */
-#include "safesteer/engine.h"
+#include "safesteer/sample.h"
 
 #include <math.h>
 #include <stdlib.h>
-
-static uint64_t splitmix64(uint64_t *state)
-{
-    uint64_t z = (*state += 0x9e3779b97f4a7c15ULL);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-    return z ^ (z >> 31);
-}
-
-/* Uniform in [0, 1) with 53 random bits. */
-static double uniform01(uint64_t *state)
-{
-    return (double)(splitmix64(state) >> 11) * (1.0 / 9007199254740992.0);
-}
 
 int ss_sampler_init(ss_sampler *s, const ss_sampler_params *p, int vocab, ss_error *err)
 {
@@ -124,7 +110,7 @@ int ss_sample(ss_sampler *s, const float *logits)
         }
         sum = acc;
     }
-    double r = uniform01(&s->rng) * sum, acc = 0.0;
+    double r = ss_splitmix64_unit(&s->rng) * sum, acc = 0.0;
     for (int i = 0; i < n_keep; i++) {
         int id = s->p.top_p < 1.0f ? s->order[i] : i;
         acc += s->scratch[id];

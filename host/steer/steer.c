@@ -1,5 +1,5 @@
-/* steer.c - steering plans, their compilation into engine slots, and the
- * vector-file readers (safesteer HDF5, llama.cpp control-vector GGUF). */
+/* steer.c - steering plans: positions, entries, the plan builder over
+ * vector sets, and compilation into engine slots. */
 #include "safesteer/steer.h"
 
 #include <errno.h>
@@ -8,7 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "util/h5io.h"
+#include "safesteer/capture.h"
 #include "safesteer/model.h"
 
 /* ---------------------------------------------------------------- positions */
@@ -27,12 +27,11 @@ int ss_positions_parse(const char *s, ss_positions *p, ss_error *err)
         errno = 0;
         long k = strtol(s + 5, &end, 10);
         if (!s[5] || *end || errno || k < 0 || k > 1 << 30)
-            return ss_fail(err, "--positions: \"%s\" needs from:K with K a token index >= 0",
-                           s);
+            return ss_fail(err, "\"%s\": from:K needs K a token index >= 0", s);
         p->rule = SS_POS_FROM;
         p->k = (int)k;
     } else {
-        return ss_fail(err, "--positions: unknown rule \"%s\" (expected all, prompt, "
+        return ss_fail(err, "unknown position rule \"%s\" (expected all, prompt, "
                             "generated or from:K)", s);
     }
     return 0;
@@ -223,255 +222,88 @@ int ss_steer_apply(ss_engine *e, int slot, const ss_steer_plan *p, int n_prompt,
     return rc;
 }
 
-/* ---------------------------------------------------------------- vector files */
+/* ---------------------------------------------------------------- plans from vector sets */
 
-void ss_vectors_free(ss_vector_set *v)
+/* The layers a source steers: its own list, or every layer of the set that
+ * the plan's model has.  *layers is malloc'd. */
+static int source_layers(const ss_steer_plan *p, const ss_steer_source *s, int **layers, int *n,
+                         ss_error *err)
 {
-    if (v->categories)
-        for (int i = 0; i < v->n_categories; i++)
-            free(v->categories[i]);
-    free(v->categories);
-    free(v->layers);
-    free(v->vectors);
-    memset(v, 0, sizeof *v);
-}
-
-static int cmp_int(const void *a, const void *b)
-{
-    return (*(const int *)a > *(const int *)b) - (*(const int *)a < *(const int *)b);
-}
-
-/* llama.cpp control vector: every tensor "direction.N" (N >= 1) is one
- * [d_model] f32 vector that llama.cpp adds to the output of decoder block N
- * (0-based; layer 0's output is never steered there). */
-static int load_gguf_vectors(const char *path, ss_vector_set *v, ss_error *err)
-{
-    ss_gguf *g;
-    if (ss_gguf_open(path, &g, err) < 0)
+    const ss_vector_set *v = s->vectors;
+    int count = s->layers ? s->n_layers : v->n_layers;
+    *n = 0;
+    if (!(*layers = ss_malloc((size_t)(count > 0 ? count : 1) * sizeof(int), err)))
         return -1;
-    int rc = -1, n = 0, d = 0;
-    int *order = ss_calloc(g->n_tensors ? g->n_tensors : 1, sizeof(int), err);
-    int *layer_of = ss_calloc(g->n_tensors ? g->n_tensors : 1, sizeof(int), err);
-    if (!order || !layer_of)
-        goto out;
-    for (uint64_t i = 0; i < g->n_tensors; i++) {
-        const ss_tensor *t = &g->tensors[i];
-        if (strncmp(t->name, "direction.", 10))
-            continue;
-        char *end;
-        long N = strtol(t->name + 10, &end, 10);
-        if (!t->name[10] || *end || N < 1 || N > 1 << 20) {
-            ss_fail(err, "%s: tensor %s: layer index must be an integer >= 1 (llama.cpp "
-                         "numbering: direction.N is added to the output of block N)",
-                    path, t->name);
-            goto out;
-        }
-        if (t->n_dims != 1 || (d && t->dims[0] != d) || !ss_type_supported(t->type)) {
-            ss_fail(err, "%s: tensor %s: expected a 1-D F32/F16 vector%s, got %d dims of %lld "
-                         "(%s)", path, t->name, d ? " like the others" : "", t->n_dims,
-                    (long long)t->dims[0], ss_type_name(t->type));
-            goto out;
-        }
-        d = (int)t->dims[0];
-        for (int k = 0; k < n; k++)
-            if (layer_of[k] == N) {
-                ss_fail(err, "%s: direction.%ld appears twice", path, N);
-                goto out;
-            }
-        layer_of[n] = (int)N;
-        order[n++] = (int)i;
+    for (int i = 0; i < count; i++) {
+        int l = s->layers ? s->layers[i] : v->layers[i];
+        if (l >= 0 && l < p->n_layers)
+            (*layers)[(*n)++] = l;
+        else if (s->layers)
+            return ss_fail(err, "layer %d out of range (model has layers 0..%d)", l,
+                           p->n_layers - 1);
     }
-    if (n == 0) {
-        ss_fail(err, "%s: no direction.N tensors (not a control-vector file?)", path);
-        goto out;
-    }
-    const ss_gguf_kv *lc = ss_gguf_find(g, "controlvector.layer_count");
-    if (lc && lc->type != SS_GGUF_STRING && lc->type != SS_GGUF_ARRAY &&
-        (int64_t)lc->num.u != n) {
-        ss_fail(err, "%s: controlvector.layer_count is %llu but the file holds %d direction "
-                     "tensors", path, (unsigned long long)lc->num.u, n);
-        goto out;
-    }
-    const ss_gguf_kv *hint = ss_gguf_find(g, "controlvector.model_hint");
-    if (hint && hint->type == SS_GGUF_STRING)
-        snprintf(v->model_hint, sizeof v->model_hint, "%.*s", (int)hint->str.len,
-                 hint->str.ptr);
-    int *sorted = ss_malloc((size_t)n * sizeof(int), err);
-    if (!sorted)
-        goto out;
-    memcpy(sorted, layer_of, (size_t)n * sizeof(int));
-    qsort(sorted, (size_t)n, sizeof(int), cmp_int);
-    v->n_categories = 1;
-    v->n_layers = n;
-    v->d_model = d;
-    v->site = SS_SITE_RESID_POST;
-    snprintf(v->method, sizeof v->method, "control-vector");
-    v->categories = ss_calloc(1, sizeof(char *), err);
-    v->layers = ss_malloc((size_t)n * sizeof(int32_t), err);
-    v->vectors = ss_malloc((size_t)n * d * sizeof(float), err);
-    if (!v->categories || !v->layers || !v->vectors || !(v->categories[0] = strdup("control"))) {
-        free(sorted);
-        ss_fail(err, "%s: out of memory", path);
-        goto out;
-    }
-    for (int r = 0; r < n; r++) {
-        v->layers[r] = sorted[r];
-        for (int k = 0; k < n; k++)
-            if (layer_of[k] == sorted[r])
-                ss_tensor_rows_f32(&g->tensors[order[k]], 0, 1, v->vectors + (size_t)r * d);
-    }
-    free(sorted);
-    rc = 0;
-out:
-    free(order);
-    free(layer_of);
-    ss_gguf_close(g);
-    return rc;
+    if (*n == 0)
+        return ss_fail(err, "%s: none of its layers exists in the model (%d layers)", v->path,
+                       p->n_layers);
+    return 0;
 }
 
-static int load_h5_vectors(const char *path, ss_vector_set *v, ss_error *err)
+/* vec scaled to unit length times the mean activation norm that the capture
+ * file acts recorded at layer. */
+static int normalize_to(const char *acts, const ss_vector_set *v, int layer, float *vec,
+                        ss_error *err)
 {
-    hid_t f = ss_h5_open(path, H5F_ACC_RDONLY, err);
-    if (f < 0)
+    int d = v->d_model;
+    double nn = 0;
+    for (int j = 0; j < d; j++)
+        nn += (double)vec[j] * vec[j];
+    if (nn == 0)
+        return ss_fail(err, "%s: vector of layer %d is zero; cannot normalise", v->path, layer);
+    float norm;
+    if (ss_capture_layer_norm(acts, layer, d, &norm, err) < 0)
         return -1;
-    int rc = -1, rank;
-    hsize_t dims[8], nc = 0;
-    char *format = NULL, *site = NULL, *method = NULL;
-    hid_t d = -1;
-    if (ss_h5_attr_get_str(f, "format", &format, err) < 0)
+    for (int j = 0; j < d; j++)
+        vec[j] = (float)(vec[j] / sqrt(nn) * norm);
+    return 0;
+}
+
+int ss_steer_plan_add_vectors(ss_steer_plan *p, const ss_steer_source *s, ss_error *err)
+{
+    const ss_vector_set *v = s->vectors;
+    int d = p->d_model, cat, n = 0, *layers = NULL, rc = -1;
+    if (v->d_model != d)
+        return ss_fail(err, "%s: vectors have d_model %d, the model %d", v->path, v->d_model, d);
+    if (s->op == SS_STEER_ABLATE && s->normalize_acts)
+        return ss_fail(err, "%s: normalising scales added vectors; an ablation uses unit "
+                            "directions", v->path);
+    if (ss_vectors_category(v, s->category, &cat, err) < 0 ||
+        source_layers(p, s, &layers, &n, err) < 0)
         goto out;
-    if (strcmp(format, "safesteer.vectors")) {
-        ss_fail(err, "%s: format is \"%s\", expected \"safesteer.vectors\"", path, format);
-        goto out;
-    }
-    if (ss_h5_attr_get_str(f, "site", &site, err) < 0 ||
-        ss_site_parse(site, &v->site, err) < 0 ||
-        ss_h5_attr_get_str(f, "method", &method, err) < 0)
-        goto out;
-    snprintf(v->method, sizeof v->method, "%s", method);
-    if ((d = H5Dopen2(f, "/vectors", H5P_DEFAULT)) < 0) {
-        ss_fail(err, "%s: dataset /vectors is missing", path);
-        goto out;
-    }
-    if (ss_h5_shape(d, &rank, dims, err) < 0)
-        goto out;
-    if (rank != 3) {
-        ss_fail(err, "%s: /vectors has rank %d, expected [C][L][d_model]", path, rank);
+    if (s->strengths && s->n_strengths != 1 && s->n_strengths != n) {
+        ss_fail(err, "strengths: %d values for %d layers (give one, or one per layer)",
+                s->n_strengths, n);
         goto out;
     }
-    v->n_categories = (int)dims[0];
-    v->n_layers = (int)dims[1];
-    v->d_model = (int)dims[2];
-    if (ss_h5_read_strs(f, "/categories", &v->categories, &nc, err) < 0)
-        goto out;
-    if ((int)nc != v->n_categories) {
-        ss_fail(err, "%s: /categories has %llu names for %d vector rows", path,
-                (unsigned long long)nc, v->n_categories);
-        goto out;
-    }
-    v->layers = ss_malloc((size_t)v->n_layers * sizeof(int32_t), err);
-    v->vectors = ss_malloc(dims[0] * dims[1] * dims[2] * sizeof(float), err);
-    if (!v->layers || !v->vectors || ss_h5_read_rows(d, H5T_NATIVE_FLOAT, 0, dims[0],
-                                                     v->vectors, err) < 0)
-        goto out;
-    H5Dclose(d);
-    if ((d = H5Dopen2(f, "/layers", H5P_DEFAULT)) < 0) {
-        ss_fail(err, "%s: dataset /layers is missing", path);
-        goto out;
-    }
-    if (ss_h5_shape(d, &rank, dims, err) < 0)
-        goto out;
-    if (rank != 1 || (int)dims[0] != v->n_layers) {
-        ss_fail(err, "%s: /layers must hold %d layer indices", path, v->n_layers);
-        goto out;
-    }
-    if (ss_h5_read_rows(d, H5T_NATIVE_INT32, 0, dims[0], v->layers, err) < 0)
+    float *vec = ss_malloc((size_t)d * sizeof(float), err);
+    if (!vec)
         goto out;
     rc = 0;
-out:
-    if (rc < 0 && v->categories) {
-        ss_h5_free_strs(v->categories, nc);
-        v->categories = NULL;
-        v->n_categories = 0;
-    }
-    if (d >= 0)
-        H5Dclose(d);
-    free(format);
-    free(site);
-    free(method);
-    H5Fclose(f);
-    return rc;
-}
-
-int ss_vectors_load(const char *path, ss_vector_set *v, ss_error *err)
-{
-    memset(v, 0, sizeof *v);
-    snprintf(v->path, sizeof v->path, "%s", path);
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        return ss_fail(err, "%s: cannot open: %s", path, strerror(errno));
-    char magic[8] = {0};
-    size_t n = fread(magic, 1, sizeof magic, f);
-    fclose(f);
-    int rc;
-    if (n >= 4 && !memcmp(magic, "GGUF", 4))
-        rc = load_gguf_vectors(path, v, err);
-    else if (n == 8 && !memcmp(magic, "\x89HDF\r\n\x1a\n", 8))
-        rc = load_h5_vectors(path, v, err);
-    else
-        rc = ss_fail(err, "%s: neither a GGUF control vector nor an HDF5 vector file", path);
-    if (rc < 0) {
-        char path_copy[1024];
-        snprintf(path_copy, sizeof path_copy, "%s", v->path);
-        ss_vectors_free(v);
-        snprintf(v->path, sizeof v->path, "%s", path_copy);
-    }
-    return rc;
-}
-
-int ss_vectors_category(const ss_vector_set *v, const char *name, int *index, ss_error *err)
-{
-    char list[512] = "";
-    size_t o = 0;
-    for (int i = 0; i < v->n_categories; i++) {
-        if (name && !strcmp(v->categories[i], name)) {
-            *index = i;
-            return 0;
+    for (int i = 0; i < n && !rc; i++) {
+        int row = ss_vectors_layer_row(v, layers[i], err);
+        float strength = !s->strengths ? 1.0f : s->strengths[s->n_strengths == 1 ? 0 : i];
+        if (row < 0) {
+            rc = -1;
+            break;
         }
-        o += (size_t)snprintf(list + o, o < sizeof list ? sizeof list - o : 0, "%s%s",
-                              i ? ", " : "", v->categories[i]);
-        if (o >= sizeof list)
-            o = sizeof list;
+        memcpy(vec, ss_vectors_row(v, cat, row), (size_t)d * sizeof(float));
+        rc = (s->normalize_acts && normalize_to(s->normalize_acts, v, layers[i], vec, err) < 0) ||
+                     ss_steer_plan_add(p, s->site >= 0 ? s->site : v->site, layers[i], s->op,
+                                       strength, vec, err) < 0
+                 ? -1
+                 : 0;
     }
-    if (!name && v->n_categories == 1) {
-        *index = 0;
-        return 0;
-    }
-    if (!name)
-        return ss_fail(err, "%s holds %d vectors (%s): name one as FILE:NAME", v->path,
-                       v->n_categories, list);
-    return ss_fail(err, "%s: no vector named \"%s\" (it has: %s)", v->path, name, list);
-}
-
-int ss_layer_index(const int32_t *layers, int n, int layer, const char *sep, char *list,
-                   size_t cap)
-{
-    size_t o = 0;
-    list[0] = '\0';
-    for (int i = 0; i < n; i++) {
-        if (layers[i] == layer)
-            return i;
-        if (o < cap)
-            o += (size_t)snprintf(list + o, cap - o, "%s%d", i ? sep : "", (int)layers[i]);
-    }
-    return -1;
-}
-
-int ss_vectors_layer_row(const ss_vector_set *v, int layer, ss_error *err)
-{
-    char list[512];
-    int row = ss_layer_index(v->layers, v->n_layers, layer, ", ", list, sizeof list);
-    if (row < 0 && err)
-        ss_fail(err, "%s: no vector for layer %d (it has layers %s)", v->path, layer, list);
-    return row;
+    free(vec);
+out:
+    free(layers);
+    return rc;
 }

@@ -15,12 +15,11 @@
 #include <unistd.h>
 
 #include "sweep/sweep_internal.h"
-#include "util/progress.h"
+#include "safesteer/util.h"
 #include "safesteer/capture.h"
 #include "safesteer/dataset.h"
 #include "safesteer/eval.h"
 #include "safesteer/generate.h"
-#include "safesteer/sha256.h"
 #include "safesteer/steer.h"
 #include "safesteer/tokenizer.h"
 #include "safesteer/vectors.h"
@@ -220,35 +219,18 @@ typedef struct {
     ss_tokenizer *tok, *jtok;
     ss_engine *e, *je;
     int family, jfamily;
+    ss_judge judge;         /* kind SS_JUDGE_NONE: no LLM judge */
     char sha[65];
     int32_t **ids;          /* [n_cat][n_eval] encoded evaluation prompts */
     int *n_ids;             /* [n_cat][n_eval] */
     ss_vector_set *vsets;   /* [n_sites][n_methods] */
+    ss_positions positions; /* where cells steer */
     cell *cells;
     int n_cells;
     const char *dir;
-    /* progress */
-    double t0;
-    long todo, finished;
-    int progress;
+    ss_progress progress;   /* generations of this run */
+    long finished;
 } sweep;
-
-static void show_progress(sweep *s)
-{
-    if (!s->progress || s->todo == 0)
-        return;
-    double el = ss_seconds() - s->t0;
-    double eta = s->finished ? el * (s->todo - s->finished) / s->finished : 0;
-    int w = 30, fill = (int)(w * s->finished / s->todo);
-    char bar[64];
-    for (int i = 0; i < w; i++)
-        bar[i] = i < fill ? '#' : '.';
-    bar[w] = 0;
-    fprintf(stderr, "%ssweep [%s] %ld/%ld generations  %02d:%02d elapsed  ETA %02d:%02d%s",
-            isatty(2) ? "\r" : "", bar, s->finished, s->todo, (int)el / 60, (int)el % 60,
-            (int)eta / 60, (int)eta % 60, isatty(2) && s->finished < s->todo ? "" : "\n");
-    fflush(stderr);
-}
 
 static int encode_fit(void *user, int i, int32_t **ids, int *n_ids, int *n_prompt, ss_error *err)
 {
@@ -260,7 +242,7 @@ static int encode_fit(void *user, int i, int32_t **ids, int *n_ids, int *n_promp
     return 0;
 }
 
-static int capture_and_vectors(sweep *s, int resume, ss_error *err)
+static int capture_and_vectors(sweep *s, int resume, ss_progress_sink progress, ss_error *err)
 {
     const ss_sweep_config *c = s->c;
     int layers[SS_CFG_MAX_LIST], L = c->n_layers;
@@ -284,6 +266,7 @@ static int capture_and_vectors(sweep *s, int resume, ss_error *err)
         join(cap_path, sizeof cap_path, s->dir, name);
         ss_capture_opts o;
         ss_capture_opts_default(&o);
+        ss_capture_opts_set_source(&o, s->m, s->tok, s->sha, s->family, c->unsafe.file);
         o.site = c->sites[si];
         o.n_layers = L;
         o.layers = layers;
@@ -291,15 +274,8 @@ static int capture_and_vectors(sweep *s, int resume, ss_error *err)
         o.batch = c->batch;
         o.resume = resume;
         o.force = !resume;
-        o.progress = s->progress;
-        o.tok = s->tok;
-        o.model_name = s->m->name;
-        o.model_path = s->m->path;
-        o.model_sha256 = s->sha;
-        o.chat = s->family != SS_CHAT_NONE;
-        o.chat_template = ss_chat_family_name(s->family);
-        o.data_path = c->unsafe.file;
-        if (ss_capture_run(s->e, &src, &o, cap_path, err) < 0)
+        o.progress = progress;
+        if (ss_capture_run(s->e, &src, &o, cap_path, NULL, err) < 0)
             return -1;
         for (int mi = 0; mi < c->n_methods; mi++) {
             char vec_path[2048];
@@ -315,40 +291,44 @@ static int capture_and_vectors(sweep *s, int resume, ss_error *err)
             vo.n_layers = L;
             vo.method = c->methods[mi];
             vo.seed = c->data_seed;
-            vo.progress = s->progress;
-            ss_vec_result r;
-            memset(&r, 0, sizeof r);
-            if (ss_vec_compute(&vo, &r, err) < 0)
+            vo.progress = progress;
+            ss_vector_set *v = &s->vsets[si * c->n_methods + mi];
+            if (ss_vectors_compute(&vo, v, err) < 0 || ss_vectors_write(vec_path, v, err) < 0)
                 return -1;
-            int w = ss_vec_fill_stats(&r, err) < 0 || ss_vec_write(vec_path, &r, err) < 0;
-            ss_vec_result_free(&r);
-            if (w || ss_vectors_load(vec_path, &s->vsets[si * c->n_methods + mi], err) < 0)
-                return -1;
+            if (strlen(vec_path) >= sizeof v->path)
+                return ss_fail(err, "%s: path too long (%zu bytes at most)", vec_path,
+                               sizeof v->path - 1);
+            memcpy(v->path, vec_path, strlen(vec_path) + 1);
         }
     }
     return 0;
 }
 
-static int vector_of(sweep *s, const cell *cl, const float **v, ss_error *err)
+/* The steering plan of a cell: its category's vector at its layer and
+ * strength (an empty plan for the baseline). */
+static int plan_of(sweep *s, const cell *cl, ss_steer_plan *plan, ss_error *err)
 {
     const ss_sweep_config *c = s->c;
+    ss_steer_plan_init(plan, s->m->cfg.n_layers, s->m->cfg.d_model);
+    plan->positions = s->positions;
+    if (cl->layer < 0)
+        return 0;
     int si = 0, mi = 0;
     while (c->sites[si] != cl->site)
         si++;
     while (c->methods[mi] != cl->method)
         mi++;
-    ss_vector_set *vs = &s->vsets[si * c->n_methods + mi];
-    int cat, row;
-    if (ss_vectors_category(vs, c->unsafe.categories[cl->cat], &cat, err) < 0 ||
-        (row = ss_vectors_layer_row(vs, cl->layer, err)) < 0)
-        return -1;
-    *v = vs->vectors + ((size_t)cat * vs->n_layers + row) * vs->d_model;
-    return 0;
+    float strength = (float)cl->strength;
+    ss_steer_source src = {.vectors = &s->vsets[si * c->n_methods + mi],
+                           .category = c->unsafe.categories[cl->cat], .site = cl->site,
+                           .layers = &cl->layer, .n_layers = 1, .strengths = &strength,
+                           .n_strengths = 1, .op = SS_STEER_ADD};
+    return ss_steer_plan_add_vectors(plan, &src, err);
 }
 
 /* One generation's record line. */
 static int write_record(FILE *f, sweep *s, const cell *cl, int cell_id, int j,
-                        const ss_gen_result *g, int refused, int unsafe, const char *judge,
+                        const ss_gen_result *g, int refused, const ss_judge_verdict *jv,
                         double ppl, double rel, ss_error *err)
 {
     const ss_sweep_config *c = s->c;
@@ -366,8 +346,10 @@ static int write_record(FILE *f, sweep *s, const cell *cl, int cell_id, int j,
     json_object_set_new(o, "prompt", json_string(ev->text[j]));
     json_object_set_new(o, "response", json_string(g->text ? g->text : ""));
     json_object_set_new(o, "refused", json_boolean(refused));
-    json_object_set_new(o, "unsafe", unsafe < 0 ? json_null() : json_boolean(unsafe));
-    json_object_set_new(o, "judge_output", judge ? json_string(judge) : json_null());
+    json_object_set_new(o, "unsafe", jv->unsafe < 0 ? json_null() : json_boolean(jv->unsafe));
+    json_object_set_new(o, "judge_output", jv->output ? json_string(jv->output) : json_null());
+    json_object_set_new(o, "judge_contradiction",
+                        jv->contradiction < 0 ? json_null() : json_boolean(jv->contradiction));
     json_object_set_new(o, "perplexity",
                         isnan(ppl) || !c->perplexity ? json_null() : json_real(ppl));
     json_object_set_new(o, "relevance", isnan(rel) ? json_null() : json_real(rel));
@@ -380,181 +362,104 @@ static int write_record(FILE *f, sweep *s, const cell *cl, int cell_id, int j,
     return rc ? ss_fail(err, "writing generations.jsonl failed") : 0;
 }
 
-/* Appends the tokens of text to ids[*n] (reallocated). */
-static int append_text_tokens(const ss_tokenizer *t, const char *text, int32_t **ids, int *n,
-                              ss_error *err)
+/* Per-item arrays of one chunk (cell and prompt index each). */
+typedef struct {
+    const int32_t **ids;            /* [n] prompt tokens */
+    int *n_ids;
+    ss_steer_plan *plans;           /* [n] */
+    const ss_steer_plan **plan_of;  /* [n] -> plans[i] */
+    ss_gen_result *g;               /* [n] */
+    const int32_t **resp;           /* [n] generated tokens */
+    int *n_resp;
+    const char **prompt_text, **resp_text; /* [n] for the judge */
+    ss_judge_verdict *verdict;      /* [n] */
+    double *ppl, *rel;              /* [n] */
+} chunk_buf;
+
+static int chunk_alloc(chunk_buf *b, int n, ss_error *err)
 {
-    int32_t *more;
-    int n_more;
-    if (ss_tokenize(t, text, strlen(text), 0, &more, &n_more, err) < 0)
-        return -1;
-    int32_t *p = realloc(*ids, sizeof(int32_t) * (size_t)(*n + n_more));
-    if (!p) {
-        free(more);
-        return ss_fail(err, "out of memory");
-    }
-    memcpy(p + *n, more, sizeof(int32_t) * (size_t)n_more);
-    free(more);
-    *ids = p;
-    *n += n_more;
-    return 0;
+    memset(b, 0, sizeof *b);
+    size_t k = (size_t)n;
+    b->ids = ss_calloc(k, sizeof *b->ids, err);
+    b->n_ids = ss_calloc(k, sizeof *b->n_ids, err);
+    b->plans = ss_calloc(k, sizeof *b->plans, err);
+    b->plan_of = ss_calloc(k, sizeof *b->plan_of, err);
+    b->g = ss_calloc(k, sizeof *b->g, err);
+    b->resp = ss_calloc(k, sizeof *b->resp, err);
+    b->n_resp = ss_calloc(k, sizeof *b->n_resp, err);
+    b->prompt_text = ss_calloc(k, sizeof *b->prompt_text, err);
+    b->resp_text = ss_calloc(k, sizeof *b->resp_text, err);
+    b->verdict = ss_calloc(k, sizeof *b->verdict, err);
+    b->ppl = ss_calloc(k, sizeof *b->ppl, err);
+    b->rel = ss_calloc(k, sizeof *b->rel, err);
+    return b->ids && b->n_ids && b->plans && b->plan_of && b->g && b->resp && b->n_resp &&
+                   b->prompt_text && b->resp_text && b->verdict && b->ppl && b->rel
+               ? 0
+               : -1;
 }
 
-#define JUDGE_TOP_K 20
-
-/* Judges n responses on the judge engine: verdict[n], out[n] malloc'd.  With
- * an answer prefix (generic judge) the verdict is read from the first
- * generated token's probabilities, else (or when neither word is among the
- * top tokens) from the generated text. */
-static int judge(sweep *s, int n, const int *cat, const int *j, ss_gen_result *g, int *verdict,
-                 char **out, ss_error *err)
+static void chunk_free(chunk_buf *b, int n)
 {
-    const ss_sweep_config *c = s->c;
-    const ss_tokenizer *jt = s->jm ? s->jtok : s->tok;
-    const char *prefix = ss_eval_judge_answer_prefix(c->judge_kind);
-    int32_t **ids = ss_calloc((size_t)n, sizeof *ids, err);
-    int *n_ids = ss_calloc((size_t)n, sizeof *n_ids, err);
-    ss_gen_result *jr = ss_calloc((size_t)n, sizeof *jr, err);
-    int rc = -1;
-    if (!ids || !n_ids || !jr)
-        goto out;
     for (int i = 0; i < n; i++) {
-        char *text = ss_eval_judge_prompt(c->judge_kind, s->data.eval[cat[i]].text[j[i]],
-                                          g[i].text ? g[i].text : "");
-        if (!text) {
-            ss_fail(err, "out of memory");
-            goto out;
-        }
-        int r = s->jm ? ss_encode_prompt(s->jm, s->jtok, s->jfamily, NULL, text, &ids[i],
-                                         &n_ids[i], err)
-                      : ss_encode_prompt(s->m, s->tok, s->family, NULL, text, &ids[i], &n_ids[i],
-                                         err);
-        free(text);
-        if (r < 0 || (prefix && append_text_tokens(jt, prefix, &ids[i], &n_ids[i], err) < 0))
-            goto out;
-        if (n_ids[i] + c->judge_max_new > ss_engine_max_ctx(s->je)) {
-            ss_fail(err, "judge prompt of %d tokens does not fit the judge context of %d",
-                    n_ids[i], ss_engine_max_ctx(s->je));
-            goto out;
-        }
+        if (b->plans)
+            ss_steer_plan_free(&b->plans[i]);
+        if (b->g)
+            ss_gen_result_free(&b->g[i]);
+        if (b->verdict)
+            ss_judge_verdict_free(&b->verdict[i]);
     }
-    for (int i = 0; i < n; i++)
-        if (ss_engine_set_steering(s->je, i, NULL, err) < 0)
-            goto out;
-    ss_gen_params gp = {.max_new = c->judge_max_new, .sampler = {.temperature = 0, .top_p = 1},
-                        .logprobs_k = prefix ? JUDGE_TOP_K : 0};
-    ss_gen_timing tm;
-    if (ss_generate(s->je, jt, n, (const int32_t *const *)ids, n_ids, &gp, NULL, NULL, jr, &tm,
-                    err) < 0)
-        goto out;
-    for (int i = 0; i < n; i++) {
-        const char *said = jr[i].text ? jr[i].text : "";
-        size_t len = (prefix ? strlen(prefix) : 0) + strlen(said) + 1;
-        out[i] = malloc(len);
-        if (!out[i]) {
-            ss_fail(err, "out of memory");
-            goto out;
-        }
-        snprintf(out[i], len, "%s%s", prefix ? prefix : "", said);
-        verdict[i] = prefix && jr[i].n_steps > 0
-                         ? ss_eval_judge_verdict_logprobs(jt, jr[i].top_ids, jr[i].top_logprobs,
-                                                          JUDGE_TOP_K)
-                         : -1;
-        if (verdict[i] < 0)
-            verdict[i] = ss_eval_judge_verdict(c->judge_kind, out[i]);
-    }
-    rc = 0;
-out:
-    for (int i = 0; ids && i < n; i++) {
-        free(ids[i]);
-        if (jr)
-            ss_gen_result_free(&jr[i]);
-    }
-    free(ids);
-    free(n_ids);
-    free(jr);
-    return rc;
+    free(b->ids), free(b->n_ids), free(b->plans), free(b->plan_of), free(b->g);
+    free(b->resp), free(b->n_resp), free(b->prompt_text), free(b->resp_text);
+    free(b->verdict), free(b->ppl), free(b->rel);
 }
 
 /* Generates and evaluates items [n] (cell and prompt index each) as one
- * batch and appends their records to f. */
+ * batch, every item with its cell's plan, and appends their records to f. */
 static int run_chunk(sweep *s, int n, const int *cell_ids, const int *js, FILE *f, ss_error *err)
 {
     const ss_sweep_config *c = s->c;
-    int d = s->m->cfg.d_model, L = s->m->cfg.n_layers, rc = -1;
-    const int32_t **ids = ss_calloc((size_t)n, sizeof *ids, err);
-    int *n_ids = ss_calloc((size_t)n, sizeof *n_ids, err), *cats = ss_calloc((size_t)n, 4, err);
-    ss_gen_result *g = ss_calloc((size_t)n, sizeof *g, err);
-    const int32_t **resp = ss_calloc((size_t)n, sizeof *resp, err);
-    int *n_resp = ss_calloc((size_t)n, sizeof *n_resp, err), *verdict = ss_calloc((size_t)n, 4, err);
-    double *ppl = ss_calloc((size_t)n, sizeof *ppl, err), *rel = ss_calloc((size_t)n, 8, err);
-    char **jout = ss_calloc((size_t)n, sizeof *jout, err);
-    if (!ids || !n_ids || !cats || !g || !resp || !n_resp || !verdict || !ppl || !rel || !jout)
-        goto out;
-    ss_positions pos;
-    if (ss_positions_parse(c->positions, &pos, err) < 0)
+    chunk_buf b;
+    int rc = -1;
+    if (chunk_alloc(&b, n, err) < 0)
         goto out;
     for (int i = 0; i < n; i++) {
         const cell *cl = &s->cells[cell_ids[i]];
-        cats[i] = cl->cat;
         size_t k = (size_t)cl->cat * c->n_eval + js[i];
-        ids[i] = s->ids[k];
-        n_ids[i] = s->n_ids[k];
-        if (cl->layer < 0) {
-            if (ss_engine_set_steering(s->e, i, NULL, err) < 0)
-                goto out;
-            continue;
-        }
-        const float *v = NULL;
-        ss_steer_plan plan;
-        ss_steer_plan_init(&plan, L, d);
-        plan.positions = pos;
-        int r = vector_of(s, cl, &v, err) < 0 ||
-                ss_steer_plan_add(&plan, cl->site, cl->layer, SS_STEER_ADD, (float)cl->strength,
-                                  v, err) < 0 ||
-                ss_steer_apply(s->e, i, &plan, n_ids[i], err) < 0;
-        ss_steer_plan_free(&plan);
-        if (r)
+        b.ids[i] = s->ids[k];
+        b.n_ids[i] = s->n_ids[k];
+        b.prompt_text[i] = s->data.eval[cl->cat].text[js[i]];
+        b.verdict[i].unsafe = b.verdict[i].contradiction = -1;
+        if (plan_of(s, cl, &b.plans[i], err) < 0)
             goto out;
+        b.plan_of[i] = &b.plans[i];
     }
-    ss_gen_params gp = {.max_new = c->max_new,
-                        .sampler = {.temperature = (float)c->temperature,
-                                    .top_p = (float)c->top_p, .seed = c->gen_seed}};
+    ss_gen_request req = {.n = n, .prompts = b.ids, .n_prompt = b.n_ids, .plans = b.plan_of,
+                          .params = {.max_new = c->max_new,
+                                     .sampler = {.temperature = (float)c->temperature,
+                                                 .top_p = (float)c->top_p, .seed = c->gen_seed}}};
     ss_gen_timing tm;
-    if (ss_generate(s->e, s->tok, n, ids, n_ids, &gp, NULL, NULL, g, &tm, err) < 0)
+    if (ss_generate(s->e, s->tok, &req, b.g, &tm, err) < 0)
         goto out;
     for (int i = 0; i < n; i++) {
-        resp[i] = g[i].ids;
-        n_resp[i] = g[i].n_ids;
-        verdict[i] = -1;
+        b.resp[i] = b.g[i].ids;
+        b.n_resp[i] = b.g[i].n_ids;
+        b.resp_text[i] = b.g[i].text ? b.g[i].text : "";
     }
-    if (ss_eval_quality(s->e, n, ids, n_ids, resp, n_resp, c->relevance_layer, ppl, rel, err) < 0)
+    if (ss_eval_quality(s->e, n, b.ids, b.n_ids, b.resp, b.n_resp, c->relevance_layer, b.ppl,
+                        b.rel, err) < 0)
         goto out;
-    if (c->judge_kind != SS_JUDGE_NONE && judge(s, n, cats, js, g, verdict, jout, err) < 0)
+    if (s->judge.kind != SS_JUDGE_NONE &&
+        ss_eval_judge(&s->judge, n, b.prompt_text, b.resp_text, b.verdict, err) < 0)
         goto out;
     for (int i = 0; i < n; i++) {
-        int refused = ss_eval_refused(g[i].text ? g[i].text : "", c->refusal_phrases,
-                                      c->n_refusal_phrases);
-        if (write_record(f, s, &s->cells[cell_ids[i]], cell_ids[i], js[i], &g[i], refused,
-                         verdict[i], jout[i], ppl[i], rel[i], err) < 0)
+        int refused = ss_eval_refused(b.resp_text[i], c->refusal_phrases, c->n_refusal_phrases);
+        if (write_record(f, s, &s->cells[cell_ids[i]], cell_ids[i], js[i], &b.g[i], refused,
+                         &b.verdict[i], b.ppl[i], b.rel[i], err) < 0)
             goto out;
     }
     rc = 0;
 out:
-    for (int i = 0; g && i < n; i++)
-        ss_gen_result_free(&g[i]);
-    for (int i = 0; jout && i < n; i++)
-        free(jout[i]);
-    free(ids);
-    free(n_ids);
-    free(cats);
-    free(g);
-    free(resp);
-    free(n_resp);
-    free(verdict);
-    free(ppl);
-    free(rel);
-    free(jout);
+    chunk_free(&b, n);
     return rc;
 }
 
@@ -583,7 +488,8 @@ static int run_unit(sweep *s, int c0, int c1, ss_error *err)
                     goto out;
                 s->finished += n;
                 n = 0;
-                show_progress(s);
+                if (ss_progress_update(&s->progress, s->finished, err) < 0)
+                    goto out;
             }
         }
     if (fflush(f) != 0 || fsync(fileno(f)) != 0) {
@@ -616,7 +522,8 @@ static int open_models(sweep *s, const ss_sweep_opts *o, ss_sweep_config *c, ss_
 {
     const char *model = o->model ? o->model : c->model;
     if (!model)
-        return ss_fail(err, "%s: no model (set model: in the config or pass --model)", c->path);
+        return ss_fail(err, "%s: no model (set model: in the config, or give one to the sweep)",
+                       c->path);
     if (ss_model_load(model, &s->m, err) < 0 || ss_tokenizer_load(s->m, &s->tok, err) < 0)
         return -1;
     if (ss_config_check_model(c, s->m->cfg.n_layers, err) < 0)
@@ -629,7 +536,7 @@ static int open_models(sweep *s, const ss_sweep_opts *o, ss_sweep_config *c, ss_
                                                                             : NULL,
                                       &s->family, err) < 0)
         return -1;
-    if (ss_sha256_model(model, s->sha, err) < 0)
+    if (ss_model_sha256(model, s->sha, err) < 0)
         return -1;
     if (c->judge_kind != SS_JUDGE_NONE && strcmp(c->judge_model, "self")) {
         if (ss_model_load(c->judge_model, &s->jm, err) < 0 ||
@@ -637,25 +544,11 @@ static int open_models(sweep *s, const ss_sweep_opts *o, ss_sweep_config *c, ss_
             ss_chat_family_for_model(s->jm, NULL, &s->jfamily, err) < 0)
             return ss_fail_context(err, "%s:%d: judges.llm.model", c->path, c->judge_model_line);
     }
-    return 0;
-}
-
-/* Longest judge prompt: the judge text around the longest prompt and a
- * response of max_new tokens (a re-encoded response is about as long). */
-static int judge_ctx(sweep *s, ss_model *jm, ss_tokenizer *jt, int jfam, int longest_prompt,
-                     int *ctx, ss_error *err)
-{
-    char *text = ss_eval_judge_prompt(s->c->judge_kind, "", "");
-    int32_t *ids = NULL;
-    int n = 0;
-    if (!text)
-        return ss_fail(err, "out of memory");
-    int r = ss_encode_prompt(jm, jt, jfam, NULL, text, &ids, &n, err);
-    free(text);
-    free(ids);
-    if (r < 0)
-        return -1;
-    *ctx = n + 2 * (longest_prompt + s->c->max_new) + s->c->judge_max_new + 16;
+    /* judge "self": the steered model, run unsteered (its engine is set later) */
+    s->judge = (ss_judge){.kind = c->judge_kind, .model = s->jm ? s->jm : s->m,
+                          .tok = s->jm ? s->jtok : s->tok,
+                          .chat_family = s->jm ? s->jfamily : s->family,
+                          .max_new = c->judge_max_new};
     return 0;
 }
 
@@ -688,11 +581,9 @@ static int open_engines(sweep *s, const ss_sweep_opts *o, ss_error *err)
     }
     int ctx = longest + c->max_new + 2, jctx = 0;
     if (c->judge_kind != SS_JUDGE_NONE) {
-        int self = !s->jm;
-        if (judge_ctx(s, self ? s->m : s->jm, self ? s->tok : s->jtok,
-                      self ? s->family : s->jfamily, longest, &jctx, err) < 0)
+        if (ss_eval_judge_context(&s->judge, longest, c->max_new, &jctx, err) < 0)
             return -1;
-        if (self && jctx > ctx)
+        if (!s->jm && jctx > ctx)
             ctx = jctx;
     }
     ss_engine_opts eo;
@@ -708,8 +599,9 @@ static int open_engines(sweep *s, const ss_sweep_opts *o, ss_error *err)
         if (ss_engine_create(s->jm, &eo, &s->je, err) < 0)
             return -1;
     } else {
-        s->je = s->e;   /* judge "self": the steered model, run unsteered */
+        s->je = s->e;
     }
+    s->judge.engine = s->je;
     return 0;
 }
 
@@ -719,7 +611,6 @@ void ss_sweep_opts_default(ss_sweep_opts *o)
     o->shard_n = 1;
     o->threads = -1;
     o->device = -1;
-    o->progress = 1;
 }
 
 /* The run folder: fresh (no cells_done.txt) unless resuming, in which case
@@ -733,15 +624,14 @@ static int prepare_dir(const char *dir, const char *resolved, const ss_sweep_opt
     join(path, sizeof path, dir, "config.resolved.yaml");
     if (access(path, F_OK) == 0) {
         if (!o->resume)
-            return ss_fail(err, "%s already holds a run; pass --resume to continue it or "
-                                "choose another --out", dir);
+            return ss_fail_kind(err, SS_ERR_EXISTS, "%s already holds a run", dir);
         char *old = read_text(path, err);
         if (!old)
             return -1;
         int same = !strcmp(old, resolved);
         free(old);
         if (!same)
-            return ss_fail(err, "%s was run with a different configuration (%s); --resume "
+            return ss_fail(err, "%s was run with a different configuration (%s); resuming "
                                 "needs the same one", dir, path);
         return 0;
     }
@@ -792,7 +682,7 @@ static void sweep_free(sweep *s)
 
 int ss_sweep_run(ss_sweep_config *c, const ss_sweep_opts *o, ss_error *err)
 {
-    sweep s = {.c = c, .dir = o->out_dir, .progress = o->progress};
+    sweep s = {.c = c, .dir = o->out_dir};
     char *resolved = NULL;
     uint8_t *done = NULL;
     int *unit_of = NULL, rc = -1;
@@ -800,7 +690,8 @@ int ss_sweep_run(ss_sweep_config *c, const ss_sweep_opts *o, ss_error *err)
         return ss_fail(err, "shard %d/%d: need 0 <= i < N", o->shard_i, o->shard_n);
     if (ss_sweep_load_data(c, &s.data, err) < 0 || open_models(&s, o, c, err) < 0 ||
         !(resolved = resolved_text(c, err)) || prepare_dir(o->out_dir, resolved, o, err) < 0 ||
-        make_cells(c, &s.cells, &s.n_cells, err) < 0)
+        make_cells(c, &s.cells, &s.n_cells, err) < 0 ||
+        ss_positions_parse(c->positions, &s.positions, err) < 0)
         goto out;
     char path[2048];
     join(path, sizeof path, o->out_dir, "run.json");
@@ -821,15 +712,17 @@ int ss_sweep_run(ss_sweep_config *c, const ss_sweep_opts *o, ss_error *err)
     join(path, sizeof path, o->out_dir, "generations.jsonl");
     int rr = recs_read(path, done, s.n_cells, &r, err) < 0 || recs_write(path, &r, err) < 0;
     recs_free(&r);
-    if (rr || open_engines(&s, o, err) < 0 || capture_and_vectors(&s, o->resume, err) < 0)
+    if (rr || open_engines(&s, o, err) < 0 ||
+        capture_and_vectors(&s, o->resume, o->progress, err) < 0)
         goto out;
     int n_units = make_units(s.n_cells, c->n_eval, c->batch, unit_of), expected = 0;
+    long todo = 0;
     for (int i = 0; i < s.n_cells; i++)
         if (unit_of[i] % o->shard_n == o->shard_i) {
             expected++;
-            s.todo += done[i] ? 0 : c->n_eval;
+            todo += done[i] ? 0 : c->n_eval;
         }
-    s.t0 = ss_seconds();
+    ss_progress_begin(&s.progress, &o->progress, "sweep", "generations", 0, todo, 0);
     for (int u = 0, c0 = 0; u < n_units; u++) {
         int c1 = c0;
         while (c1 < s.n_cells && unit_of[c1] == u)

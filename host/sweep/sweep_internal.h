@@ -8,7 +8,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "safesteer/error.h"
+#include "safesteer/util.h"
 
 /* ---------------------------------------------------------------- files */
 

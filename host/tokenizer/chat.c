@@ -34,7 +34,7 @@ int ss_chat_family_parse(const char *name, int *family, ss_error *err)
 int ss_chat_family_detect(const char *template_str, int *family, ss_error *err)
 {
     if (!template_str)
-        return ss_fail(err, "no chat template; name one with --chat-template chatml|llama2|llama3");
+        return ss_fail(err, "no chat template; name one: chatml, llama2 or llama3");
     if (strstr(template_str, "<|im_start|>"))
         *family = SS_CHAT_CHATML;
     else if (strstr(template_str, "<|start_header_id|>"))
@@ -42,8 +42,8 @@ int ss_chat_family_detect(const char *template_str, int *family, ss_error *err)
     else if (strstr(template_str, "[INST]"))
         *family = SS_CHAT_LLAMA2;
     else
-        return ss_fail(err, "chat template '%.60s%s' is not ChatML, Llama-2 or Llama-3; name one "
-                            "with --chat-template chatml|llama2|llama3",
+        return ss_fail(err, "chat template '%.60s%s' is not ChatML, Llama-2 or Llama-3; name one: "
+                            "chatml, llama2 or llama3",
                        template_str, strlen(template_str) > 60 ? "..." : "");
     return 0;
 }

@@ -11,7 +11,7 @@ int ss_chat_family_for_model(const ss_model *m, const char *override_name, int *
         return ss_chat_family_parse(override_name, family, err);
     if (!m->chat_template)
         return ss_fail(err, "%s: the model has no chat template (tokenizer.chat_template); "
-                            "name one with --chat-template chatml|llama2|llama3", m->path);
+                            "name one: chatml, llama2 or llama3", m->path);
     if (ss_chat_family_detect(m->chat_template, family, err) < 0)
         return ss_fail_context(err, "%s", m->path);
     return 0;

@@ -1,5 +1,5 @@
 /* error.c - ss_error formatting and checked allocation. */
-#include "safesteer/error.h"
+#include "safesteer/util.h"
 
 #include <stdarg.h>
 #include <stdio.h>
@@ -13,6 +13,19 @@ int ss_fail(ss_error *err, const char *fmt, ...)
         va_start(ap, fmt);
         vsnprintf(err->msg, sizeof err->msg, fmt, ap);
         va_end(ap);
+        err->kind = SS_ERR_FAILED;
+    }
+    return -1;
+}
+
+int ss_fail_kind(ss_error *err, int kind, const char *fmt, ...)
+{
+    if (err) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(err->msg, sizeof err->msg, fmt, ap);
+        va_end(ap);
+        err->kind = kind;
     }
     return -1;
 }

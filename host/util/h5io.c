@@ -70,6 +70,19 @@ hid_t ss_h5_vlen_str_type(void)
 
 int ss_h5_attr_exists(hid_t loc, const char *name) { return H5Aexists(loc, name) > 0; }
 
+int ss_h5_attr_get_str_opt(hid_t loc, const char *name, char *dst, size_t cap, ss_error *err)
+{
+    dst[0] = 0;
+    if (!ss_h5_attr_exists(loc, name))
+        return 0;
+    char *s;
+    if (ss_h5_attr_get_str(loc, name, &s, err) < 0)
+        return -1;
+    snprintf(dst, cap, "%s", s);
+    free(s);
+    return 0;
+}
+
 /* Writes a scalar attribute of file type ftype from value (memory type mtype). */
 static int attr_set(hid_t loc, const char *name, hid_t ftype, hid_t mtype, const void *value,
                     ss_error *err)
@@ -401,6 +414,50 @@ out:
     free(raw);
     free(res);
     H5Tclose(t);
+    H5Dclose(d);
+    return rc;
+}
+
+hid_t ss_h5_open_dataset(hid_t file, const char *path, const char *name, ss_error *err)
+{
+    if (H5Lexists(file, name, H5P_DEFAULT) <= 0) {
+        ss_fail(err, "%s: dataset %s is missing", path, name);
+        return -1;
+    }
+    hid_t d = H5Dopen2(file, name, H5P_DEFAULT);
+    if (d < 0)
+        ss_fail(err, "%s: cannot open dataset %s", path, name);
+    return d;
+}
+
+int ss_h5_read_1d(hid_t file, const char *path, const char *name, hid_t mtype, size_t elem,
+                  hsize_t n, int at_least, void **out, hsize_t *n_out, ss_error *err)
+{
+    *out = NULL;
+    hid_t d = ss_h5_open_dataset(file, path, name, err);
+    if (d < 0)
+        return -1;
+    int rank, rc = -1;
+    hsize_t dims[8];
+    if (ss_h5_shape(d, &rank, dims, err) < 0)
+        goto out;
+    if (rank != 1 || (at_least ? dims[0] < n : dims[0] != n)) {
+        ss_fail(err, "%s: %s has shape [%llu]%s, expected [%s%llu]", path, name,
+                (unsigned long long)dims[0], rank != 1 ? " (not 1-D)" : "",
+                at_least ? ">=" : "", (unsigned long long)n);
+        goto out;
+    }
+    *out = ss_malloc((dims[0] ? dims[0] : 1) * elem, err);
+    if (!*out || ss_h5_read_rows(d, mtype, 0, dims[0], *out, err) < 0)
+        goto out;
+    if (n_out)
+        *n_out = dims[0];
+    rc = 0;
+out:
+    if (rc < 0) {
+        free(*out);
+        *out = NULL;
+    }
     H5Dclose(d);
     return rc;
 }

@@ -10,7 +10,7 @@
 #include <stdint.h>
 
 #include "util/outfile.h"
-#include "safesteer/error.h"
+#include "safesteer/util.h"
 
 /* Silences HDF5's automatic error printing (we report through ss_error). */
 void ss_h5_quiet(void);
@@ -41,6 +41,8 @@ int ss_h5_attr_get_str(hid_t loc, const char *name, char **out, ss_error *err);
 int ss_h5_attr_get_i64(hid_t loc, const char *name, int64_t *out, ss_error *err);
 int ss_h5_attr_get_f64(hid_t loc, const char *name, double *out, ss_error *err);
 int ss_h5_attr_exists(hid_t loc, const char *name);
+/* An optional string attribute into dst[cap] ("" when absent). */
+int ss_h5_attr_get_str_opt(hid_t loc, const char *name, char *dst, size_t cap, ss_error *err);
 
 /* ---------------------------------------------------------------- datasets */
 
@@ -57,6 +59,13 @@ int ss_h5_write_rows(hid_t dset, hid_t mtype, hsize_t row0, hsize_t n, const voi
 /* Reads n rows from row0 into buf (memory type mtype). */
 int ss_h5_read_rows(hid_t dset, hid_t mtype, hsize_t row0, hsize_t n, void *buf,
                     ss_error *err);
+/* Opens dataset name of file; a missing one is an error naming path. */
+hid_t ss_h5_open_dataset(hid_t file, const char *path, const char *name, ss_error *err);
+/* Reads a whole 1-D dataset of n rows (at_least: n or more) of memory type
+ * mtype (elem bytes each) into a malloc'd *out; *n_out (may be NULL) gets
+ * its length.  Errors name path, the dataset and the shapes. */
+int ss_h5_read_1d(hid_t file, const char *path, const char *name, hid_t mtype, size_t elem,
+                  hsize_t n, int at_least, void **out, hsize_t *n_out, ss_error *err);
 /* Sets dims[0] of an extendible dataset (shrinking drops rows). */
 int ss_h5_set_rows(hid_t dset, hsize_t rows, ss_error *err);
 /* Shape of a dataset: *rank and dims[up to 8]. */

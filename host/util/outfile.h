@@ -9,7 +9,7 @@
 
 #include <stdio.h>
 
-#include "safesteer/error.h"
+#include "safesteer/util.h"
 
 typedef struct {
     const char *path; /* destination, borrowed */

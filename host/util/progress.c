@@ -1,5 +1,5 @@
-/* progress.c - see progress.h. */
-#include "util/progress.h"
+/* progress.c - the monotonic clock and progress reports (see util.h). */
+#include "safesteer/util.h"
 
 #include <stdio.h>
 #include <time.h>
@@ -11,28 +11,36 @@ double ss_seconds(void)
     return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 
-void ss_progress_begin(ss_progress *p, const char *what, const char *unit, int64_t start,
-                       int64_t total, int only_if_slow)
+void ss_progress_begin(ss_progress *p, const ss_progress_sink *sink, const char *task,
+                       const char *unit, int64_t start, int64_t total, int only_if_slow)
 {
-    snprintf(p->what, sizeof p->what, "%s", what);
+    p->sink = sink ? *sink : (ss_progress_sink){0};
+    snprintf(p->task, sizeof p->task, "%s", task);
     p->unit = unit;
     p->start = start;
     p->total = total;
     p->t0 = p->last = ss_seconds();
-    p->printed = 0;
+    p->reported = 0;
     p->only_if_slow = only_if_slow;
 }
 
-void ss_progress_update(ss_progress *p, int64_t done)
+int ss_progress_update(ss_progress *p, int64_t done, ss_error *err)
 {
+    if (!p->sink.fn)
+        return 0;
     double t = ss_seconds();
     int end = done >= p->total;
-    if (t - p->last < 1.0 && !(end && (p->printed || !p->only_if_slow)))
-        return;
+    if (t - p->last < 1.0 && !(end && (p->reported || !p->only_if_slow)))
+        return 0;
     double el = t - p->t0, rate = el > 0 ? (double)(done - p->start) / el : 0;
-    double eta = rate > 0 ? (double)(p->total - done) / rate : 0;
-    fprintf(stderr, "%s: %lld/%lld %s, %.2f %s/s, elapsed %.0f s, ETA %.0f s\n", p->what,
-            (long long)done, (long long)p->total, p->unit, rate, p->unit, el, eta);
+    ss_progress_report r = {.task = p->task, .unit = p->unit, .done = done, .total = p->total,
+                            .elapsed = el, .rate = rate,
+                            .eta = rate > 0 ? (double)(p->total - done) / rate : 0,
+                            .final = end};
     p->last = t;
-    p->printed = 1;
+    p->reported = 1;
+    if (p->sink.fn(p->sink.user, &r))
+        return ss_fail_kind(err, SS_ERR_STOPPED, "%s: stopped at %lld of %lld %s", p->task,
+                            (long long)done, (long long)p->total, p->unit);
+    return 0;
 }

@@ -1,12 +1,11 @@
 /* sha256.c - SHA-256 per FIPS 180-4, written for fingerprints (not for
  * secrets: no constant-time concerns). */
-#include "safesteer/sha256.h"
+#include "safesteer/util.h"
 
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 
 static const uint32_t K[64] = {
     0x428a2f98, 0x71374491, 0xb5c0fbcf, 0xe9b5dba5, 0x3956c25b, 0x59f111f1, 0x923f82a4,
@@ -95,7 +94,7 @@ void ss_sha256_final_hex(ss_sha256 *s, char hex[65])
         snprintf(hex + 8 * i, 9, "%08x", s->h[i]);
 }
 
-static int hash_into(ss_sha256 *s, const char *path, ss_error *err)
+int ss_sha256_add_file(ss_sha256 *s, const char *path, ss_error *err)
 {
     FILE *f = fopen(path, "rb");
     if (!f)
@@ -119,29 +118,7 @@ int ss_sha256_file(const char *path, char hex[65], ss_error *err)
 {
     ss_sha256 s;
     ss_sha256_init(&s);
-    if (hash_into(&s, path, err) < 0)
-        return -1;
-    ss_sha256_final_hex(&s, hex);
-    return 0;
-}
-
-int ss_sha256_model(const char *path, char hex[65], ss_error *err)
-{
-    struct stat st;
-    if (stat(path, &st) < 0)
-        return ss_fail(err, "%s: %s", path, strerror(errno));
-    if (!S_ISDIR(st.st_mode))
-        return ss_sha256_file(path, hex, err);
-    char p[2048];
-    ss_sha256 s;
-    ss_sha256_init(&s);
-    snprintf(p, sizeof p, "%s/config.json", path);
-    if (hash_into(&s, p, err) < 0)
-        return -1;
-    snprintf(p, sizeof p, "%s/model.safetensors.index.json", path);
-    if (stat(p, &st) < 0)
-        snprintf(p, sizeof p, "%s/model.safetensors", path);
-    if (hash_into(&s, p, err) < 0)
+    if (ss_sha256_add_file(&s, path, err) < 0)
         return -1;
     ss_sha256_final_hex(&s, hex);
     return 0;

@@ -1,6 +1,6 @@
-/* control_vector.c - llama.cpp control-vector GGUF export and the vector /
- * model compatibility check.  Reading goes through ss_vectors_load (steer.c),
- * which parses GGUF with ss_gguf_open.
+/* control_vector.c - llama.cpp control-vector GGUF export.  Reading goes
+ * through ss_vectors_load (vector_file.c), which parses GGUF with
+ * ss_gguf_open.
  *
  * Layer convention (docs/vectors.md): our layer l is the output of decoder
  * block l (0-based, resid_post); llama.cpp adds tensor "direction.N" to the
@@ -20,19 +20,6 @@
 #define GGUF_TYPE_INT32 5
 #define GGUF_TYPE_STRING 8
 #define GGML_TYPE_F32 0
-
-int ss_vec_check_model(const ss_vector_set *v, const ss_config *cfg, const char *model_path,
-                       ss_error *err)
-{
-    if (v->d_model != cfg->d_model)
-        return ss_fail(err, "%s: vector d_model is %d but model %s has d_model %d", v->path,
-                       v->d_model, model_path, cfg->d_model);
-    for (int l = 0; l < v->n_layers; l++)
-        if (v->layers[l] < 0 || v->layers[l] >= cfg->n_layers)
-            return ss_fail(err, "%s: /layers[%d] is %d but model %s has layers 0..%d", v->path,
-                           l, v->layers[l], model_path, cfg->n_layers - 1);
-    return 0;
-}
 
 typedef struct {
     FILE *f;

@@ -1,6 +1,6 @@
-/* vectors.c - capture-file reader and category steering vectors (mean-diff,
- * pruned, pca) computed by streaming activations in row blocks; layout and
- * pass counts in docs/vectors.md. */
+/* vectors.c - category steering vectors (mean-diff, pruned, pca) computed
+ * by streaming a capture file in row blocks through the capture reader;
+ * layout and pass counts in docs/vectors.md. */
 #include "safesteer/vectors.h"
 
 #include <cblas.h>
@@ -9,324 +9,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "safesteer/capture.h"
+#include "safesteer/engine.h"
 #include "util/h5io.h"
-#include "util/progress.h"
-#include "safesteer/sha256.h"
-
-/* ================================================================ capture reader */
-
-struct ss_actfile {
-    ss_actfile_info info;
-    hid_t file, acts;
-    hsize_t acts_rows;   /* dims[0] of /acts (prompts, or tokens when per_token) */
-    int64_t *offsets;    /* [n_prompts + 1] token offsets (per_token only) */
-    float *buf;          /* read buffer */
-    size_t buf_floats;
-    double *acc;         /* [n_rows][d] per-token pooling sums */
-    size_t acc_doubles;
-};
-
-const ss_actfile_info *ss_actfile_info_of(const ss_actfile *a) { return &a->info; }
-
-void ss_actfile_close(ss_actfile *a)
-{
-    if (!a)
-        return;
-    ss_actfile_info *in = &a->info;
-    ss_h5_free_strs(in->ids, (hsize_t)in->n_prompts);
-    ss_h5_free_strs(in->categories, (hsize_t)in->n_prompts);
-    ss_h5_free_strs(in->labels, (hsize_t)in->n_prompts);
-    free(in->layers);
-    free(a->offsets);
-    free(a->buf);
-    free(a->acc);
-    if (a->acts >= 0)
-        H5Dclose(a->acts);
-    if (a->file >= 0)
-        H5Fclose(a->file);
-    free(a);
-}
-
-/* Optional string attribute into a fixed buffer ("" when absent). */
-static int attr_str_opt(hid_t f, const char *name, char *dst, size_t cap, ss_error *err)
-{
-    dst[0] = 0;
-    if (!ss_h5_attr_exists(f, name))
-        return 0;
-    char *s;
-    if (ss_h5_attr_get_str(f, name, &s, err) < 0)
-        return -1;
-    snprintf(dst, cap, "%s", s);
-    free(s);
-    return 0;
-}
-
-/* Reads a 1-D dataset of n_expect (or more, with at_least) values of mtype. */
-static int read_1d(hid_t f, const char *path, const char *name, hid_t mtype, size_t elem,
-                   hsize_t n_expect, int at_least, void **out, hsize_t *n_out, ss_error *err)
-{
-    *out = NULL;
-    hid_t d = H5Dopen2(f, name, H5P_DEFAULT);
-    if (d < 0)
-        return ss_fail(err, "%s: dataset %s is missing", path, name);
-    int rank, rc = -1;
-    hsize_t dims[8];
-    if (ss_h5_shape(d, &rank, dims, err) < 0)
-        goto out;
-    if (rank != 1 || (at_least ? dims[0] < n_expect : dims[0] != n_expect)) {
-        ss_fail(err, "%s: %s has shape [%llu]%s, expected [%s%llu]", path, name,
-                (unsigned long long)dims[0], rank != 1 ? " (not 1-D)" : "",
-                at_least ? ">=" : "", (unsigned long long)n_expect);
-        goto out;
-    }
-    *out = ss_malloc((dims[0] ? dims[0] : 1) * elem, err);
-    if (!*out || ss_h5_read_rows(d, mtype, 0, dims[0], *out, err) < 0)
-        goto out;
-    if (n_out)
-        *n_out = dims[0];
-    rc = 0;
-out:
-    if (rc < 0) {
-        free(*out);
-        *out = NULL;
-    }
-    H5Dclose(d);
-    return rc;
-}
-
-/* Reads a string dataset with at least n rows (extra rows are dropped). */
-static int read_strs(ss_actfile *a, const char *name, char ***out, ss_error *err)
-{
-    hsize_t n;
-    if (ss_h5_read_strs(a->file, name, out, &n, err) < 0)
-        return ss_fail_context(err, "%s", a->info.path);
-    if (n < (hsize_t)a->info.n_prompts) {
-        ss_h5_free_strs(*out, n);
-        *out = NULL;
-        return ss_fail(err, "%s: %s has %llu rows, expected %lld (n_done)", a->info.path, name,
-                       (unsigned long long)n, (long long)a->info.n_prompts);
-    }
-    for (hsize_t i = (hsize_t)a->info.n_prompts; i < n; i++)
-        free((*out)[i]);
-    return 0;
-}
-
-static int open_acts(ss_actfile *a, ss_error *err)
-{
-    ss_actfile_info *in = &a->info;
-    const char *path = in->path;
-    int rank;
-    hsize_t dims[8];
-    if ((a->acts = H5Dopen2(a->file, "/acts", H5P_DEFAULT)) < 0)
-        return ss_fail(err, "%s: dataset /acts is missing", path);
-    if (ss_h5_shape(a->acts, &rank, dims, err) < 0)
-        return -1;
-    if (rank != 3 || dims[1] != (hsize_t)in->n_layers || dims[2] != (hsize_t)in->d_model)
-        return ss_fail(err, "%s: /acts has rank %d shape [%llu][%llu][%llu], expected "
-                            "[rows][%d layers][%d d_model]", path, rank,
-                       (unsigned long long)dims[0], (unsigned long long)(rank > 1 ? dims[1] : 0),
-                       (unsigned long long)(rank > 2 ? dims[2] : 0), in->n_layers, in->d_model);
-    a->acts_rows = dims[0];
-    hid_t ft = H5Dget_type(a->acts);
-    int is_float = H5Tget_class(ft) == H5T_FLOAT;
-    H5Tclose(ft);
-    if (!is_float)
-        return ss_fail(err, "%s: /acts is not a floating-point dataset", path);
-    if (!in->per_token) {
-        if (dims[0] < (hsize_t)in->n_prompts)
-            return ss_fail(err, "%s: /acts has %llu rows but n_done is %lld", path,
-                           (unsigned long long)dims[0], (long long)in->n_prompts);
-        return 0;
-    }
-    void *off;
-    if (read_1d(a->file, path, "/offsets", H5T_NATIVE_INT64, sizeof(int64_t),
-                (hsize_t)in->n_prompts + 1, 1, &off, NULL, err) < 0)
-        return -1;
-    a->offsets = off;
-    for (int64_t i = 0; i < in->n_prompts; i++)
-        if (a->offsets[i] < 0 || a->offsets[i + 1] < a->offsets[i] ||
-            (hsize_t)a->offsets[i + 1] > dims[0])
-            return ss_fail(err, "%s: /offsets[%lld..%lld] = %lld..%lld is not a token range "
-                                "inside /acts (%llu rows)", path, (long long)i,
-                           (long long)i + 1, (long long)a->offsets[i],
-                           (long long)a->offsets[i + 1], (unsigned long long)dims[0]);
-    return 0;
-}
-
-int ss_actfile_open(const char *path, ss_actfile **out, ss_error *err)
-{
-    *out = NULL;
-    ss_actfile *a = ss_calloc(1, sizeof *a, err);
-    if (!a)
-        return -1;
-    a->file = a->acts = -1;
-    ss_actfile_info *in = &a->info;
-    snprintf(in->path, sizeof in->path, "%s", path);
-    char *format = NULL;
-    int64_t v;
-    void *layers = NULL;
-    if ((a->file = ss_h5_open(path, H5F_ACC_RDONLY, err)) < 0)
-        goto fail;
-    if (ss_h5_attr_get_str(a->file, "format", &format, err) < 0)
-        goto fail_ctx;
-    if (strcmp(format, "safesteer.capture")) {
-        ss_fail(err, "%s: attribute format is \"%s\", expected \"safesteer.capture\"", path,
-                format);
-        goto fail;
-    }
-    if (ss_h5_attr_get_i64(a->file, "d_model", &v, err) < 0)
-        goto fail_ctx;
-    if (v < 1 || v > 1 << 20) {
-        ss_fail(err, "%s: attribute d_model is %lld", path, (long long)v);
-        goto fail;
-    }
-    in->d_model = (int)v;
-    if (ss_h5_attr_get_i64(a->file, "n_layers_model", &v, err) < 0)
-        goto fail_ctx;
-    if (v < 1 || v > 1 << 16) {
-        ss_fail(err, "%s: attribute n_layers_model is %lld", path, (long long)v);
-        goto fail;
-    }
-    in->n_layers_model = (int)v;
-    if (ss_h5_attr_get_i64(a->file, ss_h5_attr_exists(a->file, "n_done") ? "n_done"
-                                                                         : "n_prompts",
-                           &v, err) < 0)
-        goto fail_ctx;
-    if (v < 0) {
-        ss_fail(err, "%s: attribute n_done is %lld", path, (long long)v);
-        goto fail;
-    }
-    in->n_prompts = v;
-    if (attr_str_opt(a->file, "site", in->site, sizeof in->site, err) < 0 ||
-        attr_str_opt(a->file, "pooling", in->pooling, sizeof in->pooling, err) < 0 ||
-        attr_str_opt(a->file, "model_name", in->model_name, sizeof in->model_name, err) < 0 ||
-        attr_str_opt(a->file, "model_sha256", in->model_sha256, sizeof in->model_sha256,
-                     err) < 0)
-        goto fail_ctx;
-    in->per_token = !strcmp(in->pooling, "all");
-    hsize_t nl;
-    if (read_1d(a->file, path, "/layers", H5T_NATIVE_INT32, sizeof(int32_t), 1, 1, &layers,
-                &nl, err) < 0)
-        goto fail;
-    in->layers = layers;
-    in->n_layers = (int)nl;
-    for (int i = 0; i < in->n_layers; i++)
-        if (in->layers[i] < 0 || in->layers[i] >= in->n_layers_model) {
-            ss_fail(err, "%s: /layers[%d] is %d, outside the model's layers 0..%d", path, i,
-                    (int)in->layers[i], in->n_layers_model - 1);
-            goto fail;
-        }
-    if (read_strs(a, "/prompts/category", &in->categories, err) < 0 ||
-        read_strs(a, "/prompts/label", &in->labels, err) < 0 ||
-        read_strs(a, "/prompts/id", &in->ids, err) < 0 || open_acts(a, err) < 0)
-        goto fail;
-    free(format);
-    *out = a;
-    return 0;
-fail_ctx:
-    ss_fail_context(err, "%s", path);
-fail:
-    free(format);
-    ss_actfile_close(a);
-    return -1;
-}
-
-int ss_actfile_layer_row(const ss_actfile *a, int layer, ss_error *err)
-{
-    const ss_actfile_info *in = &a->info;
-    char list[256];
-    int row = ss_layer_index(in->layers, in->n_layers, layer, ",", list, sizeof list);
-    if (row < 0)
-        ss_fail(err, "%s: layer %d was not captured (/layers holds %s)", in->path, layer, list);
-    return row;
-}
-
-static int grow(ss_actfile *a, size_t floats, size_t doubles, ss_error *err)
-{
-    if (floats > a->buf_floats) {
-        free(a->buf);
-        if (!(a->buf = ss_malloc(floats * sizeof(float), err)))
-            return a->buf_floats = 0, -1;
-        a->buf_floats = floats;
-    }
-    if (doubles > a->acc_doubles) {
-        free(a->acc);
-        if (!(a->acc = ss_malloc(doubles * sizeof(double), err)))
-            return a->acc_doubles = 0, -1;
-        a->acc_doubles = doubles;
-    }
-    return 0;
-}
-
-/* Token rows read per HDF5 call when mean-pooling a per-token capture. */
-#define SS_TOKEN_BLOCK 256
-
-/* Mean of prompt p's token rows at the selected layers into out[n_rows][d]. */
-static int read_pooled_tokens(ss_actfile *a, int64_t p, const int *rows, int n_rows,
-                              float *out, ss_error *err)
-{
-    const ss_actfile_info *in = &a->info;
-    size_t L = (size_t)in->n_layers, d = (size_t)in->d_model;
-    int64_t t0 = a->offsets[p], t1 = a->offsets[p + 1];
-    if (t1 == t0)
-        return ss_fail(err, "%s: prompt %lld (id %s) has no tokens in /offsets", in->path,
-                       (long long)p, in->ids[p]);
-    if (grow(a, SS_TOKEN_BLOCK * L * d, (size_t)n_rows * d, err) < 0)
-        return -1;
-    memset(a->acc, 0, (size_t)n_rows * d * sizeof(double));
-    for (int64_t t = t0; t < t1; t += SS_TOKEN_BLOCK) {
-        int64_t nt = t1 - t < SS_TOKEN_BLOCK ? t1 - t : SS_TOKEN_BLOCK;
-        if (ss_h5_read_rows(a->acts, H5T_NATIVE_FLOAT, (hsize_t)t, (hsize_t)nt, a->buf,
-                            err) < 0)
-            return ss_fail_context(err, "%s", in->path);
-        for (int64_t k = 0; k < nt; k++)
-            for (int r = 0; r < n_rows; r++) {
-                const float *src = a->buf + ((size_t)k * L + (size_t)rows[r]) * d;
-                double *dst = a->acc + (size_t)r * d;
-                for (size_t j = 0; j < d; j++)
-                    dst[j] += src[j];
-            }
-    }
-    for (size_t j = 0; j < (size_t)n_rows * d; j++)
-        out[j] = (float)(a->acc[j] / (double)(t1 - t0));
-    return 0;
-}
-
-int ss_actfile_read(ss_actfile *a, int64_t p0, int64_t n, const int *rows, int n_rows,
-                    float *out, ss_error *err)
-{
-    const ss_actfile_info *in = &a->info;
-    size_t L = (size_t)in->n_layers, d = (size_t)in->d_model;
-    if (p0 < 0 || n < 0 || p0 + n > in->n_prompts)
-        return ss_fail(err, "%s: prompts %lld..%lld outside 0..%lld", in->path, (long long)p0,
-                       (long long)(p0 + n), (long long)in->n_prompts);
-    if (in->per_token) {
-        for (int64_t i = 0; i < n; i++)
-            if (read_pooled_tokens(a, p0 + i, rows, n_rows, out + (size_t)i * n_rows * d,
-                                   err) < 0)
-                return -1;
-    } else {
-        if (grow(a, (size_t)n * L * d, 0, err) < 0)
-            return -1;
-        if (ss_h5_read_rows(a->acts, H5T_NATIVE_FLOAT, (hsize_t)p0, (hsize_t)n, a->buf,
-                            err) < 0)
-            return ss_fail_context(err, "%s", in->path);
-        for (int64_t i = 0; i < n; i++)
-            for (int r = 0; r < n_rows; r++)
-                memcpy(out + ((size_t)i * n_rows + r) * d,
-                       a->buf + ((size_t)i * L + (size_t)rows[r]) * d, d * sizeof(float));
-    }
-    for (int64_t i = 0; i < n; i++)
-        for (int r = 0; r < n_rows; r++) {
-            const float *x = out + ((size_t)i * n_rows + r) * d;
-            for (size_t j = 0; j < d; j++)
-                if (!isfinite(x[j]))
-                    return ss_fail(err, "%s: /acts prompt %lld (id %s) layer %d dim %zu is %g "
-                                        "(NaN/Inf activations)", in->path, (long long)(p0 + i),
-                                   in->ids[p0 + i], in->layers[rows[r]], j, (double)x[j]);
-        }
-    return 0;
-}
+#include "safesteer/util.h"
 
 /* ================================================================ vectors */
 
@@ -344,7 +30,7 @@ int ss_vec_method_parse(const char *s, int *method, ss_error *err)
             *method = m;
             return 0;
         }
-    return ss_fail(err, "--method: unknown method \"%s\" (expected mean-diff, pruned or pca)", s);
+    return ss_fail(err, "unknown method \"%s\" (expected mean-diff, pruned or pca)", s);
 }
 
 void ss_vec_options_init(ss_vec_options *o)
@@ -357,36 +43,9 @@ void ss_vec_options_init(ss_vec_options *o)
     o->chunk_rows = 64;
 }
 
-void ss_vec_result_free(ss_vec_result *r)
-{
-    ss_h5_free_strs(r->categories, (hsize_t)r->n_categories);
-    ss_h5_free_strs(r->safe_pool, (hsize_t)r->n_categories);
-    free(r->layers);
-    free(r->vectors);
-    free(r->counts_unsafe);
-    free(r->counts_safe);
-    free(r->counts_kept);
-    free(r->norms);
-    free(r->cosine);
-    free(r->separability);
-    free(r->split);
-    free(r->safe_split);
-    memset(r, 0, sizeof *r);
-}
-
-/* splitmix64 finaliser: the split and the PCA start derive from it. */
-static uint64_t mix64(uint64_t z)
-{
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
-    return z ^ (z >> 31);
-}
-
-static double unit01(uint64_t z) { return (double)(mix64(z) >> 11) * 0x1.0p-53; }
-
 /* One source file being streamed, with every prompt's role. */
 typedef struct {
-    ss_actfile *a;
+    ss_capture_file *a;
     int *rows;        /* [L] captured-layer rows of the selected layers */
     int64_t n;
     int8_t *held;     /* [n] 1 = held out */
@@ -396,7 +55,7 @@ typedef struct {
 } vsrc;
 
 /* Whole computation state; pool index C is the shared pool. */
-typedef struct {
+typedef struct vctx {
     const ss_vec_options *o;
     int C, L, d;
     vsrc src[2];
@@ -420,6 +79,7 @@ typedef struct {
     ss_progress progress;   /* over all passes */
     int64_t progress_done;  /* prompts read so far, all passes */
     int n_passes, max_passes;
+    void (*unsafe_row)(struct vctx *v, int c, int64_t i, size_t l, const float *xl);
 } vctx;
 
 typedef int (*block_fn)(vctx *v, vsrc *s, int64_t p0, int64_t nb, const float *x,
@@ -436,7 +96,8 @@ static void progress_begin(vctx *v)
     v->max_passes = method == SS_VEC_PCA      ? v->o->pca_iters + 2
                     : method == SS_VEC_PRUNED ? 4
                                               : 2;
-    ss_progress_begin(&v->progress, "vectors", "prompt reads", 0, n * v->max_passes, 1);
+    ss_progress_begin(&v->progress, &v->o->progress, "vectors", "prompt reads", 0,
+                      n * v->max_passes, 1);
 }
 
 /* Streams every source in blocks of chunk_rows prompts through fn, the
@@ -447,18 +108,18 @@ static int stream(vctx *v, block_fn fn, const char *name, ss_error *err)
     float *x = ss_malloc(chunk * L * d * sizeof(float), err);
     if (!x)
         return -1;
-    snprintf(v->progress.what, sizeof v->progress.what, "vectors: pass %d of at most %d (%s)",
+    snprintf(v->progress.task, sizeof v->progress.task, "vectors: pass %d of at most %d (%s)",
              ++v->n_passes, v->max_passes, name);
     int rc = 0;
     for (int k = 0; k < v->n_src && !rc; k++) {
         vsrc *s = &v->src[k];
         for (int64_t p0 = 0; p0 < s->n && !rc; p0 += (int64_t)chunk) {
             int64_t nb = s->n - p0 < (int64_t)chunk ? s->n - p0 : (int64_t)chunk;
-            rc = ss_actfile_read(s->a, p0, nb, s->rows, v->L, x, err) < 0 ||
+            rc = ss_capture_read(s->a, p0, nb, s->rows, v->L, x, err) < 0 ||
                  fn(v, s, p0, nb, x, err) < 0 ? -1 : 0;
             v->progress_done += nb;
-            if (!rc && v->o->progress)
-                ss_progress_update(&v->progress, v->progress_done);
+            if (!rc)
+                rc = ss_progress_update(&v->progress, v->progress_done, err);
         }
     }
     free(x);
@@ -490,7 +151,13 @@ static int pass_means(vctx *v, vsrc *s, int64_t p0, int64_t nb, const float *x, 
     return 0;
 }
 
-static int pass_norms(vctx *v, vsrc *s, int64_t p0, int64_t nb, const float *x, ss_error *err)
+/* One layer row xl[d] of unsafe training prompt i (category c). */
+typedef void (*unsafe_row_fn)(vctx *v, int c, int64_t i, size_t l, const float *xl);
+
+/* The rows of a block's unsafe training prompts through v->unsafe_row (the
+ * block function of the pruned and PCA passes). */
+static int pass_unsafe_rows(vctx *v, vsrc *s, int64_t p0, int64_t nb, const float *x,
+                            ss_error *err)
 {
     (void)err;
     size_t L = (size_t)v->L, d = (size_t)v->d;
@@ -499,66 +166,58 @@ static int pass_norms(vctx *v, vsrc *s, int64_t p0, int64_t nb, const float *x, 
         int c = s->ucat[i];
         if (c < 0 || s->held[i])
             continue;
-        for (size_t l = 0; l < L; l++) {
-            const double *m = v->sum_p + ((size_t)v->pool_of[c] * L + l) * d;
-            const float *xl = x + ((size_t)k * L + l) * d;
-            double ss = 0;
-            for (size_t j = 0; j < d; j++)
-                ss += (m[j] - xl[j]) * (m[j] - xl[j]);
-            v->nrm[(size_t)i * L + l] = sqrt(ss);
-        }
+        for (size_t l = 0; l < L; l++)
+            v->unsafe_row(v, c, i, l, x + ((size_t)k * L + l) * d);
     }
     return 0;
 }
 
-static int pass_kept(vctx *v, vsrc *s, int64_t p0, int64_t nb, const float *x, ss_error *err)
+/* |mean_safe - a_i| at each layer (pruned, first pass). */
+static void norm_row(vctx *v, int c, int64_t i, size_t l, const float *xl)
 {
-    (void)err;
     size_t L = (size_t)v->L, d = (size_t)v->d;
-    for (int64_t k = 0; k < nb; k++) {
-        int64_t i = p0 + k;
-        int c = s->ucat[i];
-        if (c < 0 || s->held[i])
-            continue;
-        for (size_t l = 0; l < L; l++) {
-            if (!(v->nrm[(size_t)i * L + l] > v->med[(size_t)c * L + l]))
-                continue;
-            const double *m = v->sum_p + ((size_t)v->pool_of[c] * L + l) * d;
-            const float *xl = x + ((size_t)k * L + l) * d;
-            double *acc = v->kept_sum + ((size_t)c * L + l) * d;
-            for (size_t j = 0; j < d; j++)
-                acc[j] += m[j] - xl[j];
-            v->kept[(size_t)c * L + l]++;
-        }
-    }
-    return 0;
+    const double *m = v->sum_p + ((size_t)v->pool_of[c] * L + l) * d;
+    double ss = 0;
+    for (size_t j = 0; j < d; j++)
+        ss += (m[j] - xl[j]) * (m[j] - xl[j]);
+    v->nrm[(size_t)i * L + l] = sqrt(ss);
+}
+
+/* The differences whose norm is above the category's median (pruned,
+ * second pass). */
+static void kept_row(vctx *v, int c, int64_t i, size_t l, const float *xl)
+{
+    size_t L = (size_t)v->L, d = (size_t)v->d;
+    if (!(v->nrm[(size_t)i * L + l] > v->med[(size_t)c * L + l]))
+        return;
+    const double *m = v->sum_p + ((size_t)v->pool_of[c] * L + l) * d;
+    double *acc = v->kept_sum + ((size_t)c * L + l) * d;
+    for (size_t j = 0; j < d; j++)
+        acc[j] += m[j] - xl[j];
+    v->kept[(size_t)c * L + l]++;
 }
 
 /* acc += ((x - mu) . v) (x - mu) over unsafe training prompts: the centred
  * differences mean_safe - a_i - (mean_safe - mean_unsafe) are mean_unsafe - a_i,
  * so their covariance is the unsafe activations' covariance. */
-static int pass_power(vctx *v, vsrc *s, int64_t p0, int64_t nb, const float *x, ss_error *err)
+static void power_row(vctx *v, int c, int64_t i, size_t l, const float *xl)
 {
-    (void)err;
-    size_t L = (size_t)v->L, d = (size_t)v->d;
-    for (int64_t k = 0; k < nb; k++) {
-        int64_t i = p0 + k;
-        int c = s->ucat[i];
-        if (c < 0 || s->held[i])
-            continue;
-        for (size_t l = 0; l < L; l++) {
-            size_t o = ((size_t)c * L + l) * d;
-            const double *mu = v->sum_u + o, *pv = v->pv + o;
-            const float *xl = x + ((size_t)k * L + l) * d;
-            double t = 0;
-            for (size_t j = 0; j < d; j++)
-                t += (xl[j] - mu[j]) * pv[j];
-            double *acc = v->pacc + o;
-            for (size_t j = 0; j < d; j++)
-                acc[j] += t * (xl[j] - mu[j]);
-        }
-    }
-    return 0;
+    (void)i;
+    size_t d = (size_t)v->d, o = ((size_t)c * v->L + l) * d;
+    const double *mu = v->sum_u + o, *pv = v->pv + o;
+    double t = 0;
+    for (size_t j = 0; j < d; j++)
+        t += (xl[j] - mu[j]) * pv[j];
+    double *acc = v->pacc + o;
+    for (size_t j = 0; j < d; j++)
+        acc[j] += t * (xl[j] - mu[j]);
+}
+
+/* A pass over the unsafe training rows with fn. */
+static int stream_unsafe(vctx *v, unsafe_row_fn fn, const char *name, ss_error *err)
+{
+    v->unsafe_row = fn;
+    return stream(v, pass_unsafe_rows, name, err);
 }
 
 /* Appends one separability sample of category c. */
@@ -666,7 +325,7 @@ static int find_str(char **list, int n, const char *s)
 
 /* Picks the categories: the requested ones, or every category with unsafe
  * prompts (sorted); each needs unsafe prompts. */
-static int choose_categories(const ss_vec_options *o, const ss_actfile_info *in, char ***out,
+static int choose_categories(const ss_vec_options *o, const ss_capture_info *in, char ***out,
                              int *n_out, ss_error *err)
 {
     int cap = (int)in->n_prompts + 1, n = 0;
@@ -692,7 +351,7 @@ static int choose_categories(const ss_vec_options *o, const ss_actfile_info *in,
                               "/prompts/label (categories with such prompts: %s)", in->path,
                          name, o->unsafe_label, n ? list : "none");
         } else if (find_str(cats, c, name) >= 0) {
-            rc = ss_fail(err, "--categories: \"%s\" is listed twice", name);
+            rc = ss_fail(err, "categories: \"%s\" is listed twice", name);
         } else if (!(cats[c] = strdup(name))) {
             rc = ss_fail(err, "out of memory");
         }
@@ -710,10 +369,10 @@ static int choose_categories(const ss_vec_options *o, const ss_actfile_info *in,
     return 0;
 }
 
-static int src_init(vctx *v, vsrc *s, ss_actfile *a, int file_no, const int32_t *layers,
+static int src_init(vctx *v, vsrc *s, ss_capture_file *a, int file_no, const int32_t *layers,
                     ss_error *err)
 {
-    const ss_actfile_info *in = ss_actfile_info_of(a);
+    const ss_capture_info *in = ss_capture_info_of(a);
     s->a = a;
     s->n = in->n_prompts;
     size_t n = (size_t)(s->n ? s->n : 1);
@@ -726,13 +385,13 @@ static int src_init(vctx *v, vsrc *s, ss_actfile *a, int file_no, const int32_t 
         return -1;
     if (in->d_model != v->d)
         return ss_fail(err, "%s: d_model is %d but %s has %d", in->path, in->d_model,
-                       v->src[0].a ? ss_actfile_info_of(v->src[0].a)->path : "?", v->d);
+                       v->src[0].a ? ss_capture_info_of(v->src[0].a)->path : "?", v->d);
     for (int l = 0; l < v->L; l++)
-        if ((s->rows[l] = ss_actfile_layer_row(a, layers[l], err)) < 0)
+        if ((s->rows[l] = ss_capture_layer_row(a, layers[l], err)) < 0)
             return -1;
     for (int64_t i = 0; i < s->n; i++) {
         s->held[i] = v->o->holdout > 0 &&
-                     unit01(v->o->seed * 0x9E3779B97F4A7C15ULL + (uint64_t)file_no * 0xD1B54A32D192ED03ULL +
+                     ss_mix64_unit(v->o->seed * 0x9E3779B97F4A7C15ULL + (uint64_t)file_no * 0xD1B54A32D192ED03ULL +
                             (uint64_t)i) < v->o->holdout;
         s->ucat[i] = s->cpool[i] = -1;
     }
@@ -746,16 +405,16 @@ static void src_free(vsrc *s)
     free(s->ucat);
     free(s->cpool);
     free(s->global);
-    ss_actfile_close(s->a);
+    ss_capture_close(s->a);
     memset(s, 0, sizeof *s);
 }
 
 /* Roles of every prompt and each category's safe pool (docs/vectors.md). */
-static int assign_roles(vctx *v, ss_vec_result *r, ss_error *err)
+static int assign_roles(vctx *v, ss_vector_set *r, ss_error *err)
 {
     const ss_vec_options *o = v->o;
     vsrc *s = &v->src[0];
-    const ss_actfile_info *in = ss_actfile_info_of(s->a);
+    const ss_capture_info *in = ss_capture_info_of(s->a);
     int C = v->C;
     for (int64_t i = 0; i < s->n; i++) {
         int c = find_str(r->categories, C, in->categories[i]);
@@ -774,7 +433,7 @@ static int assign_roles(vctx *v, ss_vec_result *r, ss_error *err)
         for (int64_t i = 0; i < s->n; i++)
             m += s->global[i] = !strcmp(in->categories[i], o->safe_category);
         if (m == 0)
-            return ss_fail(err, "%s: --safe-category \"%s\" matches no /prompts/category",
+            return ss_fail(err, "%s: safe category \"%s\" matches no /prompts/category",
                            in->path, o->safe_category);
         snprintf(desc, sizeof desc, "category:%s", o->safe_category);
     } else {
@@ -821,7 +480,7 @@ static int assign_roles(vctx *v, ss_vec_result *r, ss_error *err)
         v->nu_all[c] += v->nu[c];
         if (v->nu[c] == 0)
             return ss_fail(err, "%s: category \"%s\" has no training prompts labelled \"%s\" "
-                                "(%lld held out by --holdout %g)", in->path, r->categories[c],
+                                "(%lld held out by holdout %g)", in->path, r->categories[c],
                            o->unsafe_label, (long long)v->nu_all[c], o->holdout);
         if (v->np[v->pool_of[c]] == 0)
             return ss_fail(err, "%s: the safe pool of category \"%s\" (%s) has no training "
@@ -834,20 +493,7 @@ static int assign_roles(vctx *v, ss_vec_result *r, ss_error *err)
 
 /* ---------------------------------------------------------------- methods */
 
-static int cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
-/* numpy.median: the middle value, or the mean of the two middle values. */
-static double median_of(double *x, int64_t n)
-{
-    qsort(x, (size_t)n, sizeof *x, cmp_double);
-    return n % 2 ? x[n / 2] : 0.5 * (x[n / 2 - 1] + x[n / 2]);
-}
-
-static int run_pruned(vctx *v, ss_vec_result *r, ss_error *err)
+static int run_pruned(vctx *v, ss_vector_set *r, ss_error *err)
 {
     size_t C = (size_t)v->C, L = (size_t)v->L, d = (size_t)v->d, n = (size_t)v->src[0].n;
     vsrc *s = &v->src[0];
@@ -859,7 +505,7 @@ static int run_pruned(vctx *v, ss_vec_result *r, ss_error *err)
     int rc = -1;
     if (!v->nrm || !v->med || !v->kept_sum || !v->kept || !tmp)
         goto out;
-    if (stream(v, pass_norms, "norms", err) < 0)
+    if (stream_unsafe(v, norm_row, "norms", err) < 0)
         goto out;
     for (size_t c = 0; c < C; c++)
         for (size_t l = 0; l < L; l++) {
@@ -867,9 +513,9 @@ static int run_pruned(vctx *v, ss_vec_result *r, ss_error *err)
             for (size_t i = 0; i < n; i++)
                 if (s->ucat[i] == (int)c && !s->held[i])
                     tmp[m++] = v->nrm[i * L + l];
-            v->med[c * L + l] = median_of(tmp, m);
+            v->med[c * L + l] = ss_median(tmp, m);
         }
-    if (stream(v, pass_kept, "kept", err) < 0)
+    if (stream_unsafe(v, kept_row, "kept", err) < 0)
         goto out;
     r->passes += 2;
     r->counts_kept = ss_malloc(C * L * sizeof(int64_t), err);
@@ -903,7 +549,7 @@ static double dot_d(const double *a, const double *b, size_t n)
     return s;
 }
 
-static int run_pca(vctx *v, ss_vec_result *r, ss_error *err)
+static int run_pca(vctx *v, ss_vector_set *r, ss_error *err)
 {
     size_t C = (size_t)v->C, L = (size_t)v->L, d = (size_t)v->d;
     v->pv = ss_malloc(C * L * d * sizeof(double), err);
@@ -916,7 +562,7 @@ static int run_pca(vctx *v, ss_vec_result *r, ss_error *err)
                                 "prompts, it has %lld", r->categories[c], (long long)v->nu[c]);
     /* fixed pseudo-random start, the same for every (category, layer) */
     for (size_t j = 0; j < d; j++)
-        v->pv[j] = unit01(0x5AFE57EE5ULL + j) - 0.5;
+        v->pv[j] = ss_mix64_unit(0x5AFE57EE5ULL + j) - 0.5;
     double n0 = sqrt(dot_d(v->pv, v->pv, d));
     for (size_t j = 0; j < d; j++)
         v->pv[j] /= n0;
@@ -926,7 +572,7 @@ static int run_pca(vctx *v, ss_vec_result *r, ss_error *err)
     double worst = 1;
     for (it = 0; it < v->o->pca_iters; it++) {
         memset(v->pacc, 0, C * L * d * sizeof(double));
-        if (stream(v, pass_power, "power iteration", err) < 0)
+        if (stream_unsafe(v, power_row, "power iteration", err) < 0)
             return -1;
         r->passes++;
         worst = 0;
@@ -961,7 +607,7 @@ static int run_pca(vctx *v, ss_vec_result *r, ss_error *err)
     return 0;
 }
 
-static int run_separability(vctx *v, ss_vec_result *r, ss_error *err)
+static int run_separability(vctx *v, ss_vector_set *r, ss_error *err)
 {
     size_t C = (size_t)v->C, L = (size_t)v->L;
     v->sc = ss_calloc(C, sizeof(float *), err);
@@ -1021,34 +667,38 @@ static void vctx_free(vctx *v)
     free(v->kept_sum), free(v->kept), free(v->pv), free(v->pacc), free(v->fw);
 }
 
-static int open_sources(vctx *v, const ss_vec_options *o, ss_vec_result *r, ss_error *err)
+static int open_sources(vctx *v, const ss_vec_options *o, ss_vector_set *r, ss_error *err)
 {
-    ss_actfile *a;
-    if (ss_actfile_open(o->acts_path, &a, err) < 0)
+    ss_capture_file *a;
+    if (ss_capture_open(o->acts_path, &a, err) < 0)
         return -1;
     v->src[0].a = a;
-    const ss_actfile_info *in = ss_actfile_info_of(a);
+    if (ss_capture_require_complete(a, err) < 0)
+        return -1;
+    const ss_capture_info *in = ss_capture_info_of(a);
     v->n_src = 1;
     v->d = in->d_model;
     v->L = o->layers ? o->n_layers : in->n_layers;
     if (v->L < 1)
-        return ss_fail(err, "--layers: no layers selected");
+        return ss_fail(err, "layers: none selected");
     if (!(r->layers = ss_malloc((size_t)v->L * sizeof(int32_t), err)))
         return -1;
     for (int l = 0; l < v->L; l++) {
         r->layers[l] = o->layers ? o->layers[l] : in->layers[l];
         for (int k = 0; k < l; k++)
             if (r->layers[k] == r->layers[l])
-                return ss_fail(err, "--layers: layer %d is listed twice", r->layers[l]);
+                return ss_fail(err, "layers: layer %d is listed twice", r->layers[l]);
     }
     if (src_init(v, &v->src[0], a, 0, r->layers, err) < 0)
         return -1;
     if (o->safe_acts_path) {
-        if (ss_actfile_open(o->safe_acts_path, &a, err) < 0)
+        if (ss_capture_open(o->safe_acts_path, &a, err) < 0)
             return -1;
         v->src[1].a = a;
         v->n_src = 2;
-        const ss_actfile_info *sn = ss_actfile_info_of(a);
+        if (ss_capture_require_complete(a, err) < 0)
+            return -1;
+        const ss_capture_info *sn = ss_capture_info_of(a);
         if (strcmp(sn->site, in->site))
             return ss_fail(err, "%s: site is \"%s\" but %s has \"%s\"", sn->path, sn->site,
                            in->path, in->site);
@@ -1059,7 +709,8 @@ static int open_sources(vctx *v, const ss_vec_options *o, ss_vec_result *r, ss_e
         if (src_init(v, &v->src[1], a, 1, r->layers, err) < 0)
             return -1;
     }
-    snprintf(r->site, sizeof r->site, "%s", in->site);
+    if (ss_site_parse(in->site, &r->site, err) < 0)
+        return ss_fail_context(err, "%s: attribute site", in->path);
     snprintf(r->pooling, sizeof r->pooling, "%s", in->pooling);
     snprintf(r->model_name, sizeof r->model_name, "%s", in->model_name);
     snprintf(r->model_sha256, sizeof r->model_sha256, "%s", in->model_sha256);
@@ -1073,24 +724,24 @@ static int open_sources(vctx *v, const ss_vec_options *o, ss_vec_result *r, ss_e
 static int check_options(const ss_vec_options *o, ss_error *err)
 {
     if (!o->acts_path)
-        return ss_fail(err, "--acts is required");
+        return ss_fail(err, "no capture file (acts_path) given");
     if (!(o->holdout >= 0 && o->holdout < 1))
-        return ss_fail(err, "--holdout: %g is outside [0, 1)", o->holdout);
+        return ss_fail(err, "holdout %g is outside [0, 1)", o->holdout);
     if (o->chunk_rows < 1)
         return ss_fail(err, "chunk_rows %d must be >= 1", o->chunk_rows);
     if (o->method < 0 || o->method > SS_VEC_PCA)
-        return ss_fail(err, "--method: %d is not a method", o->method);
+        return ss_fail(err, "method %d is not a method", o->method);
     if (o->safe_acts_path && o->safe_category)
-        return ss_fail(err, "--safe-acts and --safe-category both name the safe pool; give one");
+        return ss_fail(err, "safe_acts_path and safe_category both name the safe pool; give one");
     if (o->safe_category && o->categories)
         for (int c = 0; c < o->n_categories; c++)
             if (!strcmp(o->categories[c], o->safe_category))
-                return ss_fail(err, "--categories: \"%s\" is also the --safe-category",
+                return ss_fail(err, "categories: \"%s\" is also the safe category",
                                o->safe_category);
     return 0;
 }
 
-int ss_vec_compute(const ss_vec_options *o, ss_vec_result *r, ss_error *err)
+int ss_vectors_compute(const ss_vec_options *o, ss_vector_set *r, ss_error *err)
 {
     memset(r, 0, sizeof *r);
     vctx v;
@@ -1098,7 +749,7 @@ int ss_vec_compute(const ss_vec_options *o, ss_vec_result *r, ss_error *err)
     v.o = o;
     if (check_options(o, err) < 0 || open_sources(&v, o, r, err) < 0)
         goto fail;
-    const ss_actfile_info *in = ss_actfile_info_of(v.src[0].a);
+    const ss_capture_info *in = ss_capture_info_of(v.src[0].a);
     if (choose_categories(o, in, &r->categories, &r->n_categories, err) < 0)
         goto fail;
     v.C = r->n_categories;
@@ -1139,7 +790,7 @@ int ss_vec_compute(const ss_vec_options *o, ss_vec_result *r, ss_error *err)
         goto fail;
     for (size_t j = 0; j < C * Ld; j++)
         r->vectors[j] = (float)v.w[j];
-    if (run_separability(&v, r, err) < 0 || ss_vec_fill_stats(r, err) < 0)
+    if (run_separability(&v, r, err) < 0 || ss_vectors_fill_stats(r, err) < 0)
         goto fail;
     r->counts_unsafe = ss_malloc(C * sizeof(int64_t), err);
     r->counts_safe = ss_malloc(C * sizeof(int64_t), err);
@@ -1168,112 +819,6 @@ int ss_vec_compute(const ss_vec_options *o, ss_vec_result *r, ss_error *err)
 fail:
     v.fw = NULL;
     vctx_free(&v);
-    ss_vec_result_free(r);
+    ss_vectors_free(r);
     return -1;
-}
-
-int ss_vec_fill_stats(ss_vec_result *r, ss_error *err)
-{
-    size_t C = (size_t)r->n_categories, L = (size_t)r->n_layers, d = (size_t)r->d_model;
-    free(r->norms);
-    free(r->cosine);
-    r->norms = ss_malloc(C * L * sizeof(float), err);
-    r->cosine = ss_malloc(L * C * C * sizeof(float), err);
-    if (!r->norms || !r->cosine)
-        return -1;
-    for (size_t c = 0; c < C; c++)
-        for (size_t l = 0; l < L; l++) {
-            const float *w = r->vectors + (c * L + l) * d;
-            r->norms[c * L + l] = (float)sqrt((double)cblas_sdot((int)d, w, 1, w, 1));
-        }
-    for (size_t l = 0; l < L; l++)
-        for (size_t a = 0; a < C; a++)
-            for (size_t b = 0; b < C; b++) {
-                const float *x = r->vectors + (a * L + l) * d, *y = r->vectors + (b * L + l) * d;
-                double na = r->norms[a * L + l], nb = r->norms[b * L + l];
-                r->cosine[(l * C + a) * C + b] =
-                    na > 0 && nb > 0 ? (float)(cblas_sdot((int)d, x, 1, y, 1) / (na * nb)) : 0.0f;
-            }
-    return 0;
-}
-
-/* ---------------------------------------------------------------- writing */
-
-static int write_strs(hid_t f, const char *name, char **strs, hsize_t n, ss_error *err)
-{
-    hid_t t = ss_h5_vlen_str_type();
-    hid_t d = ss_h5_create(f, name, t, 1, &n, 0, n ? n : 1, err);
-    H5Tclose(t);
-    if (d < 0)
-        return -1;
-    int rc = ss_h5_write_strs(d, 0, n, (const char *const *)strs, err);
-    H5Dclose(d);
-    return rc;
-}
-
-static int write_arr(hid_t f, const char *name, hid_t ftype, hid_t mtype, int rank,
-                     hsize_t d0, hsize_t d1, hsize_t d2, const void *buf, ss_error *err)
-{
-    hsize_t dims[3] = {d0, d1, d2};
-    return ss_h5_write_all(f, name, ftype, mtype, rank, dims, buf, err);
-}
-
-int ss_vec_write(const char *path, const ss_vec_result *r, ss_error *err)
-{
-    ss_outfile out;
-    hid_t f = ss_h5_out_create(&out, path, err);
-    if (f < 0)
-        return -1;
-    hsize_t C = (hsize_t)r->n_categories, L = (hsize_t)r->n_layers, d = (hsize_t)r->d_model;
-    int rc = ss_h5_attr_set_str(f, "format", "safesteer.vectors", err) ||
-             ss_h5_attr_set_i64(f, "format_version", 1, err) ||
-             ss_h5_attr_set_str(f, "toolkit_version", SAFESTEER_VERSION, err) ||
-             ss_h5_attr_set_str(f, "method", r->method, err) ||
-             ss_h5_attr_set_str(f, "site", r->site, err) ||
-             ss_h5_attr_set_str(f, "pooling", r->pooling, err) ||
-             ss_h5_attr_set_i64(f, "d_model", r->d_model, err) ||
-             ss_h5_attr_set_str(f, "source_sha256", r->source_sha256, err) ||
-             ss_h5_attr_set_str(f, "safe_source_sha256", r->safe_source_sha256, err) ||
-             ss_h5_attr_set_str(f, "model_name", r->model_name, err) ||
-             ss_h5_attr_set_str(f, "model_sha256", r->model_sha256, err) ||
-             ss_h5_attr_set_str(f, "unsafe_label", r->unsafe_label, err) ||
-             ss_h5_attr_set_str(f, "safe_label", r->safe_label, err) ||
-             ss_h5_attr_set_f64(f, "holdout", r->holdout, err) ||
-             ss_h5_attr_set_i64(f, "seed", (int64_t)r->seed, err) ||
-             ss_h5_attr_set_i64(f, "passes", r->passes, err) ||
-             ss_h5_attr_set_i64(f, "pca_iterations", r->pca_iterations, err) ||
-             ss_h5_attr_set_f64(f, "pca_residual", r->pca_residual, err) ||
-             write_arr(f, "/vectors", H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, 3, C, L, d, r->vectors,
-                       err) ||
-             write_strs(f, "/categories", r->categories, C, err) ||
-             write_arr(f, "/layers", H5T_STD_I32LE, H5T_NATIVE_INT32, 1, L, 0, 0, r->layers,
-                       err) ||
-             write_arr(f, "/norms", H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, 2, C, L, 0, r->norms,
-                       err) ||
-             write_arr(f, "/cosine", H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, 3, L, C, C, r->cosine,
-                       err)
-                 ? -1
-                 : 0;
-    if (!rc && r->safe_pool)
-        rc = write_strs(f, "/safe_pool", r->safe_pool, C, err);
-    if (!rc && r->counts_unsafe)
-        rc = write_arr(f, "/counts_unsafe", H5T_STD_I64LE, H5T_NATIVE_INT64, 1, C, 0, 0,
-                       r->counts_unsafe, err) ||
-                     write_arr(f, "/counts_safe", H5T_STD_I64LE, H5T_NATIVE_INT64, 1, C, 0, 0,
-                               r->counts_safe, err)
-                 ? -1
-                 : 0;
-    if (!rc && r->counts_kept)
-        rc = write_arr(f, "/counts_kept", H5T_STD_I64LE, H5T_NATIVE_INT64, 2, C, L, 0,
-                       r->counts_kept, err);
-    if (!rc && r->separability)
-        rc = write_arr(f, "/separability", H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, 2, C, L, 0,
-                       r->separability, err);
-    if (!rc && r->split)
-        rc = write_arr(f, "/split", H5T_STD_I8LE, H5T_NATIVE_INT8, 1, (hsize_t)r->n_prompts, 0,
-                       0, r->split, err);
-    if (!rc && r->safe_split)
-        rc = write_arr(f, "/safe_split", H5T_STD_I8LE, H5T_NATIVE_INT8, 1,
-                       (hsize_t)r->n_safe_prompts, 0, 0, r->safe_split, err);
-    return ss_h5_out_close(&out, f, rc, err);
 }

@@ -7,7 +7,7 @@
 
 #include <stdint.h>
 
-#include "safesteer/error.h"
+#include "safesteer/util.h"
 
 typedef enum { SS_METRIC_L2 = 0, SS_METRIC_COSINE = 1 } ss_metric;
 
@@ -52,12 +52,29 @@ typedef struct {
     int64_t silhouette_samples;
     const char *safe_label;   /* prompts with this label are the safe pool, not clustered */
     int chunk_rows;
-    int progress;             /* 1: a progress line per k on stderr when the run is slow */
+    ss_progress_sink progress; /* one report per k when the run is slow */
 } ss_cluster_options;
 
 void ss_cluster_options_init(ss_cluster_options *o);
 
-/* Runs the clustering and writes CLUSTERS.h5; prints a summary to stdout. */
-int ss_cluster_run(const ss_cluster_options *o, const char *out_path, ss_error *err);
+/* What a clustering run found, for the caller to report. */
+typedef struct {
+    int n_k, best;            /* k values tried; index of the chosen one */
+    int32_t *k_values;        /* [n_k] */
+    float *silhouette, *inertia; /* [n_k] */
+    int k;                    /* the chosen k */
+    int64_t n_clustered, n_safe;
+    int n_categories;         /* categories the clusters are scored against */
+    double purity, nmi, ari;
+    int64_t *sizes;           /* [k] */
+    char **top_category;      /* [k] most frequent category of each cluster */
+    int64_t *top_count;       /* [k] its prompts in the cluster */
+} ss_cluster_summary;
+
+/* Runs the clustering, writes CLUSTERS.h5 and fills *summary (free it with
+ * ss_cluster_summary_free). */
+int ss_cluster_run(const ss_cluster_options *o, const char *out_path,
+                   ss_cluster_summary *summary, ss_error *err);
+void ss_cluster_summary_free(ss_cluster_summary *s);
 
 #endif

@@ -11,7 +11,7 @@
 #include <stdio.h>
 
 #include "safesteer/engine.h"
-#include "safesteer/error.h"
+#include "safesteer/util.h"
 
 #define SS_CFG_MAX_LIST 64
 
@@ -24,8 +24,6 @@ typedef struct {
     int category_lines[SS_CFG_MAX_LIST];
     int n_categories;
 } ss_cfg_dataset;
-
-typedef enum { SS_JUDGE_NONE = 0, SS_JUDGE_GENERIC = 1, SS_JUDGE_LLAMA_GUARD = 2 } ss_judge_kind;
 
 typedef struct {
     char path[1024];        /* config file */
@@ -63,7 +61,7 @@ typedef struct {
 
     char *refusal_phrases[SS_CFG_MAX_LIST];
     int n_refusal_phrases;
-    int judge_kind;                 /* ss_judge_kind */
+    int judge_kind;                 /* ss_judge_kind (eval.h) */
     char *judge_model;              /* "self" = the steered model, else a path */
     int judge_model_line;
     int judge_max_new;

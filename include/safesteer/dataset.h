@@ -6,7 +6,7 @@
 
 #include <stdint.h>
 
-#include "safesteer/error.h"
+#include "safesteer/util.h"
 
 /* Which field (JSONL key or CSV header column) holds each value. */
 typedef struct {

@@ -11,7 +11,7 @@
 
 #include <stdint.h>
 
-#include "safesteer/error.h"
+#include "safesteer/util.h"
 #include "safesteer/model.h"
 
 typedef enum { SS_DEVICE_CPU = 0, SS_DEVICE_CUDA = 1 } ss_device;
@@ -101,75 +101,45 @@ int ss_engine_set_steering(ss_engine *e, int slot, const ss_steer_slot *s, ss_er
 int ss_engine_set_capture(ss_engine *e, int site, const uint8_t *layers_mask, ss_capture_fn fn,
                           void *user, ss_error *err);
 
-/* ------------------------------------------------------------- backends */
+/* ------------------------------------------------------------- measurement */
 
-/* Each backend fills this table; ss_engine_create dispatches on device. */
+/* Like ss_engine_forward with all_logits 0, but returns each sequence's
+ * greedy next token, ids[n_seqs] (on the GPU, the logits never leave it). */
+int ss_engine_forward_argmax(ss_engine *e, const ss_batch *b, int32_t *ids, ss_error *err);
+
+/* What an engine holds, for benchmarks and memory accounting. */
 typedef struct {
-    const char *name;
-    void (*destroy)(ss_engine *e);
-    int (*forward)(ss_engine *e, const ss_batch *b, float *logits, ss_error *err);
-    /* Steering and capture state changed: a backend that mirrors it in
-     * device memory uploads it here. */
-    int (*sync_hooks)(ss_engine *e, ss_error *err);
-    void (*reset_slot)(ss_engine *e, int slot);
-} ss_engine_ops;
+    char device[256];           /* "cpu" or the GPU's name */
+    double weight_bytes;        /* held: as the file stores them (CPU), bf16 (CUDA) */
+    double weight_bytes_read;   /* read by one decode step (of an untied embedding table
+                                   only the gathered rows) */
+    int kv_bytes_per_value;     /* 4 (f32 cache, CPU) or 2 (bf16 cache, CUDA) */
+    int device_timer;           /* 1: the engine timer reads device events */
+    int decode_graphs;          /* 1: decode steps can replay captured graphs */
+} ss_engine_stats;
 
-/* Fields every backend shares; a backend's private state hangs off impl. */
-struct ss_engine {
-    const ss_engine_ops *ops;
-    const ss_model *model;
-    ss_config cfg;
-    int max_seqs, max_ctx, threads;
-    int *slot_pos;                 /* [max_seqs] tokens in each slot */
-    /* steering, per slot (host copies; backends mirror what they need) */
-    struct {
-        int active, pos_begin, pos_end;
-        int dirty;                 /* changed since the backend last mirrored it */
-        float *alpha;              /* [SS_SITE_COUNT][n_layers] */
-        uint8_t *ops;              /* [SS_SITE_COUNT][n_layers] */
-        float *vectors;            /* [SS_SITE_COUNT][n_layers][d_model] */
-    } *steer;                      /* [max_seqs] */
-    /* capture hooks, one per site */
-    struct {
-        ss_capture_fn fn;
-        void *user;
-        uint8_t *layers;           /* [n_layers] */
-    } capture[SS_SITE_COUNT];
-    void *impl;
-};
+void ss_engine_get_stats(const ss_engine *e, ss_engine_stats *s);
 
-int ss_engine_cpu_create(ss_engine *e, const ss_engine_opts *o, ss_error *err);
-/* Defined in cuda/ when built with CUDA; otherwise host/engine/engine_nocuda.c
- * returns an error saying the build has no CUDA. */
-int ss_engine_cuda_create(ss_engine *e, const ss_engine_opts *o, ss_error *err);
-
-/* Shared by backends: validates a batch against slots, context, vocab. */
-int ss_engine_check_batch(const ss_engine *e, const ss_batch *b, ss_error *err);
-
-/* ------------------------------------------------------------- sampling */
-
+/* What the engine's device does, measured when called. */
 typedef struct {
-    float temperature;   /* 0 = greedy (argmax) */
-    float top_p;         /* 1 = off */
-    uint64_t seed;
-} ss_sampler_params;
+    double copy_gbps;             /* copy bandwidth, bytes read + written (GB/s, 1e9):
+                                     device to device, or host memcpy over the CPU threads */
+    double matmul_tflops;         /* dense bf16 GEMM of matmul_size^3 (CUDA); 0 on the CPU */
+    double matmul_tflops_nominal; /* from SM count and clock (CUDA); 0 when unknown */
+    int matmul_size;
+    double memory_gib;            /* device memory (CUDA), 0 on the CPU */
+} ss_engine_device;
 
-typedef struct {
-    ss_sampler_params p;
-    uint64_t rng;        /* splitmix64/xorshift state */
-    float *scratch;      /* [vocab] probabilities */
-    int *order;          /* [vocab] sort indices for top-p */
-    int vocab;
-} ss_sampler;
+int ss_engine_measure_device(ss_engine *e, ss_engine_device *d, ss_error *err);
 
-int ss_sampler_init(ss_sampler *s, const ss_sampler_params *p, int vocab, ss_error *err);
-void ss_sampler_free(ss_sampler *s);
-int ss_sample(ss_sampler *s, const float *logits);
-/* Index of the largest logit (lowest index on ties). */
-int ss_argmax(const float *logits, int n);
-/* log-softmax of logits into out[n]. */
-void ss_log_softmax(const float *logits, float *out, int n);
-/* The k largest entries of v (descending), ids[k] and vals[k]. */
-void ss_top_k(const float *v, int n, int k, int *ids, float *vals);
+/* Times engine work: begin, the calls, end -> *ms.  Device events on CUDA
+ * (the work queued in between), the wall clock on the CPU. */
+int ss_engine_timer_begin(ss_engine *e, ss_error *err);
+int ss_engine_timer_end(ss_engine *e, double *ms, ss_error *err);
+
+/* Decode steps (every sequence appends one token, no capture hook) replay a
+ * captured CUDA graph when on (default on; SAFESTEER_CUDA_GRAPHS=0 turns it
+ * off); an error on an engine without graphs (stats.decode_graphs 0). */
+int ss_engine_set_decode_graphs(ss_engine *e, int on, ss_error *err);
 
 #endif

@@ -1,12 +1,16 @@
 /* generate.h - batched text generation on any engine: prefill, sampling,
- * stop tokens and stop strings, streamed text, per-step log-probabilities.
- * Used by `safesteer generate` and by sweeps. */
+ * stop tokens and stop strings, streamed text, per-step log-probabilities,
+ * and a steering plan per prompt (so a whole grid of plans runs as one
+ * batch).  Used by `safesteer generate`, capture (gen_mean), sweeps, the
+ * judge and the Python package. */
 #ifndef SAFESTEER_GENERATE_H
 #define SAFESTEER_GENERATE_H
 
 #include <stdint.h>
 
 #include "safesteer/engine.h"
+#include "safesteer/steer.h"
+#include "safesteer/sample.h"
 #include "safesteer/tokenizer.h"
 
 typedef struct {
@@ -39,13 +43,26 @@ typedef struct {
     long decode_tokens;
 } ss_gen_timing;
 
-/* Generates for n prompts at once, sequence i in KV slot i (slots are reset
- * first; n <= the engine's max_seqs).  Each sequence gets its own sampler
- * seeded with params->sampler.seed + i.  results[n] are filled; free each
- * with ss_gen_result_free. */
-int ss_generate(ss_engine *e, const ss_tokenizer *tok, int n, const int32_t *const *prompts,
-                const int *n_prompt, const ss_gen_params *params, ss_gen_text_fn on_text,
-                void *user, ss_gen_result *results, ss_gen_timing *timing, ss_error *err);
+/* What to generate: n prompts, each with its own steering plan or none. */
+typedef struct {
+    int n;                              /* prompts, 1..the engine's max_seqs */
+    const int32_t *const *prompts;      /* [n] token ids */
+    const int *n_prompt;                /* [n] */
+    const ss_steer_plan *const *plans;  /* [n] plan of each prompt (NULL entry: unsteered);
+                                           NULL: every prompt unsteered */
+    ss_gen_params params;
+    ss_gen_text_fn on_text;             /* streamed text, or NULL */
+    void *user;
+    ss_progress_sink progress;          /* decode steps; a sink that asks to stop ends the
+                                           call with kind SS_ERR_STOPPED */
+} ss_gen_request;
+
+/* Generates for every prompt of req at once, prompt i in KV slot i with its
+ * plan installed (slots are reset and their steering replaced first).  Each
+ * sequence gets its own sampler seeded with params.sampler.seed + i.
+ * results[n] are filled; free each with ss_gen_result_free. */
+int ss_generate(ss_engine *e, const ss_tokenizer *tok, const ss_gen_request *req,
+                ss_gen_result *results, ss_gen_timing *timing, ss_error *err);
 void ss_gen_result_free(ss_gen_result *r);
 
 #endif

@@ -12,7 +12,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "safesteer/error.h"
+#include "safesteer/util.h"
 
 /* ---------------------------------------------------------------- dtypes */
 
@@ -205,6 +205,22 @@ int ss_model_tensor_check(const ss_model *m, const ss_tensor *t, const char *wha
  * compute with it). */
 int ss_model_tensor_rows(const ss_model *m, const ss_tensor *t, int64_t row0, int64_t nrows,
                          float *dst, ss_error *err);
+
+/* ---------------------------------------------------------------- layers */
+
+/* "10,14", "0-29", "3-5,20" or "all" -> sorted unique malloc'd layers[n],
+ * each checked against n_layers; errors quote spec. */
+int ss_layers_parse(const char *spec, int n_layers, int **layers, int *n, ss_error *err);
+/* Index of `layer` in layers[n], or -1 with the layers written to list[cap]
+ * joined by sep (truncated to fit), for the caller's error message.  Vector
+ * sets and capture files both look layers up this way. */
+int ss_layer_index(const int32_t *layers, int n, int layer, const char *sep, char *list,
+                   size_t cap);
+
+/* A model's fingerprint, as capture, vector and sweep files record it: the
+ * SHA-256 of the GGUF file, or for a Hugging Face folder of config.json
+ * followed by model.safetensors.index.json (sharded) or model.safetensors. */
+int ss_model_sha256(const char *path, char hex[65], ss_error *err);
 
 /* Total parameters counted from the tensors (tied output counted once). */
 int64_t ss_model_param_count(const ss_model *m);

@@ -1,18 +1,17 @@
 /* steer.h - steering plans: which vectors go into which layers, how
- * strongly, at which token positions; compiled into the engine's per-slot
- * steering (ss_steer_slot), so CPU and CUDA apply them identically.
- *
- * Vectors come from safesteer vector files (HDF5, format
- * "safesteer.vectors", see docs/vectors.md) or llama.cpp control-vector
- * GGUF files (tensors "direction.N", see docs/steering.md for the layer
- * convention). */
+ * strongly, at which token positions; built from vector sets (vectors.h:
+ * safesteer HDF5 files, llama.cpp control vectors, arrays) by one plan
+ * builder that the CLI, the sweep and the Python package share, and
+ * compiled into the engine's per-slot steering (ss_steer_slot), so CPU and
+ * CUDA apply them identically.  Layer convention: docs/steering.md. */
 #ifndef SAFESTEER_STEER_H
 #define SAFESTEER_STEER_H
 
 #include <stdint.h>
 
 #include "safesteer/engine.h"
-#include "safesteer/error.h"
+#include "safesteer/util.h"
+#include "safesteer/vectors.h"
 
 /* ---------------------------------------------------------------- positions */
 
@@ -85,35 +84,28 @@ void ss_steer_compiled_free(ss_steer_compiled *c);
 int ss_steer_apply(ss_engine *e, int slot, const ss_steer_plan *p, int n_prompt,
                    ss_error *err);
 
-/* ---------------------------------------------------------------- vector files */
+/* ---------------------------------------------------------------- plans from vector sets */
 
+/* One group of entries taken from a vector set: a `--steer FILE[:NAME]` of
+ * the CLI, a sweep cell, a Plan.add() in Python. */
 typedef struct {
-    char path[1024];
-    int n_categories, n_layers, d_model;
-    char **categories;    /* [n_categories] */
-    int32_t *layers;      /* [n_layers] 0-based model layer of each vector row */
-    float *vectors;       /* [n_categories][n_layers][d_model] */
-    int site;             /* ss_site (GGUF control vectors: resid_post) */
-    char method[64];      /* "control-vector" for GGUF files */
-    char model_hint[256]; /* GGUF controlvector.model_hint, "" if none */
-} ss_vector_set;
+    const ss_vector_set *vectors;
+    const char *category;        /* NULL: the set's only category */
+    int site;                    /* ss_site; -1: the set's own */
+    const int *layers;           /* [n_layers] model layers; NULL: every layer of the set
+                                    that the plan's model has */
+    int n_layers;
+    const float *strengths;      /* [n_strengths]: one for every layer, or one per layer;
+                                    NULL: 1 */
+    int n_strengths;
+    int op;                      /* ss_steer_op */
+    const char *normalize_acts;  /* a capture file: each vector becomes its unit direction
+                                    times that layer's mean activation norm (ADD only);
+                                    NULL: vectors as stored */
+} ss_steer_source;
 
-/* Reads a safesteer HDF5 vector file or a llama.cpp control-vector GGUF
- * (recognised by its magic bytes).  GGUF "direction.N" (N = 1..n_layers-1)
- * becomes model layer N (0-based), where llama.cpp adds it: the output of
- * decoder block N. */
-int ss_vectors_load(const char *path, ss_vector_set *out, ss_error *err);
-void ss_vectors_free(ss_vector_set *v);
-/* Index of a category by name; name NULL picks the only one.  Errors list
- * the names available. */
-int ss_vectors_category(const ss_vector_set *v, const char *name, int *index, ss_error *err);
-/* Row of model layer `layer` in v->layers, or -1 with an error (err may be
- * NULL) naming the file and the layers it has. */
-int ss_vectors_layer_row(const ss_vector_set *v, int layer, ss_error *err);
-/* Index of `layer` in layers[n], or -1 with the layers written to list[cap]
- * joined by sep (truncated to fit), for the caller's error message.  Vector
- * sets and capture files both look layers up this way. */
-int ss_layer_index(const int32_t *layers, int n, int layer, const char *sep, char *list,
-                   size_t cap);
+/* Appends one entry per layer of s to p.  Errors name the vector file, the
+ * category, the layer or the parameter at fault. */
+int ss_steer_plan_add_vectors(ss_steer_plan *p, const ss_steer_source *s, ss_error *err);
 
 #endif

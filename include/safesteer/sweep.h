@@ -18,7 +18,7 @@
 #define SAFESTEER_SWEEP_H
 
 #include "safesteer/config.h"
-#include "safesteer/error.h"
+#include "safesteer/util.h"
 
 /* Prompts with their labels, strings owned. */
 typedef struct {
@@ -45,7 +45,7 @@ typedef struct {
     int shard_i, shard_n;     /* run units u with u % shard_n == shard_i */
     int threads;              /* -1: the config's */
     int device;               /* -1: the config's */
-    int progress;             /* 1: progress bar with ETA on stderr */
+    ss_progress_sink progress; /* captures, vector passes, then the generations */
 } ss_sweep_opts;
 
 void ss_sweep_opts_default(ss_sweep_opts *o);

@@ -7,7 +7,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "safesteer/error.h"
+#include "safesteer/util.h"
 #include "safesteer/model.h"
 
 typedef struct ss_tokenizer ss_tokenizer;

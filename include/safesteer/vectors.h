@@ -1,50 +1,87 @@
-/* vectors.h - category steering vectors from captured activations (SafeSteer,
- * arXiv 2506.04250): mean-diff, pruned mean-diff and top principal
- * component of the safe-minus-unsafe differences, computed by streaming a
- * capture file (format "safesteer.capture") in row blocks; plus the reader
- * for capture files that vectors and clustering share, and the llama.cpp
- * control-vector (GGUF) export.  File layouts: docs/vectors.md. */
+/* vectors.h - category steering vectors (SafeSteer, arXiv 2506.04250):
+ * mean-diff, pruned mean-diff and the top principal component of the
+ * safe-minus-unsafe differences, computed by streaming a capture file in
+ * row blocks; one type for a set of vectors, with its reader and writer
+ * (safesteer HDF5 "safesteer.vectors" and llama.cpp control-vector GGUF).
+ * File layouts: docs/vectors.md. */
 #ifndef SAFESTEER_VECTORS_H
 #define SAFESTEER_VECTORS_H
 
+#include <stddef.h>
 #include <stdint.h>
 
-#include "safesteer/error.h"
 #include "safesteer/model.h"
-#include "safesteer/steer.h"
+#include "safesteer/util.h"
 
-/* ---------------------------------------------------------------- capture reader */
+/* ---------------------------------------------------------------- vector sets */
 
-typedef struct ss_actfile ss_actfile;
-
-/* What a capture file holds (filled by ss_actfile_open; owned by the reader). */
+/* Vectors for categories x layers, and what they were computed from.
+ * Computed (ss_vectors_compute), read (ss_vectors_load), built from an
+ * array (ss_vectors_from_array); written with ss_vectors_write or exported
+ * with ss_control_vector_write.  norms and cosine are always filled; the
+ * other statistics are NULL / 0 / "" when unknown (a control vector, an
+ * array). */
 typedef struct {
-    char path[1024];
-    int64_t n_prompts;      /* rows usable: n_done when present, else n_prompts */
-    int n_layers, d_model;
-    int32_t *layers;        /* [n_layers] model layer of each captured row */
-    int n_layers_model;     /* layers of the model the capture came from */
-    char **ids;             /* [n_prompts] */
-    char **categories;      /* [n_prompts] */
-    char **labels;          /* [n_prompts] */
-    int per_token;          /* 1: pooling "all", /acts rows are tokens, /offsets maps prompts */
-    char site[32], pooling[16], model_name[256], model_sha256[80];
-} ss_actfile_info;
+    char path[1024];          /* file read from; "" for a set made in memory */
+    int n_categories, n_layers, d_model;
+    char **categories;        /* [C] */
+    int32_t *layers;          /* [L] 0-based model layer of each vector row */
+    float *vectors;           /* [C][L][d_model] */
+    int site;                 /* ss_site the vectors belong to (control vectors: resid_post) */
+    char method[64];          /* "mean-diff", "pruned", "pca", "control-vector", "array" */
+    char pooling[16], model_name[256], model_sha256[80];
+    char model_hint[256];     /* GGUF controlvector.model_hint, "" if none */
+    float *norms;             /* [C][L] */
+    float *cosine;            /* [L][C][C] */
+    /* statistics of the computation */
+    char **safe_pool;         /* [C] "category:NAME", "label:safe" or "file:PATH"; or NULL */
+    int64_t *counts_unsafe;   /* [C] training unsafe prompts, or NULL */
+    int64_t *counts_safe;     /* [C] training safe prompts, or NULL */
+    int64_t *counts_kept;     /* [C][L] pruned: differences kept; NULL otherwise */
+    float *separability;      /* [C][L] held-out threshold accuracy, or NULL */
+    int64_t n_prompts, n_safe_prompts;
+    int8_t *split;            /* [n_prompts] 1 = held out (acts file), or NULL */
+    int8_t *safe_split;       /* [n_safe_prompts] same for the safe-acts file, or NULL */
+    int passes;               /* full reads of the activation data */
+    int pca_iterations;       /* power iterations run (pca) */
+    double pca_residual;      /* max over (category, layer) of 1 - |cos(v_k, v_k-1)| at the end */
+    char source_sha256[65], safe_source_sha256[65];
+    char unsafe_label[64], safe_label[64];
+    double holdout;
+    uint64_t seed;
+} ss_vector_set;
 
-/* Opens and validates a capture file (format, shapes, string datasets). */
-int ss_actfile_open(const char *path, ss_actfile **out, ss_error *err);
-const ss_actfile_info *ss_actfile_info_of(const ss_actfile *a);
-void ss_actfile_close(ss_actfile *a);
-/* Row index in /layers of model layer `layer`; -1 with an error naming the
- * file and the captured layers when it was not captured. */
-int ss_actfile_layer_row(const ss_actfile *a, int layer, ss_error *err);
-/* Reads prompts [p0, p0 + n) at the captured-layer rows rows[n_rows] into
- * out[n][n_rows][d_model] (per-token captures are mean-pooled over each
- * prompt's tokens).  Any NaN/Inf is an error naming prompt, layer and dim. */
-int ss_actfile_read(ss_actfile *a, int64_t p0, int64_t n, const int *rows, int n_rows,
-                    float *out, ss_error *err);
+/* Reads a safesteer HDF5 vector file or a llama.cpp control-vector GGUF
+ * (recognised by its magic bytes).  GGUF "direction.N" (N = 1..n_layers-1)
+ * becomes model layer N (0-based), where llama.cpp adds it: the output of
+ * decoder block N. */
+int ss_vectors_load(const char *path, ss_vector_set *out, ss_error *err);
+/* Writes v as a safesteer HDF5 vector file (written whole, see outfile). */
+int ss_vectors_write(const char *path, const ss_vector_set *v, ss_error *err);
+void ss_vectors_free(ss_vector_set *v);
+/* A one-category set from vectors[n_layers][d_model] at layers[n_layers]
+ * (method "array"), for vectors made outside safesteer. */
+int ss_vectors_from_array(const char *category, int site, const int32_t *layers, int n_layers,
+                          int d_model, const float *vectors, ss_vector_set *out, ss_error *err);
+/* Fills v->norms and v->cosine from v->vectors. */
+int ss_vectors_fill_stats(ss_vector_set *v, ss_error *err);
 
-/* ---------------------------------------------------------------- vectors */
+/* "FILE:NAME" -> file[cap] and *name (NULL when absent); a FILE that exists
+ * as given wins, so paths with colons still work. */
+void ss_vectors_split_ref(const char *ref, char *file, size_t cap, const char **name);
+/* Index of a category by name; name NULL picks the only one.  Errors list
+ * the names available. */
+int ss_vectors_category(const ss_vector_set *v, const char *name, int *index, ss_error *err);
+/* Row of model layer `layer` in v->layers, or -1 with an error (err may be
+ * NULL) naming the file and the layers it has. */
+int ss_vectors_layer_row(const ss_vector_set *v, int layer, ss_error *err);
+/* The vector of category cat at row `row`: v->vectors + (cat * L + row) * d. */
+const float *ss_vectors_row(const ss_vector_set *v, int cat, int row);
+/* Checks a vector set against a model: same d_model, layers inside the model. */
+int ss_vectors_check_model(const ss_vector_set *v, const ss_config *cfg, const char *model_path,
+                           ss_error *err);
+
+/* ---------------------------------------------------------------- computing */
 
 typedef enum { SS_VEC_MEAN_DIFF = 0, SS_VEC_PRUNED = 1, SS_VEC_PCA = 2 } ss_vec_method;
 
@@ -66,42 +103,13 @@ typedef struct {
     uint64_t seed;                         /* split seed (PCA start is fixed) */
     int pca_iters;                         /* maximum power iterations */
     int chunk_rows;                        /* prompts per HDF5 read */
-    int progress;                          /* 1: progress lines on stderr for passes
-                                              that take more than a second */
+    ss_progress_sink progress;             /* reports for passes over a second */
 } ss_vec_options;
 
 void ss_vec_options_init(ss_vec_options *o);
 
-typedef struct {
-    int n_categories, n_layers, d_model;
-    char **categories;        /* [C] */
-    char **safe_pool;         /* [C] "category:NAME", "label:safe" or "file:PATH" */
-    int32_t *layers;          /* [L] */
-    float *vectors;           /* [C][L][d_model] */
-    int64_t *counts_unsafe;   /* [C] training unsafe prompts */
-    int64_t *counts_safe;     /* [C] training safe prompts */
-    int64_t *counts_kept;     /* [C][L] pruned: differences kept; NULL otherwise */
-    float *norms;             /* [C][L] */
-    float *cosine;            /* [L][C][C] */
-    float *separability;      /* [C][L] held-out threshold accuracy; NULL if not computed */
-    int64_t n_prompts, n_safe_prompts;
-    int8_t *split;            /* [n_prompts] 1 = held out (acts file) */
-    int8_t *safe_split;       /* [n_safe_prompts] same for --safe-acts, or NULL */
-    int passes;               /* full reads of the activation data */
-    int pca_iterations;       /* power iterations run (pca) */
-    double pca_residual;      /* max over (category, layer) of 1 - |cos(v_k, v_k-1)| at the end */
-    char method[64], site[32], pooling[16], model_name[256], model_sha256[80];
-    char source_sha256[65], safe_source_sha256[65];
-    char unsafe_label[64], safe_label[64];
-    double holdout;
-    uint64_t seed;
-} ss_vec_result;
-
-int ss_vec_compute(const ss_vec_options *o, ss_vec_result *r, ss_error *err);
-/* Fills r->norms and r->cosine from r->vectors. */
-int ss_vec_fill_stats(ss_vec_result *r, ss_error *err);
-int ss_vec_write(const char *path, const ss_vec_result *r, ss_error *err);
-void ss_vec_result_free(ss_vec_result *r);
+/* Computes the vectors of o into v (every statistic filled). */
+int ss_vectors_compute(const ss_vec_options *o, ss_vector_set *v, ss_error *err);
 
 /* Threshold separability: scores[n] with labels[n] (1 = safe, expected to
  * score higher); fits the threshold maximising accuracy on the rows with
@@ -113,9 +121,6 @@ double ss_vec_separability(const float *scores, const int8_t *labels, const int8
 
 /* ---------------------------------------------------------------- control vectors */
 
-/* Checks a vector set against a model: same d_model, layers inside the model. */
-int ss_vec_check_model(const ss_vector_set *v, const ss_config *cfg, const char *model_path,
-                       ss_error *err);
 /* Writes category `cat` of v as a llama.cpp control vector: one F32 tensor
  * "direction.N" = scale * vector for every layer N >= 1 (llama.cpp has no
  * direction for the output of layer 0: a layer-0 row is an error unless

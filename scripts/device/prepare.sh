@@ -20,9 +20,9 @@ root=$(pwd)
 cmake -S "$root" -B "$root/build-device" -DCMAKE_BUILD_TYPE=RelWithDebInfo \
     -DCMAKE_CUDA_ARCHITECTURES=90 >/dev/null
 cmake --build "$root/build-device" -j"$(nproc)" \
-    --target safesteer_cli test_cuda_kernels test_cuda_engine test_cuda_capture
+    --target safesteer_cli test_cuda_kernels test_cuda_engine test_cuda_capture bench_cuda_variants
 bins="build-device/safesteer build-device/test_cuda_kernels build-device/test_cuda_engine"
-bins="$bins build-device/test_cuda_capture"
+bins="$bins build-device/test_cuda_capture build-device/bench_cuda_variants"
 
 # packages of every non-system library the binaries need
 pkgs=""

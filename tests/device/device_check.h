@@ -19,8 +19,10 @@
 #include <math.h>
 #include <stdio.h>
 
-#include "../../cuda/kernels.h"
+#include "kernels.h"
+#include "variants.h"
 #include "safesteer/engine.h"
+#include "safesteer/sample.h"
 
 /* worst row of a capture, relative L2 (budget 2.4%) */
 #define SS_BF16_ROW_TOL 6e-2

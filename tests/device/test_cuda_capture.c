@@ -42,14 +42,14 @@ static ss_engine *make(const ss_model *m, int device)
     o.threads = 2;
     o.max_ctx = 64;
     ss_engine *e;
-    ss_error err = {{0}};
+    ss_error err = {.msg = ""};
     cr_assert_eq(ss_engine_create(m, &o, &e, &err), 0, "%s", err.msg);
     return e;
 }
 
 static void run(ss_engine *e, const ss_steer_plan *p, const int32_t *tok, float *logits, grab *g)
 {
-    ss_error err = {{0}};
+    ss_error err = {.msg = ""};
     int n = T_TOK, slot = 0;
     ss_engine_reset_slot(e, 0);
     cr_assert_eq(ss_steer_apply(e, 0, p, n, &err), 0, "%s", err.msg);
@@ -92,7 +92,7 @@ static void compare(const ss_model *m, const int32_t *tok, int layer)
 
     ss_steer_plan p;
     ss_steer_plan_init(&p, L, d);
-    ss_error err = {{0}};
+    ss_error err = {.msg = ""};
     cr_assert_eq(ss_steer_plan_add(&p, SS_SITE_RESID_POST, layer, SS_STEER_ADD, 0.0f, v, &err), 0);
     run(gpu, &p, tok, lgs, &gs);
     cr_assert_eq(memcmp(lgs, lg, sizeof(float) * V), 0, "CUDA: strength 0 changed the logits");
@@ -137,7 +137,7 @@ Test(cuda_capture, default_model_cpu_cuda_agree, .timeout = 300)
     if (access(mp, R_OK) != 0)
         cr_skip_test("default model not found at %s", mp);
     ss_model *m;
-    ss_error err = {{0}};
+    ss_error err = {.msg = ""};
     cr_assert_eq(ss_model_load(mp, &m, &err), 0, "%s", err.msg);
     /* the same ids as scripts/reference/llama_numpy.py's budget */
     int32_t tok[T_TOK] = {1, 504, 2683, 314, 253, 1345, 30, 216, 9};
@@ -176,7 +176,7 @@ Test(cuda_capture, capture_files_agree, .timeout = 120)
         eo.max_seqs = 3;
         eo.max_ctx = 32;
         ss_engine *e;
-        ss_error err = {{0}};
+        ss_error err = {.msg = ""};
         cr_assert_eq(ss_engine_create(tm, &eo, &e, &err), 0, "%s", err.msg);
         ss_capture_source src = {.n = 6, .text = txt, .id = txt, .category = txt, .label = txt,
                                  .encode = enc};
@@ -187,7 +187,7 @@ Test(cuda_capture, capture_files_agree, .timeout = 120)
         o.batch = 3;
         char path[300];
         snprintf(path, sizeof path, "%s/%s.h5", dir, dev ? "cuda" : "cpu");
-        cr_assert_eq(ss_capture_run(e, &src, &o, path, &err), 0, "%s", err.msg);
+        cr_assert_eq(ss_capture_run(e, &src, &o, path, NULL, &err), 0, "%s", err.msg);
         cr_assert_eq(ss_capture_load(path, 0, &out[dev], &err), 0, "%s", err.msg);
         ss_engine_free(e);
     }

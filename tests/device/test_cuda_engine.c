@@ -20,6 +20,7 @@
 
 #include "device_check.h"
 #include "safesteer/engine.h"
+#include "safesteer/sample.h"
 #include "safesteer/model.h"
 #include "safesteer/steer.h"
 #include "safesteer/tokenizer.h"
@@ -346,7 +347,7 @@ Test(cuda_engine, graph_decode_bit_identical)
     set_steer(e, 1, SS_SITE_RESID_POST, SS_STEER_ADD, alpha, vec, 0, -1);
     ss_error err;
     for (int graphs = 0; graphs < 2; graphs++) {
-        ss_engine_cuda_set_graphs(e, graphs);
+        cr_assert_eq(ss_engine_set_decode_graphs(e, graphs, &err), 0, "%s", err.msg);
         float *out = graphs ? got : ref;
         for (int i = 0; i < 3; i++)
             ss_engine_reset_slot(e, i);
@@ -370,7 +371,7 @@ Test(cuda_engine, graph_decode_bit_identical)
     for (int i = 0; i < 3; i++)
         pos_before[i] = ss_engine_slot_pos(e, i);
     ss_batch db = {3, slots, ones, next, 0};
-    cr_assert_eq(ss_engine_cuda_forward_argmax(e, &db, ids, &err), 0, "%s", err.msg);
+    cr_assert_eq(ss_engine_forward_argmax(e, &db, ids, &err), 0, "%s", err.msg);
     for (int i = 0; i < 3; i++) {
         cr_expect_eq(ss_engine_slot_pos(e, i), pos_before[i] + 1);
         cr_expect_lt(ids[i], V);

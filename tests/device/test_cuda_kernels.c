@@ -5,6 +5,7 @@
  * L2 error < 1e-2 on bf16 paths (tighter where the path is f32).
  * Without a CUDA device each test prints "SKIP: no CUDA device (...)". */
 #include <criterion/criterion.h>
+#include "safesteer/sample.h"
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -309,6 +310,10 @@ Test(cuda_kernels, swiglu)
     ss_cuda_ctx_free(c);
 }
 
+/* path: an SS_CUDA_MM_* of ss_cuda_matmul_bf16, or MM_MMA for the
+ * tensor-core matvec of the variants library. */
+#define MM_MMA (-1)
+
 static void matmul_case(ss_cuda_ctx *c, int n, int in, int out, int path)
 {
     ss_error err;
@@ -318,7 +323,9 @@ static void matmul_case(ss_cuda_ctx *c, int n, int in, int out, int path)
     ss_cpu_matmul(ref, x, w, n, in, out);
     uint16_t *dx = dev_from(xb, (size_t)n * in * 2), *dw = dev_from(wb, (size_t)out * in * 2);
     float *dy = dev_poisoned((size_t)n * out * 4);
-    check(c, ss_cuda_matmul_bf16(c, dy, dx, dw, n, in, out, path, &err), &err);
+    check(c, path == MM_MMA ? ss_cuda_matvec_mma_bf16(c, dy, dx, dw, n, in, out, &err)
+                            : ss_cuda_matmul_bf16(c, dy, dx, dw, n, in, out, path, &err),
+          &err);
     float *y = host_f32(dy, (size_t)n * out);
     double e = rel_l2(y, ref, (size_t)n * out, "matmul");
     /* inputs are exactly bf16 on both sides: only f32 summation order differs */
@@ -342,9 +349,10 @@ Test(cuda_kernels, matmul_matvec_and_cublas)
     ss_cuda_ctx_free(c);
 }
 
-/* The tensor-core matvec (v2): every n-tile count, partial n-tiles, row
- * counts that are not multiples of 16 and k not a multiple of 32 (or of
- * its 8 warps x 4 chunks x 32), at the decode shapes of both models. */
+/* The tensor-core matvec (v2, a variant): every n-tile count, partial
+ * n-tiles, row counts that are not multiples of 16 and k not a multiple of
+ * 32 (or of its 8 warps x 4 chunks x 32), at the decode shapes of both
+ * models. */
 Test(cuda_kernels, matmul_mma_matvec_v2)
 {
     ss_cuda_ctx *c = ctx_or_skip();
@@ -353,27 +361,24 @@ Test(cuda_kernels, matmul_mma_matvec_v2)
     const int ns[] = {1, 2, 3, 5, 8, 9, 16, 17, 24, 31, 32};
     for (size_t k = 0; k < sizeof dims / sizeof dims[0]; k++)
         for (size_t i = 0; i < sizeof ns / sizeof ns[0]; i++)
-            matmul_case(c, ns[i], dims[k][0], dims[k][1], SS_CUDA_MM_V2);
+            matmul_case(c, ns[i], dims[k][0], dims[k][1], MM_MMA);
     /* w_down of Llama-3 (14336 x 4096), batch 1 and 32 */
-    matmul_case(c, 1, 14336, 4096, SS_CUDA_MM_V2);
-    matmul_case(c, 32, 14336, 4096, SS_CUDA_MM_V2);
-    /* AUTO takes v2 up to 32 rows by default; v1 and cuBLAS when set */
-    matmul_case(c, 32, 576, 1536, SS_CUDA_MM_AUTO);
-    ss_cuda_set_matvec(c, SS_CUDA_MM_V1, SS_CUDA_MATVEC_MAX_ROWS);
-    matmul_case(c, 8, 576, 1536, SS_CUDA_MM_AUTO);
-    ss_cuda_set_matvec(c, SS_CUDA_MM_CUBLAS, 0);
+    matmul_case(c, 1, 14336, 4096, MM_MMA);
+    matmul_case(c, 32, 14336, 4096, MM_MMA);
+    /* AUTO: v1 for one row, cuBLAS above */
     matmul_case(c, 1, 576, 1536, SS_CUDA_MM_AUTO);
+    matmul_case(c, 32, 576, 1536, SS_CUDA_MM_AUTO);
     ss_error err;
-    cr_expect_neq(ss_cuda_matmul_bf16(c, NULL, NULL, NULL, 33, 576, 1536, SS_CUDA_MM_V2, &err), 0,
+    cr_expect_neq(ss_cuda_matvec_mma_bf16(c, NULL, NULL, NULL, 33, 576, 1536, &err), 0,
                   "v2 accepted 33 rows");
-    cr_expect_neq(ss_cuda_matmul_bf16(c, NULL, NULL, NULL, 1, 572, 1536, SS_CUDA_MM_V2, &err), 0,
+    cr_expect_neq(ss_cuda_matvec_mma_bf16(c, NULL, NULL, NULL, 1, 572, 1536, &err), 0,
                   "v2 accepted in %% 8 != 0");
     ss_cuda_ctx_free(c);
 }
 
-/* swiglu fused into the v2 matvec (the engine's decode down projection)
- * against ss_cpu_swiglu, rounded to bf16 as the GPU's separate swiglu
- * kernel would, then ss_cpu_matmul. */
+/* swiglu fused into the v2 matvec (a variant of the decode down
+ * projection) against ss_cpu_swiglu, rounded to bf16 as the GPU's separate
+ * swiglu kernel would, then ss_cpu_matmul. */
 static void matmul_swiglu_case(ss_cuda_ctx *c, int n, int ff, int out)
 {
     ss_error err;
@@ -387,7 +392,7 @@ static void matmul_swiglu_case(ss_cuda_ctx *c, int n, int ff, int out)
     ss_cpu_matmul(ref, act, w, n, ff, out);
     float *dgu = dev_from(gu, (size_t)n * 2 * ff * 4), *dy = dev_poisoned((size_t)n * out * 4);
     uint16_t *dw = dev_from(wb, (size_t)out * ff * 2);
-    check(c, ss_cuda_matmul_swiglu_bf16(c, dy, dgu, dw, n, ff, out, &err), &err);
+    check(c, ss_cuda_matvec_mma_swiglu_bf16(c, dy, dgu, dw, n, ff, out, &err), &err);
     float *y = host_f32(dy, (size_t)n * out);
     double e = rel_l2(y, ref, (size_t)n * out, "matmul_swiglu");
     cr_expect_lt(e, 1e-3, "matmul_swiglu n %d d_ff %d out %d rel err %g", n, ff, out, e);
@@ -405,7 +410,7 @@ Test(cuda_kernels, matmul_swiglu_fused)
         matmul_swiglu_case(c, ns[i], 520, 100);    /* k not a multiple of 32 */
     }
     ss_error err;
-    cr_expect_neq(ss_cuda_matmul_swiglu_bf16(c, NULL, NULL, NULL, 33, 1536, 576, &err), 0,
+    cr_expect_neq(ss_cuda_matvec_mma_swiglu_bf16(c, NULL, NULL, NULL, 33, 1536, 576, &err), 0,
                   "fused swiglu accepted 33 rows");
     ss_cuda_ctx_free(c);
 }
@@ -436,7 +441,8 @@ Test(cuda_kernels, argmax_lowest_index_on_ties)
 /* ---------------------------------------------------------------- attention */
 
 /* Three slots with different histories; layer 1 of 2. */
-static void attention_case(ss_cuda_ctx *c, const shape *s)
+/* version 2: the engine's prefill kernel; 1: the variant. */
+static void attention_case(ss_cuda_ctx *c, const shape *s, int version)
 {
     ss_error err;
     const int n_layers = 2, layer = 1, max_ctx = 700, max_seqs = 3;
@@ -495,7 +501,11 @@ static void attention_case(ss_cuda_ctx *c, const shape *s)
     int *dt = dev_from(tiles, (size_t)n_tiles * 2 * 4);
     uint16_t *dout = dev_poisoned((size_t)n * qd * 2);
     ss_cuda_attn_shape as = {s->n_heads, s->n_kv, hd, n_layers, max_ctx, layer, qd};
-    check(c, ss_cuda_attention_prefill(c, dout, dq, dk, dv, ds, dp, dt, n_tiles, &as, &err), &err);
+    check(c, version == 2
+                 ? ss_cuda_attention_prefill(c, dout, dq, dk, dv, ds, dp, dt, n_tiles, &as, &err)
+                 : ss_cuda_attention_prefill_v1(c, dout, dq, dk, dv, ds, dp, dt, n_tiles, &as,
+                                                &err),
+          &err);
     float *out = host_bf16(dout, (size_t)n * qd);
     double e = rel_l2(out, ref, (size_t)n * qd, "attention prefill");
     cr_expect_lt(e, 1e-2, "%s prefill attention rel err %g", s->name, e);
@@ -528,17 +538,17 @@ static void attention_case(ss_cuda_ctx *c, const shape *s)
 Test(cuda_kernels, attention_prefill_and_decode)
 {
     ss_cuda_ctx *c = ctx_or_skip();
-    for (int version = 2; version >= 1; version--) {
-        ss_cuda_set_attention(c, version);
+    for (int version = 2; version >= 1; version--)
         for (int si = 0; si < 2; si++)
-            attention_case(c, &shapes[si]);
-    }
+            attention_case(c, &shapes[si], version);
     ss_cuda_ctx_free(c);
 }
 
 /* ---------------------------------------------------------------- residual + steering */
 
-static void residual_case(ss_cuda_ctx *c, int d, int block)
+/* version 2: ss_cuda_residual_steer (v2 where the row fits); 1: the
+ * general kernel. */
+static void residual_case(ss_cuda_ctx *c, int d, int block, int version)
 {
     ss_error err;
     enum { N = 6, S = 4, L = 3, NS = SS_SITE_COUNT };
@@ -599,8 +609,9 @@ static void residual_case(ss_cuda_ctx *c, int d, int block)
     int *dpos = dev_from(pos, sizeof pos);
     uint16_t *dxb = dev_poisoned((size_t)N * d * 2);
     ss_cuda_steer_params sp = {dinfo, dalpha, dops, dvec, L};
-    check(c, ss_cuda_residual_steer(c, dx, ddel, dxb, dw, 1e-5f, dslot, dpos, N, d, block, layer,
-                                    &sp, &err), &err);
+    check(c, (version == 2 ? ss_cuda_residual_steer : ss_cuda_residual_steer_general)(
+                 c, dx, ddel, dxb, dw, 1e-5f, dslot, dpos, N, d, block, layer, &sp, &err),
+          &err);
     float *ox = host_f32(dx, (size_t)N * d), *ot = host_f32(ddel, (size_t)N * d);
     float *on = host_bf16(dxb, (size_t)N * d);
     double ex = rel_l2(ox, rx, (size_t)N * d, "x"), et = rel_l2(ot, rt, (size_t)N * d, "t");
@@ -628,12 +639,11 @@ Test(cuda_kernels, residual_steer_fused)
 {
     ss_cuda_ctx *c = ctx_or_skip();
     for (int version = 2; version >= 1; version--) {
-        ss_cuda_set_residual(c, version);
         for (int si = 0; si < 2; si++) {
-            residual_case(c, shapes[si].d, SS_SITE_ATTN_OUT);
-            residual_case(c, shapes[si].d, SS_SITE_MLP_OUT);
+            residual_case(c, shapes[si].d, SS_SITE_ATTN_OUT, version);
+            residual_case(c, shapes[si].d, SS_SITE_MLP_OUT, version);
         }
-        residual_case(c, 8192, SS_SITE_MLP_OUT);
+        residual_case(c, 8192, SS_SITE_MLP_OUT, version);
     }
     ss_cuda_ctx_free(c);
 }
