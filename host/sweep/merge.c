@@ -52,14 +52,31 @@ static int copy_artifacts(const char *dir, const char *out_dir, ss_error *err)
     return 0;
 }
 
+/* The shard index and count of a shard folder's run.json, which must say
+ * the shard finished (finalize marks it complete last). */
+static int shard_of(const char *dir, const json_t *info, int n_done, int *index, int *count,
+                    ss_error *err)
+{
+    *index = (int)json_integer_value(json_object_get(info, "shard"));
+    *count = (int)json_integer_value(json_object_get(info, "shards"));
+    if (*count < 1 || *index < 0 || *index >= *count)
+        return ss_fail(err, "%s/run.json: shard %d of %d is out of range", dir, *index, *count);
+    if (!json_is_true(json_object_get(info, "complete")))
+        return ss_fail(err, "%s: shard %d/%d is not finished (%d cells done so far): it is "
+                            "still running or was stopped; resume it, then merge",
+                       dir, *index, *count, n_done);
+    return 0;
+}
+
 int ss_sweep_merge(const char *out_dir, const char *const *shards, int n_shards, ss_error *err)
 {
     char path[2048];
     char *config = NULL;
     json_t *info0 = NULL;
     uint8_t *done = NULL, *seen = NULL;
+    int *folder_of = NULL;   /* [shard count]: 1 + the argument holding each shard */
     rec_list r = {0};
-    int rc = -1, n_cells = 0;
+    int rc = -1, n_cells = 0, split = 0;
     if (n_shards < 1)
         return ss_fail(err, "no shard folders given");
     for (int k = 0; k < n_shards; k++) {
@@ -74,24 +91,45 @@ int ss_sweep_merge(const char *out_dir, const char *const *shards, int n_shards,
             config = cfg;
             info0 = info;
             n_cells = (int)json_integer_value(json_object_get(info, "n_cells"));
+            split = (int)json_integer_value(json_object_get(info, "shards"));
             done = ss_calloc((size_t)n_cells + 1, 1, err);
             seen = ss_calloc((size_t)n_cells + 1, 1, err);
-            if (!done || !seen)
+            folder_of = ss_calloc((size_t)(split > 0 ? split : 1), sizeof *folder_of, err);
+            if (!done || !seen || !folder_of)
                 goto out;
         } else {
             int same = !strcmp(cfg, config) &&
                        !strcmp(json_string_value(json_object_get(info, "model_sha256")),
                                json_string_value(json_object_get(info0, "model_sha256")));
             free(cfg);
-            json_decref(info);
             if (!same) {
+                json_decref(info);
                 ss_fail(err, "%s: its config or model differs from %s's", shards[k], shards[0]);
                 goto out;
             }
         }
         memset(done, 0, (size_t)n_cells);
-        if (read_done(shards[k], n_cells, done, err) < 0)
+        int n_done = 0, index = 0, count = 0;
+        int bad = read_done(shards[k], n_cells, done, err);
+        for (int i = 0; i < n_cells; i++)
+            n_done += done[i];
+        if (bad == 0)
+            bad = shard_of(shards[k], info, n_done, &index, &count, err);
+        if (k > 0)
+            json_decref(info);
+        if (bad < 0)
             goto out;
+        if (count != split) {
+            ss_fail(err, "%s is shard %d/%d but %s is of a split into %d", shards[k], index,
+                    count, shards[0], split);
+            goto out;
+        }
+        if (folder_of[index]) {
+            ss_fail(err, "%s and %s are both shard %d/%d", shards[folder_of[index] - 1],
+                    shards[k], index, count);
+            goto out;
+        }
+        folder_of[index] = k + 1;
         for (int i = 0; i < n_cells; i++) {
             if (done[i] && seen[i]) {
                 ss_fail(err, "%s: cell %d is also in an earlier shard", shards[k], i);
@@ -103,9 +141,15 @@ int ss_sweep_merge(const char *out_dir, const char *const *shards, int n_shards,
         if (recs_read(path, done, n_cells, &r, err) < 0)
             goto out;
     }
+    for (int i = 0; i < split; i++)
+        if (!folder_of[i]) {
+            ss_fail(err, "shard %d/%d is missing: merge needs the folders of all %d shards", i,
+                    split, split);
+            goto out;
+        }
     for (int i = 0; i < n_cells; i++)
         if (!seen[i]) {
-            ss_fail(err, "cell %d is in no shard (are all shards finished?)", i);
+            ss_fail(err, "cell %d is in no shard", i);
             goto out;
         }
     join(path, sizeof path, out_dir, "config.resolved.yaml");
@@ -138,6 +182,7 @@ out:
     json_decref(info0);
     free(done);
     free(seen);
+    free(folder_of);
     recs_free(&r);
     return rc;
 }

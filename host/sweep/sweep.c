@@ -357,6 +357,7 @@ static int write_record(FILE *f, sweep *s, const cell *cl, int cell_id, int j,
     json_object_set_new(o, "distinct_1", isnan(d1) ? json_null() : json_real(d1));
     json_object_set_new(o, "distinct_2", isnan(d2) ? json_null() : json_real(d2));
     json_object_set_new(o, "n_tokens", json_integer(g->n_ids));
+    json_object_set_new(o, "degenerate", json_boolean(ss_eval_degenerate(g->ids, g->n_ids)));
     int rc = json_dumpf(o, f, JSON_COMPACT | JSON_PRESERVE_ORDER) < 0 || fputc('\n', f) == EOF;
     json_decref(o);
     return rc ? ss_fail(err, "writing generations.jsonl failed") : 0;
@@ -695,8 +696,9 @@ int ss_sweep_run(ss_sweep_config *c, const ss_sweep_opts *o, ss_error *err)
         goto out;
     char path[2048];
     join(path, sizeof path, o->out_dir, "run.json");
-    json_t *info = json_pack("{s:s, s:s, s:i, s:i, s:i}", "model_name", s.m->name,
-                             "model_sha256", s.sha, "n_cells", s.n_cells, "shard", o->shard_i,
+    json_t *info = json_pack("{s:s, s:s, s:s, s:i, s:i, s:i}", "model_name", s.m->name,
+                             "model_path", s.m->path, "model_sha256", s.sha, "n_cells",
+                             s.n_cells, "shard", o->shard_i,
                              "shards", o->shard_n);
     int w = write_json(path, info, err);
     json_decref(info);

@@ -85,4 +85,24 @@ int ss_eval_quality(ss_engine *e, int n, const int32_t *const *prompt, const int
                     const int32_t *const *resp, const int *n_resp, int layer, double *ppl,
                     double *relevance, ss_error *err);
 
+/* ---------------------------------------------------------------- statistics */
+
+/* 95% Wilson score interval [*lo, *hi] of k successes in n trials (no
+ * continuity correction); NaN both when n is 0 or k is outside 0..n. */
+void ss_eval_wilson(long k, long n, double *lo, double *hi);
+
+/* Two-sided p-value of the exact McNemar test for paired binary outcomes
+ * (the same prompts under two conditions): b pairs changed one way, c the
+ * other, concordant pairs do not count.  2 * P(X <= min(b, c)) for X ~
+ * Binomial(b + c, 1/2), at most 1; 1 when b + c is 0; NaN for a negative count. */
+double ss_eval_mcnemar_exact(long b, long c);
+
+/* Repetition flag of one generation: 1 when a unit of 1 to
+ * SS_DEGENERATE_MAX_PERIOD tokens repeats back to back at least
+ * SS_DEGENERATE_MIN_REPEATS times and that stretch covers at least half of
+ * the ids[n] ("TheTheTheThe...", one sentence over and over), else 0. */
+#define SS_DEGENERATE_MAX_PERIOD 8
+#define SS_DEGENERATE_MIN_REPEATS 4
+int ss_eval_degenerate(const int32_t *ids, int n);
+
 #endif
