@@ -3,6 +3,7 @@
  * log-probs, and the statistics of the tables (Wilson intervals and the exact
  * McNemar test; tests/python/test_sweep_stats.py checks them against scipy). */
 #include <criterion/criterion.h>
+#include <jansson.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -72,6 +73,26 @@ Test(eval, mcnemar_exact_by_hand)
     cr_expect(ss_eval_mcnemar_exact(10, 10) == 1);
     cr_expect(ss_eval_mcnemar_exact(0, 0) == 1);
     cr_expect(isnan(ss_eval_mcnemar_exact(-1, 2)));
+}
+
+/* The sweep judge's Llama Guard prompt is the official chat template's
+ * rendering (tests/golden/llama_guard3_judge_prompt.json, written by
+ * scripts/goldens/make_llama_guard_golden.py with jinja2) byte for byte. */
+Test(eval, llama_guard_prompt_is_the_official_template_rendering)
+{
+    json_error_t je;
+    json_t *g = json_load_file(SS_SOURCE_DIR "/tests/golden/llama_guard3_judge_prompt.json", 0,
+                               &je);
+    cr_assert_not_null(g, "%s", je.text);
+    const char *want = json_string_value(json_object_get(g, "rendered"));
+    char *got = ss_eval_judge_prompt(SS_JUDGE_LLAMA_GUARD,
+                                     json_string_value(json_object_get(g, "prompt")),
+                                     json_string_value(json_object_get(g, "response")));
+    cr_assert_not_null(got);
+    cr_expect_eq(strlen(got), strlen(want), "%zu bytes, want %zu", strlen(got), strlen(want));
+    cr_expect_str_eq(got, want);
+    free(got);
+    json_decref(g);
 }
 
 Test(eval, judge_text_verdicts)
