@@ -13,7 +13,7 @@ import h5py
 import numpy as np
 import pytest
 
-from conftest import REPO, run_safesteer
+from conftest import REPO, assert_same, run_safesteer, tables
 
 DATA = REPO / "data" / "demo_prompts.jsonl"
 
@@ -47,30 +47,6 @@ def write_cfg(tmp_path, name="tiny.yaml", layer=12, extra=""):
 def sweep(binary, model, cfg, out, *args, check=True):
     return run_safesteer(binary, "sweep", cfg, "--model", model, "--out", out, "--threads", "2",
                          "--quiet", *args, check=check)
-
-
-def tables(run):
-    """Everything a finished run reports, for equality checks."""
-    run = pathlib.Path(run)
-    with h5py.File(run / "results.h5", "r") as f:
-        cells = {k: f["cells"][k][()] for k in f["cells"]}
-        attrs = {k: f.attrs[k] for k in f.attrs}
-    gens = [json.loads(l) for l in (run / "generations.jsonl").read_text().splitlines()]
-    return cells, attrs, gens, (run / "summary.csv").read_text()
-
-
-def assert_same(a, b):
-    ca, aa, ga, sa = tables(a)
-    cb, ab, gb, sb = tables(b)
-    assert sorted(ca) == sorted(cb)
-    for k in ca:
-        if ca[k].dtype.kind == "f":
-            np.testing.assert_array_equal(ca[k], cb[k], err_msg=k)
-        else:
-            assert list(ca[k]) == list(cb[k]), k
-    assert aa == ab
-    assert ga == gb
-    assert sa == sb
 
 
 @pytest.fixture(scope="module")
