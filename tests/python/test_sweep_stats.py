@@ -1,18 +1,22 @@
 """The statistics of a sweep's tables against scipy: every rate's count and
 95% Wilson interval, and each steered cell's exact McNemar test against its
-category baseline on the same prompts; and merge's refusal of unfinished or
-missing shards.  The run folders are written here (no model needed) and
+category baseline on the same prompts (also in the analysis package's
+synthetic runs); and merge's refusal of unfinished or missing shards.  The run folders are written here (no model needed) and
 `safesteer merge` finalises them, as it does a real sweep's shards."""
 import csv
 import json
 import math
+import sys
 
 import h5py
 import numpy as np
 import pytest
 from scipy.stats import binomtest
 
-from conftest import run_safesteer
+from conftest import REPO, run_safesteer
+
+sys.path.insert(0, str(REPO / "analysis"))  # importable without `pip install ./analysis`
+from safesteer_analysis import loaders, synthetic  # noqa: E402
 
 RATES = {"unsafe": "unsafe", "refusal": "refused", "degenerate": "degenerate",
          "judge_contradiction": "judge_contradiction"}
@@ -151,3 +155,20 @@ def test_merge_names_an_unfinished_shard(tmp_path, safesteer_bin):
     r = run_safesteer(safesteer_bin, "merge", tmp_path / "m", tmp_path / "s0", tmp_path / "s0",
                       check=False)
     assert r.returncode == 1 and "are both shard 0/2" in r.stderr, r.stderr
+
+
+def test_synthetic_tables_follow_the_same_statistics(tmp_path):
+    """The analysis package's synthetic runs (demo report, notebook) carry
+    the statistics a real run's tables do, computed the same way."""
+    run = loaders.load_sweep(synthetic.write_sweep(tmp_path / "run", n_prompts=12))
+    cells = run.cells
+    for _, c in cells.iterrows():
+        for prefix in RATES:
+            k, n = int(c[f"{prefix}_count"]), int(c[f"{prefix}_n"])
+            ci = binomtest(k, n).proportion_ci(confidence_level=0.95, method="wilson")
+            assert (c[f"{prefix}_ci_low"], c[f"{prefix}_ci_high"]) == pytest.approx(
+                (ci.low, ci.high), rel=1e-12, abs=1e-15)
+        if c["layer"] != -1:
+            b, l_ = int(c["unsafe_gained"]), int(c["unsafe_lost"])
+            want = binomtest(min(b, l_), b + l_, 0.5).pvalue if b + l_ else 1
+            assert c["unsafe_change_p"] == pytest.approx(want, rel=1e-9)
