@@ -83,8 +83,6 @@ int ss_cmd_sweep(int argc, char **argv)
         ss_config_free(&cfg);
         return ss_cli_fail("sweep", SS_EXIT_USAGE, &err);
     }
-    if (!o.model && !cfg.model)
-        o.model = ss_default_model_path();
     char dflt[1024];
     default_out(argv[optind], dflt, sizeof dflt);
     if (!out)

@@ -943,10 +943,8 @@ out:
 
 static int open_models(sweep *s, const ss_sweep_opts *o, ss_sweep_config *c, ss_error *err)
 {
-    const char *model = o->model ? o->model : c->model;
-    if (!model)
-        return ss_fail(err, "%s: no model (set model: in the config, or give one to the sweep)",
-                       c->path);
+    /* the caller's, else the config's, else the default model */
+    const char *model = o->model ? o->model : c->model ? c->model : ss_default_model_path();
     if (ss_model_load(model, &s->m, err) < 0 || ss_tokenizer_load(s->m, &s->tok, err) < 0)
         return -1;
     if (ss_config_check_model(c, s->m->cfg.n_layers, err) < 0)

@@ -40,7 +40,8 @@ void ss_sweep_data_free(ss_sweep_data *d);
 
 typedef struct {
     const char *out_dir;
-    const char *model;        /* overrides the config's model (NULL: config, else default) */
+    const char *model;        /* overrides the config's model (NULL: the config's, else the
+                                 default model) */
     int resume;
     int shard_i, shard_n;     /* run units u with u % shard_n == shard_i */
     int threads;              /* -1: the config's */

@@ -277,6 +277,10 @@ PROTOTYPES = {
 def load():
     """The library with every prototype set, after checking the mirrors."""
     path = find_library()
+    # OpenMP threads that spin while they wait make the CPU engine 5-10x
+    # slower once anything else uses the cores (docs/cpu-engine.md); libgomp
+    # reads this when it loads, so it must be set before the library is.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     try:
         lib = C.CDLL(str(path))   # CDLL: the GIL is released during every call
     except OSError as e:
