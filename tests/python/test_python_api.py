@@ -259,3 +259,23 @@ def test_fresh_venv_installs_the_package(tmp_path, default_model):
     lib, text = out.stdout.splitlines()[:2]
     assert lib.startswith(str(venv)) and lib.endswith("safesteer/libsafesteer.so")
     assert text.strip().startswith("Paris")
+
+
+def test_gil_is_released_during_generation(model):
+    """Another Python thread keeps running while the engine generates."""
+    import threading
+    ticks, stop = [0], threading.Event()
+
+    def count():
+        while not stop.is_set():
+            ticks[0] += 1
+
+    t = threading.Thread(target=count)
+    t.start()
+    t0 = time.time()
+    before = ticks[0]
+    model.generate(PROMPTS, max_new=24, chat=True)
+    during = ticks[0] - before
+    stop.set()
+    t.join()
+    assert time.time() - t0 > 0.5 and during > 100_000, during
