@@ -119,7 +119,7 @@ class Model:
         tmpl = lib().ss_tokenizer_chat_template(self._tok)
         info = {k: getattr(g, k) for k, _ in _lib.Config._fields_}
         info.update({"path": head.path.decode(), "name": head.name.decode(),
-                     "format": ("gguf", "hf")[head.format],
+                     "format": ("gguf", "hf", "synthetic")[head.format],
                      "params": lib().ss_model_param_count(self._m),
                      "device": lib().ss_engine_device_name(self._e).decode(),
                      "max_seqs": lib().ss_engine_max_seqs(self._e),
