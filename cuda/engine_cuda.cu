@@ -160,15 +160,13 @@ static int ss_cu_alloc(void **p, size_t bytes, const char *what, ss_error *err)
 
 /* ================================================================ weights */
 
-/* Synthetic models (bench shapes) carry no tensor data; their path is
- * "synthetic:seed=N" and the weights are drawn on the GPU. */
+/* Synthetic models made with weights on the device (bench shapes,
+ * "synthetic:...,weights=device") carry no tensor data: the weights are
+ * drawn on the GPU from their seed. */
 static int ss_cu_synthetic_seed(const ss_model *m, uint64_t *seed)
 {
-    unsigned long long s = 0;
-    if (m->tok_embd.data || sscanf(m->path, "synthetic:seed=%llu", &s) != 1)
-        return 0;
-    *seed = s;
-    return 1;
+    *seed = m->synthetic_seed;
+    return m->weights_on_device;
 }
 
 typedef struct {
@@ -251,12 +249,14 @@ static int ss_cu_load_layer(ss_engine *e, ss_cu_loader *ld, int l, ss_error *err
     return 0;
 }
 
-static int ss_cu_tied(const ss_engine *e)
+/* One bf16 table serves as embedding and output head. */
+static int ss_cu_tied_model(const ss_model *m)
 {
-    const ss_model *m = e->model;
-    return e->cfg.tied_embeddings || (m->tok_embd.data && (!m->output.data ||
-                                                           m->output.data == m->tok_embd.data));
+    return m->cfg.tied_embeddings ||
+           (m->tok_embd.data && (!m->output.data || m->output.data == m->tok_embd.data));
 }
+
+static int ss_cu_tied(const ss_engine *e) { return ss_cu_tied_model(e->model); }
 
 static int ss_cu_load_weights(ss_engine *e, ss_error *err)
 {
@@ -308,22 +308,39 @@ done:
     return rc;
 }
 
-/* Bytes the GPU must hold: weights, KV cache, scratch. */
-static void ss_cu_sizes(const ss_engine *e, size_t *weights, size_t *kv, size_t *scratch)
+/* Bytes the GPU must hold for m at max_ctx positions per slot: weights,
+ * scratch, and per slot the KV cache and the steering state. */
+static void ss_cu_sizes(const ss_model *m, int max_ctx, size_t *weights, size_t *scratch,
+                        size_t *per_slot)
 {
-    const ss_config *g = &e->cfg;
+    const ss_config *g = &m->cfg;
     size_t d = g->d_model, qd = (size_t)g->n_heads * g->head_dim;
     size_t kvd = (size_t)g->n_kv_heads * g->head_dim, ff = g->d_ff, V = g->vocab_size;
     size_t per_layer = 2 * (d * (qd + 2 * kvd) + qd * d + 3 * ff * d) + 4 * 2 * d;
-    *weights = g->n_layers * per_layer + 2 * V * d * (ss_cu_tied(e) ? 1 : 2) + 4 * d;
-    *kv = 2 * 2 * (size_t)e->max_seqs * g->n_layers * (size_t)e->max_ctx * kvd;
+    size_t n_sl = (size_t)SS_SITE_COUNT * g->n_layers;
+    *weights = g->n_layers * per_layer + 2 * V * d * (ss_cu_tied_model(m) ? 1 : 2) + 4 * d;
     size_t R = SS_CU_ROWS, xw = d > ff ? d : ff;
-    int splits = ss_cuda_attention_splits(e->max_ctx);
+    int splits = ss_cuda_attention_splits(max_ctx);
     *scratch = R * (4 * (2 * d + qd + 2 * kvd + 2 * ff) + 2 * (xw + qd)) +
                (size_t)SS_CU_LOGIT_ROWS * V * 4 +
                4 * ss_cuda_attention_partial_floats(SS_CU_DEC_ROWS, g->n_heads, g->head_dim,
                                                     splits) +
                ((size_t)64 << 20); /* cuBLAS workspace and slack */
+    /* K and V in bf16; alpha, op, vector per (site, layer) once a slot steers */
+    *per_slot = 2 * 2 * (size_t)g->n_layers * (size_t)max_ctx * kvd + n_sl * (4 + 4 + 4 * d) + 12;
+}
+
+extern "C" int ss_engine_cuda_footprint(const ss_model *m, const ss_engine_opts *o,
+                                        ss_engine_footprint *f, ss_error *err)
+{
+    size_t free_b = 0, total_b = 0;
+    SS_CU(cudaSetDevice(o->gpu), err);
+    SS_CU(cudaMemGetInfo(&free_b, &total_b), err);
+    size_t w, sc, per;
+    ss_cu_sizes(m, o->max_ctx, &w, &sc, &per);
+    *f = (ss_engine_footprint){.fixed = w + sc, .per_slot = per, .device_free = free_b,
+                               .device_total = total_b};
+    return 0;
 }
 
 static int ss_cu_alloc_state(ss_engine *e, ss_error *err)
@@ -794,15 +811,16 @@ extern "C" int ss_engine_cuda_create(ss_engine *e, const ss_engine_opts *o, ss_e
     const char *gr = getenv("SAFESTEER_CUDA_GRAPHS");
     c->graphs_on = !(gr && gr[0] == '0'); /* confirmed bit-identical on an H200 */
 
-    size_t wb, kvb, sb, free_b = 0, total_b = 0;
-    ss_cu_sizes(e, &wb, &kvb, &sb);
+    size_t wb, sb, per, free_b = 0, total_b = 0;
+    ss_cu_sizes(e->model, e->max_ctx, &wb, &sb, &per);
     SS_CU(cudaMemGetInfo(&free_b, &total_b), err);
-    if (wb + kvb + sb > free_b)
+    size_t slots = per * (size_t)e->max_seqs;
+    if (wb + sb + slots > free_b)
         return ss_fail(err,
-                       "CUDA engine: model needs %.2f GiB (weights %.2f + KV cache %.2f for "
-                       "%d slots x %d positions + scratch %.2f), GPU %d has %.2f GiB free",
-                       (double)(wb + kvb + sb) / (1 << 30), (double)wb / (1 << 30),
-                       (double)kvb / (1 << 30), e->max_seqs, e->max_ctx,
+                       "CUDA engine: model needs %.2f GiB (weights %.2f + KV cache and steering "
+                       "%.2f for %d slots x %d positions + scratch %.2f), GPU %d has %.2f GiB free",
+                       (double)(wb + sb + slots) / (1 << 30), (double)wb / (1 << 30),
+                       (double)slots / (1 << 30), e->max_seqs, e->max_ctx,
                        (double)sb / (1 << 30), o->gpu, (double)free_b / (1 << 30));
     c->weight_bytes = wb;
     if (ss_cu_alloc_state(e, err) || ss_cu_load_weights(e, err))

@@ -184,7 +184,8 @@ class CaptureData(C.Structure):
 class SweepOpts(C.Structure):
     _fields_ = [("out_dir", C.c_char_p), ("model", C.c_char_p), ("resume", C.c_int),
                 ("shard_i", C.c_int), ("shard_n", C.c_int), ("threads", C.c_int),
-                ("device", C.c_int), ("progress", ProgressSink)]
+                ("device", C.c_int), ("progress", ProgressSink),
+                ("throughput", C.c_void_p)]  # ss_sweep_throughput *; throughput.json has it
 
 
 class ChatMsg(C.Structure):
@@ -277,6 +278,10 @@ PROTOTYPES = {
 def load():
     """The library with every prototype set, after checking the mirrors."""
     path = find_library()
+    # OpenMP threads that spin while they wait make the CPU engine 5-10x
+    # slower once anything else uses the cores (docs/cpu-engine.md); libgomp
+    # reads this when it loads, so it must be set before the library is.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     try:
         lib = C.CDLL(str(path))   # CDLL: the GIL is released during every call
     except OSError as e:

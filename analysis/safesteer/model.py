@@ -119,7 +119,7 @@ class Model:
         tmpl = lib().ss_tokenizer_chat_template(self._tok)
         info = {k: getattr(g, k) for k, _ in _lib.Config._fields_}
         info.update({"path": head.path.decode(), "name": head.name.decode(),
-                     "format": ("gguf", "hf")[head.format],
+                     "format": ("gguf", "hf", "synthetic")[head.format],
                      "params": lib().ss_model_param_count(self._m),
                      "device": lib().ss_engine_device_name(self._e).decode(),
                      "max_seqs": lib().ss_engine_max_seqs(self._e),
@@ -199,7 +199,9 @@ class Model:
         steer: a Plan for every prompt, or a list with a Plan (or None) per
         prompt; prompts with different plans share one batch.  Prompt i
         samples with seed + i.  logprobs: top-k log-probabilities at every
-        step.  Returns a list of Generation (one Generation for a str)."""
+        step.  Returns a list of Generation (one Generation for a str);
+        self.last_timing then holds the engine's prefill and decode seconds
+        and tokens (as `generate --json` reports them)."""
         self._alive()
         single = isinstance(prompts, str)
         prompts = [prompts] if single else list(prompts)
@@ -211,6 +213,8 @@ class Model:
                 raise ValueError(f"{len(plans)} plans for {len(prompts)} prompts")
         encoded = [self.encode(p, chat, system, template) for p in prompts]
         B, out = lib().ss_engine_max_seqs(self._e), []
+        self.last_timing = dict.fromkeys(("prefill_seconds", "prefill_tokens", "decode_seconds",
+                                          "decode_tokens"), 0)
         for b0 in range(0, len(prompts), B):
             out += self._generate_batch(encoded[b0:b0 + B], plans[b0:b0 + B], max_new,
                                         temperature, top_p, seed + b0, logprobs, stop or [],
@@ -237,6 +241,8 @@ class Model:
                 req.progress, keep = sink(state, progress)
                 call(lib().ss_generate, self._e, self._tok, C.byref(req), results,
                      C.byref(timing))
+            for k in self.last_timing:
+                self.last_timing[k] += getattr(timing, k)
             return [self._generation(results[i], encoded[i], logprobs_k) for i in range(n)]
         finally:
             for i in range(n):

@@ -523,6 +523,9 @@ static int run_batch(ss_engine *e, const ss_capture_source *src, cap_ctx *c, bat
         memset(s->sum, 0, (size_t)c->L * c->d * sizeof(double));
         memset(s->count, 0, (size_t)c->L * sizeof(int64_t));
         ss_engine_reset_slot(e, k);
+        /* captures are of the unsteered model, whatever the engine ran before */
+        if (ss_engine_set_steering(e, k, NULL, err) < 0)
+            return -1;
     }
     if (o->pool == SS_POOL_ALL && ensure_rows(c, rows, err) < 0)
         return -1;

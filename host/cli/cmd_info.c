@@ -50,12 +50,19 @@ static int ss_count_types(const ss_model *m, ss_type_count *out, int cap)
 
 static size_t ss_file_size(const ss_model *m)
 {
+    if (m->format == SS_FORMAT_SYNTHETIC)
+        return 0;
     if (m->format == SS_FORMAT_GGUF)
         return m->gguf->map_size;
     size_t s = 0;
     for (int i = 0; i < m->hf->n_files; i++)
         s += m->hf->files[i].size;
     return s;
+}
+
+static const char *ss_format_name(const ss_model *m)
+{
+    return m->format == SS_FORMAT_GGUF ? "gguf" : m->format == SS_FORMAT_HF ? "hf" : "synthetic";
 }
 
 static const char *ss_chat_family_of(const ss_model *m)
@@ -79,7 +86,7 @@ static void ss_print_text(const ss_model *m, const ss_type_count *tc, int n_tc)
     const ss_config *c = &m->cfg;
     printf("model:           %s\n", m->path);
     printf("name:            %s\n", m->name);
-    printf("format:          %s\n", m->format == SS_FORMAT_GGUF ? "gguf" : "hf-safetensors");
+    printf("format:          %s\n", m->format == SS_FORMAT_HF ? "hf-safetensors" : ss_format_name(m));
     printf("architecture:    llama\n");
     printf("layers:          %d\n", c->n_layers);
     printf("d_model:         %d\n", c->d_model);
@@ -103,6 +110,9 @@ static void ss_print_text(const ss_model *m, const ss_type_count *tc, int n_tc)
     printf("tensor types:    ");
     for (int i = 0; i < n_tc; i++)
         printf("%s%s x%d", i ? ", " : "", ss_type_name(tc[i].type), tc[i].count);
+    if (m->format == SS_FORMAT_SYNTHETIC)
+        printf("random, %s", m->weights_on_device ? "drawn on the GPU by the CUDA engine"
+                                                  : "bf16-exact f32 in host memory");
     int64_t p = ss_model_param_count(m);
     size_t fs = ss_file_size(m);
     printf("\nparameters:      %" PRId64 " (%.1fM)\n", p, (double)p / 1e6);
@@ -125,7 +135,7 @@ static json_t *ss_info_json(const ss_model *m, const ss_type_count *tc, int n_tc
     return json_pack("{s:s, s:s, s:s, s:s, s:i, s:i, s:i, s:i, s:i, s:i, s:i, s:i, s:f, s:f, "
                      "s:o, s:s, s:b, s:o, s:I, s:I, s:s}",
                      "path", m->path, "name", m->name, "format",
-                     m->format == SS_FORMAT_GGUF ? "gguf" : "hf", "architecture", "llama",
+                     ss_format_name(m), "architecture", "llama",
                      "n_layers", c->n_layers, "d_model", c->d_model, "n_heads", c->n_heads,
                      "n_kv_heads", c->n_kv_heads, "head_dim", c->head_dim, "d_ff", c->d_ff,
                      "vocab_size", c->vocab_size, "max_ctx", c->max_ctx, "rms_eps",

@@ -83,18 +83,29 @@ int ss_cmd_sweep(int argc, char **argv)
         ss_config_free(&cfg);
         return ss_cli_fail("sweep", SS_EXIT_USAGE, &err);
     }
-    if (!o.model && !cfg.model)
-        o.model = ss_default_model_path();
     char dflt[1024];
     default_out(argv[optind], dflt, sizeof dflt);
     if (!out)
         out = cfg.out_dir ? cfg.out_dir : dflt;
     o.out_dir = out;
     o.progress = ss_cli_progress(quiet);
+    ss_sweep_throughput tp;
+    o.throughput = &tp;
     int rc = ss_sweep_run(&cfg, &o, &err);
     ss_config_free(&cfg);
     if (rc < 0)
         return ss_cli_fail("sweep", SS_EXIT_FAIL, &err);
+    if (tp.generations > 0) {
+        double busy = tp.loop_seconds > 0 ? tp.loop_seconds : 1;
+        fprintf(stderr,
+                "safesteer sweep: %ld generations, %ld tokens generated in %.1f s = %.0f tok/s "
+                "at batch %d%s (generation %.0f%%, perplexity/relevance %.0f%%, judge %.0f%%); "
+                "capture and vectors %.1f s\n",
+                tp.generations, tp.generated_tokens, tp.loop_seconds,
+                tp.generated_tokens / busy, tp.batch, tp.batch_auto ? " (auto)" : "",
+                100 * tp.generate_seconds / busy, 100 * tp.quality_seconds / busy,
+                100 * tp.judge_seconds / busy, tp.capture_seconds);
+    }
     fprintf(stderr, "safesteer sweep: results in %s (results.h5, summary.csv, generations.jsonl)\n",
             out);
     return SS_EXIT_OK;

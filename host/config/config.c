@@ -142,6 +142,12 @@ static int get_int(doc_ctx *d, yaml_node_t *n, const char *key, int lo, int hi, 
     return 0;
 }
 
+/* A scalar "auto" (generation.batch: chosen by the sweep). */
+static int is_auto(yaml_node_t *n)
+{
+    return n->type == YAML_SCALAR_NODE && !strcmp(scalar(n), "auto");
+}
+
 static int get_double(doc_ctx *d, yaml_node_t *n, const char *key, double lo, double hi,
                       double *out, ss_error *err)
 {
@@ -463,7 +469,8 @@ static int parse_small_sections(doc_ctx *d, yaml_node_t *root, ss_sweep_config *
             ((v = get(d, n, "temperature")) &&
              get_double(d, v, "temperature", 0, 10, &c->temperature, err)) ||
             ((v = get(d, n, "top_p")) && get_double(d, v, "top_p", 1e-6, 1, &c->top_p, err)) ||
-            ((v = get(d, n, "batch")) && get_int(d, v, "batch", 1, 1024, &c->batch, err)))
+            ((v = get(d, n, "batch")) && !is_auto(v) &&
+             get_int(d, v, "batch", 1, 1024, &c->batch, err)))
             return -1;
         if ((v = get(d, n, "seed"))) {
             if (get_long(d, v, "seed", 0, LONG_MAX, &seed, err) < 0)
@@ -576,7 +583,7 @@ static int set_defaults(ss_sweep_config *c, ss_error *err)
     c->n_methods = 1;
     c->max_new = 32;
     c->top_p = 1;
-    c->batch = 16;
+    c->batch = 0; /* auto */
     c->judge_max_new = 8;
     c->relevance_layer = -1;
     c->perplexity = 1;
@@ -750,8 +757,12 @@ int ss_config_write(const ss_sweep_config *c, FILE *f, ss_error *err)
     fputs("]\npositions: ", f);
     put_str(f, c->positions);
     fprintf(f, "\ngeneration:\n  max_new: %d\n  temperature: %.17g\n  top_p: %.17g\n"
-               "  seed: %llu\n  batch: %d\n",
-            c->max_new, c->temperature, c->top_p, (unsigned long long)c->gen_seed, c->batch);
+               "  seed: %llu\n",
+            c->max_new, c->temperature, c->top_p, (unsigned long long)c->gen_seed);
+    if (c->batch > 0)
+        fprintf(f, "  batch: %d\n", c->batch);
+    else
+        fputs("  batch: auto\n", f);
     fputs("judges:\n  refusal:\n    phrases:\n", f);
     for (int i = 0; i < c->n_refusal_phrases; i++) {
         fputs("      - ", f);

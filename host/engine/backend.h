@@ -61,6 +61,13 @@ int ss_engine_cpu_create(ss_engine *e, const ss_engine_opts *o, ss_error *err);
 /* Defined in cuda/ when built with CUDA; otherwise host/engine/engine_nocuda.c
  * returns an error saying the build has no CUDA. */
 int ss_engine_cuda_create(ss_engine *e, const ss_engine_opts *o, ss_error *err);
+/* o->max_ctx already resolved (ss_engine_context). */
+int ss_engine_cuda_footprint(const ss_model *m, const ss_engine_opts *o, ss_engine_footprint *f,
+                             ss_error *err);
+
+/* The positions per slot an engine for m gets from o->max_ctx (0: the
+ * model's context, at most 4096). */
+int ss_engine_context(const ss_model *m, const ss_engine_opts *o);
 
 /* Shared by backends: validates a batch against slots, context, vocab. */
 int ss_engine_check_batch(const ss_engine *e, const ss_batch *b, ss_error *err);

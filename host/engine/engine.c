@@ -94,6 +94,26 @@ static void free_shared(ss_engine *e)
     free(e);
 }
 
+int ss_engine_context(const ss_model *m, const ss_engine_opts *o)
+{
+    if (o->max_ctx > 0)
+        return o->max_ctx;
+    return m->cfg.max_ctx > 0 && m->cfg.max_ctx < 4096 ? m->cfg.max_ctx : 4096;
+}
+
+int ss_engine_footprint_of(const ss_model *m, const ss_engine_opts *o, ss_engine_footprint *f,
+                           ss_error *err)
+{
+    if (o->device != SS_DEVICE_CUDA)
+        return ss_fail(err, "a memory footprint is the CUDA engine's (device %s computes in "
+                            "host memory)", o->device == SS_DEVICE_CPU ? "cpu" : "unknown");
+    if (check_config(m, err))
+        return -1;
+    ss_engine_opts r = *o;
+    r.max_ctx = ss_engine_context(m, o);
+    return ss_engine_cuda_footprint(m, &r, f, err);
+}
+
 int ss_engine_create(const ss_model *m, const ss_engine_opts *o, ss_engine **out, ss_error *err)
 {
     *out = NULL;
@@ -113,10 +133,7 @@ int ss_engine_create(const ss_model *m, const ss_engine_opts *o, ss_engine **out
     e->cfg = m->cfg;
     e->max_seqs = o->max_seqs;
     e->threads = o->threads;
-    if (o->max_ctx > 0)
-        e->max_ctx = o->max_ctx;
-    else
-        e->max_ctx = m->cfg.max_ctx > 0 && m->cfg.max_ctx < 4096 ? m->cfg.max_ctx : 4096;
+    e->max_ctx = ss_engine_context(m, o);
     e->slot_pos = ss_calloc((size_t)e->max_seqs, sizeof *e->slot_pos, err);
     e->steer = ss_calloc((size_t)e->max_seqs, sizeof *e->steer, err);
     int ok = e->slot_pos && e->steer;

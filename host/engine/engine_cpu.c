@@ -479,6 +479,9 @@ static const ss_engine_ops cpu_ops = {
 
 int ss_engine_cpu_create(ss_engine *e, const ss_engine_opts *o, ss_error *err)
 {
+    if (e->model->weights_on_device)
+        return ss_fail(err, "%s: a synthetic model whose weights are drawn on the GPU "
+                            "(weights=device) runs only on the CUDA engine", e->model->path);
     /* OpenMP owns the threads; BLAS runs single-threaded inside them (see
      * ss_cpu_matmul), so two spinning pools never fight for the cores */
     int threads = o->threads > 0 ? o->threads : omp_get_num_procs();

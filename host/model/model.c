@@ -21,7 +21,10 @@
 
 void ss_model_tensors(const ss_model *m, const ss_tensor **tensors, size_t *n)
 {
-    if (m->format == SS_FORMAT_GGUF) {
+    if (m->format == SS_FORMAT_SYNTHETIC) {
+        *tensors = NULL;
+        *n = 0;
+    } else if (m->format == SS_FORMAT_GGUF) {
         *tensors = m->gguf->tensors;
         *n = (size_t)m->gguf->n_tensors;
     } else {
@@ -377,6 +380,8 @@ static int ss_load_hf(ss_model *m, ss_error *err)
 int ss_model_load(const char *path, ss_model **out, ss_error *err)
 {
     *out = NULL;
+    if (!strncmp(path, "synthetic:", 10))
+        return ss_model_synthetic(path + 10, out, err);
     ss_model *m = ss_calloc(1, sizeof *m, err);
     if (!m)
         return -1;

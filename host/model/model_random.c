@@ -1,6 +1,10 @@
 /* model_random.c - ss_model_random: a Llama model with random weights held
  * in memory, for benchmarks of model shapes and for engine tests that need
- * no model file. */
+ * no model file; the named shapes of real models; and synthetic model
+ * specs ("synthetic:llama3-8b,tokenizer=...") that sweeps and the bench
+ * load like files. */
+#include <errno.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -52,9 +56,11 @@ int ss_model_random(const ss_config *cfg, const ss_random_scales *s, uint64_t se
     if (!m)
         return -1;
     m->cfg = *cfg;
+    m->synthetic_seed = seed;
+    m->weights_on_device = s == NULL;
     snprintf(m->path, sizeof m->path, "synthetic:seed=%llu", (unsigned long long)seed);
     snprintf(m->name, sizeof m->name, "random");
-    m->format = SS_FORMAT_GGUF;
+    m->format = SS_FORMAT_SYNTHETIC;
     int L = cfg->n_layers, tied = cfg->tied_embeddings;
     int64_t d = cfg->d_model, qd = (int64_t)cfg->n_heads * cfg->head_dim;
     int64_t kvd = (int64_t)cfg->n_kv_heads * cfg->head_dim, ff = cfg->d_ff, V = cfg->vocab_size;
@@ -110,5 +116,136 @@ int ss_model_random(const ss_config *cfg, const ss_random_scales *s, uint64_t se
     if (tied)
         m->output = m->tok_embd;
     *out = m;
+    return 0;
+}
+
+/* ---------------------------------------------------------------- named shapes */
+
+/* n_layers, d_model, n_heads, n_kv_heads, head_dim, d_ff, vocab, max_ctx,
+ * eps, theta, neox, scaling, factor, low, high, orig ctx, tied */
+static const struct {
+    const char *name;
+    ss_config cfg;
+} shapes[] = {
+    {"smollm2-135m", {30, 576, 9, 3, 64, 1536, 49152, 8192, 1e-5f, 100000.0f, 0, 0, 0, 0, 0, 0, 1}},
+    {"llama2-7b", {32, 4096, 32, 32, 128, 11008, 32000, 4096, 1e-5f, 10000.0f, 0, 0, 0, 0, 0, 0, 0}},
+    {"llama3-8b",
+     {32, 4096, 32, 8, 128, 14336, 128256, 8192, 1e-5f, 500000.0f, 0, SS_ROPE_SCALING_LLAMA3,
+      8.0f, 1.0f, 4.0f, 8192, 0}},
+};
+
+int ss_model_shape(const char *name, ss_config *cfg, ss_error *err)
+{
+    for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++)
+        if (!strcmp(name, shapes[i].name)) {
+            *cfg = shapes[i].cfg;
+            return 0;
+        }
+    return ss_fail(err, "unknown model shape \"%s\" (expected smollm2-135m, llama2-7b or "
+                        "llama3-8b)", name);
+}
+
+/* ---------------------------------------------------------------- synthetic specs */
+
+/* The values a synthetic model's tensors take: projections scaled by
+ * 1/sqrt(fan_in) so activations stay O(1) through every layer (its text is
+ * noise, its timing real). */
+static ss_random_scales synthetic_scales(const ss_config *c)
+{
+    float sd = 1.0f / sqrtf((float)c->d_model);
+    return (ss_random_scales){.embd = 1.0f, .output = sd, .norm = 0.1f, .wq = sd, .wk = sd,
+                              .wv = sd, .wo = 1.0f / sqrtf((float)c->n_heads * c->head_dim),
+                              .w_gate = sd, .w_up = sd, .w_down = 1.0f / sqrtf((float)c->d_ff),
+                              .bf16_exact = 1};
+}
+
+/* The options after the shape: seed=N, tokenizer=GGUF, weights=host|device. */
+typedef struct {
+    uint64_t seed;
+    char tokenizer[1024];
+    int on_device;
+} synthetic_opts;
+
+static int parse_synthetic(const char *spec, char *shape, size_t cap, synthetic_opts *o,
+                           ss_error *err)
+{
+    memset(o, 0, sizeof *o);
+    o->seed = 1;
+    size_t n = strcspn(spec, ",");
+    snprintf(shape, cap, "%.*s", (int)n, spec);
+    for (const char *p = spec + n; *p == ','; p += n) {
+        p++;
+        n = strcspn(p, ",");
+        char item[1100];
+        snprintf(item, sizeof item, "%.*s", (int)n, p);
+        char *eq = strchr(item, '=');
+        if (!eq)
+            return ss_fail(err, "synthetic:%s: option \"%s\" is not KEY=VALUE", spec, item);
+        *eq++ = '\0';
+        if (!strcmp(item, "seed")) {
+            char *end;
+            errno = 0;
+            unsigned long long v = strtoull(eq, &end, 10);
+            if (!*eq || *end || errno)
+                return ss_fail(err, "synthetic:%s: seed \"%s\" is not a number", spec, eq);
+            o->seed = v;
+        } else if (!strcmp(item, "tokenizer")) {
+            snprintf(o->tokenizer, sizeof o->tokenizer, "%s", eq);
+        } else if (!strcmp(item, "weights") && (!strcmp(eq, "host") || !strcmp(eq, "device"))) {
+            o->on_device = !strcmp(eq, "device");
+        } else {
+            return ss_fail(err, "synthetic:%s: unknown option %s=%s (expected seed=N, "
+                                "tokenizer=GGUF, weights=host|device)", spec, item, eq);
+        }
+    }
+    return 0;
+}
+
+/* The GGUF whose tokenizer a synthetic model takes, and its vocabulary size
+ * (which the embedding shapes follow). */
+static int open_tokenizer(const char *path, ss_gguf **g, int *vocab, ss_error *err)
+{
+    if (ss_gguf_open(path, g, err) < 0)
+        return ss_fail_context(err, "synthetic model tokenizer");
+    const ss_gguf_kv *tokens = ss_gguf_find(*g, "tokenizer.ggml.tokens");
+    if (!tokens || tokens->type != SS_GGUF_ARRAY || tokens->arr_len < 1 ||
+        tokens->arr_len > (1u << 24)) {
+        ss_gguf_close(*g);
+        *g = NULL;
+        return ss_fail(err, "%s: no tokenizer.ggml.tokens array to take the tokenizer from",
+                       path);
+    }
+    *vocab = (int)tokens->arr_len;
+    return 0;
+}
+
+int ss_model_synthetic(const char *spec, ss_model **out, ss_error *err)
+{
+    *out = NULL;
+    char shape[64];
+    synthetic_opts o;
+    ss_config cfg;
+    if (parse_synthetic(spec, shape, sizeof shape, &o, err) < 0 ||
+        ss_model_shape(shape, &cfg, err) < 0)
+        return -1;
+    ss_gguf *tok = NULL;
+    if (o.tokenizer[0] && open_tokenizer(o.tokenizer, &tok, &cfg.vocab_size, err) < 0)
+        return -1;
+    ss_random_scales s = synthetic_scales(&cfg);
+    if (ss_model_random(&cfg, o.on_device ? NULL : &s, o.seed, out, err) < 0) {
+        ss_gguf_close(tok);
+        return -1;
+    }
+    ss_model *m = *out;
+    m->gguf = tok;
+    snprintf(m->path, sizeof m->path, "synthetic:%s", spec);
+    snprintf(m->name, sizeof m->name, "%s (synthetic)", shape);
+    ss_gguf_str t;
+    if (tok && ss_gguf_get_str(tok, "tokenizer.chat_template", &t, NULL) == 0 &&
+        !(m->chat_template = strndup(t.ptr, t.len))) {
+        ss_model_free(m);
+        *out = NULL;
+        return ss_fail(err, "out of memory");
+    }
     return 0;
 }

@@ -228,8 +228,10 @@ typedef struct {
     cell *cells;
     int n_cells;
     const char *dir;
+    int ctx, jctx;          /* positions per slot: steered model, separate judge (0: none) */
     ss_progress progress;   /* generations of this run */
     long finished;
+    ss_sweep_throughput tp; /* this invocation's work */
 } sweep;
 
 static int encode_fit(void *user, int i, int32_t **ids, int *n_ids, int *n_prompt, ss_error *err)
@@ -439,19 +441,29 @@ static int run_chunk(sweep *s, int n, const int *cell_ids, const int *js, FILE *
                                      .sampler = {.temperature = (float)c->temperature,
                                                  .top_p = (float)c->top_p, .seed = c->gen_seed}}};
     ss_gen_timing tm;
+    double t0 = ss_seconds();
     if (ss_generate(s->e, s->tok, &req, b.g, &tm, err) < 0)
         goto out;
+    double t1 = ss_seconds();
     for (int i = 0; i < n; i++) {
         b.resp[i] = b.g[i].ids;
         b.n_resp[i] = b.g[i].n_ids;
         b.resp_text[i] = b.g[i].text ? b.g[i].text : "";
+        s->tp.prompt_tokens += b.n_ids[i];
+        s->tp.generated_tokens += b.n_resp[i];
     }
     if (ss_eval_quality(s->e, n, b.ids, b.n_ids, b.resp, b.n_resp, c->relevance_layer, b.ppl,
                         b.rel, err) < 0)
         goto out;
-    if (s->judge.kind != SS_JUDGE_NONE &&
-        ss_eval_judge(&s->judge, n, b.prompt_text, b.resp_text, b.verdict, err) < 0)
-        goto out;
+    double t2 = ss_seconds();
+    if (s->judge.kind != SS_JUDGE_NONE) {
+        if (ss_eval_judge(&s->judge, n, b.prompt_text, b.resp_text, b.verdict, err) < 0)
+            goto out;
+        s->tp.judge_seconds += ss_seconds() - t2;
+    }
+    s->tp.generations += n;
+    s->tp.generate_seconds += t1 - t0;
+    s->tp.quality_seconds += t2 - t1;
     for (int i = 0; i < n; i++) {
         int refused = ss_eval_refused(b.resp_text[i], c->refusal_phrases, c->n_refusal_phrases);
         if (write_record(f, s, &s->cells[cell_ids[i]], cell_ids[i], js[i], &b.g[i], refused,
@@ -521,10 +533,8 @@ out:
 
 static int open_models(sweep *s, const ss_sweep_opts *o, ss_sweep_config *c, ss_error *err)
 {
-    const char *model = o->model ? o->model : c->model;
-    if (!model)
-        return ss_fail(err, "%s: no model (set model: in the config, or give one to the sweep)",
-                       c->path);
+    /* the caller's, else the config's, else the default model */
+    const char *model = o->model ? o->model : c->model ? c->model : ss_default_model_path();
     if (ss_model_load(model, &s->m, err) < 0 || ss_tokenizer_load(s->m, &s->tok, err) < 0)
         return -1;
     if (ss_config_check_model(c, s->m->cfg.n_layers, err) < 0)
@@ -553,7 +563,10 @@ static int open_models(sweep *s, const ss_sweep_opts *o, ss_sweep_config *c, ss_
     return 0;
 }
 
-static int open_engines(sweep *s, const ss_sweep_opts *o, ss_error *err)
+/* Encodes the evaluation prompts and sizes the contexts: the longest
+ * prompt (fitting or evaluation) + max_new, or the judge's prompt when
+ * the steered model judges itself. */
+static int encode_prompts(sweep *s, ss_error *err)
 {
     const ss_sweep_config *c = s->c;
     int nc = s->data.n_categories, longest = 0;
@@ -580,23 +593,99 @@ static int open_engines(sweep *s, const ss_sweep_opts *o, ss_error *err)
         if (n > longest)
             longest = n;
     }
-    int ctx = longest + c->max_new + 2, jctx = 0;
+    s->ctx = longest + c->max_new + 2;
+    s->jctx = 0;
     if (c->judge_kind != SS_JUDGE_NONE) {
+        int jctx;
         if (ss_eval_judge_context(&s->judge, longest, c->max_new, &jctx, err) < 0)
             return -1;
-        if (!s->jm && jctx > ctx)
-            ctx = jctx;
+        if (s->jm)
+            s->jctx = jctx;
+        else if (jctx > s->ctx)
+            s->ctx = jctx;
     }
+    return 0;
+}
+
+static void engine_opts(const sweep *s, const ss_sweep_opts *o, int batch, int ctx,
+                        ss_engine_opts *eo)
+{
+    ss_engine_opts_default(eo);
+    eo->device = o->device >= 0 ? o->device : s->c->device;
+    eo->threads = o->threads >= 0 ? o->threads : s->c->threads;
+    eo->max_seqs = batch;
+    eo->max_ctx = ctx;
+}
+
+/* Sequences per batch when the config gives none: on the CPU 16 (its
+ * throughput stops growing well before); on a GPU as many as fit in 90% of
+ * the free memory beside the weights (of the judge model too), at most
+ * 256.  Never more than the sweep's generations. */
+static int auto_batch(const sweep *s, const ss_sweep_opts *o, int *batch, ss_error *err)
+{
+    const int cpu_batch = 16, gpu_max = 256;
+    long gens = (long)s->n_cells * s->c->n_eval;
     ss_engine_opts eo;
-    ss_engine_opts_default(&eo);
-    eo.device = o->device >= 0 ? o->device : c->device;
-    eo.threads = o->threads >= 0 ? o->threads : c->threads;
-    eo.max_seqs = c->batch;
-    eo.max_ctx = ctx;
+    engine_opts(s, o, 1, s->ctx, &eo);
+    int b = cpu_batch;
+    if (eo.device == SS_DEVICE_CUDA) {
+        ss_engine_footprint f, jf = {0};
+        if (ss_engine_footprint_of(s->m, &eo, &f, err) < 0)
+            return -1;
+        if (s->jm) {
+            eo.max_ctx = s->jctx;
+            if (ss_engine_footprint_of(s->jm, &eo, &jf, err) < 0)
+                return -1;
+        }
+        double room = 0.9 * (double)f.device_free - (double)f.fixed - (double)jf.fixed;
+        double fit = room / (double)(f.per_slot + jf.per_slot);
+        if (fit < 1)
+            return ss_fail(err, "generation.batch auto: not even one sequence of %d positions "
+                                "fits: the model%s need%s %.2f GiB, the GPU has %.2f GiB free",
+                           s->ctx, s->jm ? " and the judge" : "", s->jm ? "" : "s",
+                           (double)(f.fixed + jf.fixed + f.per_slot + jf.per_slot) / (1 << 30),
+                           (double)f.device_free / (1 << 30));
+        b = fit > gpu_max ? gpu_max : (int)fit;
+    }
+    *batch = gens < b ? (int)(gens > 0 ? gens : 1) : b;
+    return 0;
+}
+
+/* generation.batch: the config's; when it gives none, the one a resumed
+ * folder was run with (so its units and resolved config stay the same),
+ * else auto_batch.  Written into the config, so config.resolved.yaml and
+ * everything after see the number. */
+static int choose_batch(sweep *s, ss_sweep_config *c, const ss_sweep_opts *o, ss_error *err)
+{
+    if (c->batch > 0)
+        return 0;
+    char path[2048];
+    join(path, sizeof path, o->out_dir, "config.resolved.yaml");
+    if (o->resume && access(path, F_OK) == 0) {
+        ss_sweep_config old;
+        int rc = ss_config_load(path, &old, err);
+        int b = old.batch;
+        ss_config_free(&old);
+        if (rc < 0)
+            return -1;
+        if (b > 0) {
+            c->batch = b;
+            s->tp.batch_auto = 1;
+            return 0;
+        }
+    }
+    s->tp.batch_auto = 1;
+    return auto_batch(s, o, &c->batch, err);
+}
+
+static int open_engines(sweep *s, const ss_sweep_opts *o, ss_error *err)
+{
+    ss_engine_opts eo;
+    engine_opts(s, o, s->c->batch, s->ctx, &eo);
     if (ss_engine_create(s->m, &eo, &s->e, err) < 0)
         return -1;
     if (s->jm) {
-        eo.max_ctx = jctx;
+        eo.max_ctx = s->jctx;
         if (ss_engine_create(s->jm, &eo, &s->je, err) < 0)
             return -1;
     } else {
@@ -604,6 +693,25 @@ static int open_engines(sweep *s, const ss_sweep_opts *o, ss_error *err)
     }
     s->judge.engine = s->je;
     return 0;
+}
+
+/* throughput.json: this invocation's generations and where their time
+ * went (a resumed run counts only what it ran). */
+static int write_throughput(const char *dir, const ss_sweep_throughput *t, ss_error *err)
+{
+    char path[2048];
+    join(path, sizeof path, dir, "throughput.json");
+    json_t *j = json_pack(
+        "{s:i, s:b, s:I, s:I, s:I, s:f, s:f, s:f, s:f, s:f, s:f}", "batch", t->batch,
+        "batch_auto", t->batch_auto, "generations", (json_int_t)t->generations, "prompt_tokens",
+        (json_int_t)t->prompt_tokens, "generated_tokens", (json_int_t)t->generated_tokens,
+        "capture_seconds", t->capture_seconds, "generate_seconds", t->generate_seconds,
+        "quality_seconds", t->quality_seconds, "judge_seconds", t->judge_seconds,
+        "loop_seconds", t->loop_seconds, "generated_tokens_per_second",
+        t->loop_seconds > 0 ? (double)t->generated_tokens / t->loop_seconds : 0.0);
+    int rc = write_json(path, j, err);
+    json_decref(j);
+    return rc;
 }
 
 void ss_sweep_opts_default(ss_sweep_opts *o)
@@ -690,16 +798,18 @@ int ss_sweep_run(ss_sweep_config *c, const ss_sweep_opts *o, ss_error *err)
     if (o->shard_n < 1 || o->shard_i < 0 || o->shard_i >= o->shard_n)
         return ss_fail(err, "shard %d/%d: need 0 <= i < N", o->shard_i, o->shard_n);
     if (ss_sweep_load_data(c, &s.data, err) < 0 || open_models(&s, o, c, err) < 0 ||
-        !(resolved = resolved_text(c, err)) || prepare_dir(o->out_dir, resolved, o, err) < 0 ||
-        make_cells(c, &s.cells, &s.n_cells, err) < 0 ||
+        make_cells(c, &s.cells, &s.n_cells, err) < 0 || encode_prompts(&s, err) < 0 ||
+        choose_batch(&s, c, o, err) < 0 || !(resolved = resolved_text(c, err)) ||
+        prepare_dir(o->out_dir, resolved, o, err) < 0 ||
         ss_positions_parse(c->positions, &s.positions, err) < 0)
         goto out;
+    s.tp.batch = c->batch;
     char path[2048];
     join(path, sizeof path, o->out_dir, "run.json");
-    json_t *info = json_pack("{s:s, s:s, s:s, s:i, s:i, s:i}", "model_name", s.m->name,
-                             "model_path", s.m->path, "model_sha256", s.sha, "n_cells",
-                             s.n_cells, "shard", o->shard_i,
-                             "shards", o->shard_n);
+    json_t *info = json_pack("{s:s, s:s, s:s, s:i, s:i, s:i, s:i, s:b}", "model_name",
+                             s.m->name, "model_path", s.m->path, "model_sha256", s.sha,
+                             "n_cells", s.n_cells, "shard", o->shard_i, "shards", o->shard_n,
+                             "batch", c->batch, "batch_auto", s.tp.batch_auto);
     int w = write_json(path, info, err);
     json_decref(info);
     if (w < 0)
@@ -714,9 +824,11 @@ int ss_sweep_run(ss_sweep_config *c, const ss_sweep_opts *o, ss_error *err)
     join(path, sizeof path, o->out_dir, "generations.jsonl");
     int rr = recs_read(path, done, s.n_cells, &r, err) < 0 || recs_write(path, &r, err) < 0;
     recs_free(&r);
+    double t_cap = ss_seconds();
     if (rr || open_engines(&s, o, err) < 0 ||
         capture_and_vectors(&s, o->resume, o->progress, err) < 0)
         goto out;
+    s.tp.capture_seconds = ss_seconds() - t_cap;
     int n_units = make_units(s.n_cells, c->n_eval, c->batch, unit_of), expected = 0;
     long todo = 0;
     for (int i = 0; i < s.n_cells; i++)
@@ -725,6 +837,7 @@ int ss_sweep_run(ss_sweep_config *c, const ss_sweep_opts *o, ss_error *err)
             todo += done[i] ? 0 : c->n_eval;
         }
     ss_progress_begin(&s.progress, &o->progress, "sweep", "generations", 0, todo, 0);
+    double t_loop = ss_seconds();
     for (int u = 0, c0 = 0; u < n_units; u++) {
         int c1 = c0;
         while (c1 < s.n_cells && unit_of[c1] == u)
@@ -733,6 +846,11 @@ int ss_sweep_run(ss_sweep_config *c, const ss_sweep_opts *o, ss_error *err)
             goto out;
         c0 = c1;
     }
+    s.tp.loop_seconds = ss_seconds() - t_loop;
+    if (o->throughput)
+        *o->throughput = s.tp;
+    if (write_throughput(o->out_dir, &s.tp, err) < 0)
+        goto out;
     rc = finalize(o->out_dir, expected, err);
 out:
     free(resolved);

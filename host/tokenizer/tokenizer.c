@@ -607,6 +607,9 @@ int ss_tokenizer_load(const ss_model *m, ss_tokenizer **out, ss_error *err)
 {
     if (m->gguf)
         return ss_tok_load_gguf(m->gguf, out, err);
+    if (m->format == SS_FORMAT_SYNTHETIC)
+        return ss_fail(err, "%s: a synthetic model has no tokenizer; add tokenizer=GGUF to take "
+                            "one from a GGUF file", m->path);
     return ss_tokenizer_load_json(m->path, out, err);
 }
 

@@ -57,7 +57,7 @@ typedef struct {
     int max_new;
     double temperature, top_p;
     uint64_t gen_seed;
-    int batch;                      /* sequences per forward */
+    int batch;                      /* sequences per forward; 0 = auto (the sweep chooses) */
 
     char *refusal_phrases[SS_CFG_MAX_LIST];
     int n_refusal_phrases;

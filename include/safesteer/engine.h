@@ -132,6 +132,18 @@ typedef struct {
 
 int ss_engine_measure_device(ss_engine *e, ss_engine_device *d, ss_error *err);
 
+/* GPU memory an engine for m with opts o would take, before creating it:
+ * fixed (weights, scratch) plus per_slot (KV cache of o->max_ctx positions,
+ * steering state) for each of o->max_seqs slots, and what the device has
+ * free now.  CUDA only: the CPU engine computes in host memory (an error). */
+typedef struct {
+    size_t fixed, per_slot;
+    size_t device_free, device_total;
+} ss_engine_footprint;
+
+int ss_engine_footprint_of(const ss_model *m, const ss_engine_opts *o, ss_engine_footprint *f,
+                           ss_error *err);
+
 /* Times engine work: begin, the calls, end -> *ms.  Device events on CUDA
  * (the work queued in between), the wall clock on the CPU. */
 int ss_engine_timer_begin(ss_engine *e, ss_error *err);

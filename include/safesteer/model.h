@@ -148,7 +148,11 @@ typedef struct {
     ss_tensor w_down;      /* {d_ff, d_model} */
 } ss_layer_weights;
 
-typedef enum { SS_FORMAT_GGUF = 0, SS_FORMAT_HF = 1 } ss_model_format;
+typedef enum {
+    SS_FORMAT_GGUF = 0,
+    SS_FORMAT_HF = 1,
+    SS_FORMAT_SYNTHETIC = 2, /* random weights (ss_model_random, "synthetic:SPEC"); no tensor table */
+} ss_model_format;
 
 struct ss_hf_folder;
 
@@ -165,10 +169,14 @@ typedef struct ss_model {
     ss_gguf *gguf;             /* set for GGUF models (tokenizer metadata) */
     struct ss_hf_folder *hf;   /* set for HF folders (safetensors shards) */
     float *random_data;        /* every tensor's values, for ss_model_random */
+    uint64_t synthetic_seed;   /* random models: the seed their values come from */
+    int weights_on_device;     /* random models without host values: the CUDA engine
+                                  draws them on the GPU from synthetic_seed */
 } ss_model;
 
-/* Loads a GGUF file or a Hugging Face folder (config.json +
- * model.safetensors or model.safetensors.index.json). */
+/* Loads a GGUF file, a Hugging Face folder (config.json +
+ * model.safetensors or model.safetensors.index.json), or a synthetic model
+ * "synthetic:SPEC" (ss_model_synthetic). */
 int ss_model_load(const char *path, ss_model **out, ss_error *err);
 void ss_model_free(ss_model *m);
 /* Value ranges of ss_model_random: norms are 1 + norm * U(-1, 1), every
@@ -188,6 +196,18 @@ typedef struct {
  * Freed by ss_model_free. */
 int ss_model_random(const ss_config *cfg, const ss_random_scales *s, uint64_t seed,
                     ss_model **out, ss_error *err);
+
+/* The configuration of a named real-model shape: smollm2-135m, llama2-7b,
+ * llama3-8b. */
+int ss_model_shape(const char *name, ss_config *cfg, ss_error *err);
+
+/* A random model of a named shape, from "SHAPE[,seed=N][,tokenizer=GGUF]
+ * [,weights=host|device]": tokenizer takes that GGUF's tokenizer and chat
+ * template and sets the vocabulary to its size (so prompts tokenize; the
+ * text is noise, the timing real); weights=device leaves the values to the
+ * CUDA engine (no host memory for an 8B shape).  Values are scaled by
+ * 1/sqrt(fan_in); seed defaults to 1.  Path "synthetic:SPEC". */
+int ss_model_synthetic(const char *spec, ss_model **out, ss_error *err);
 
 /* Where the default model (SmolLM2-135M-Instruct, Q4_1 GGUF) lives:
  * $SAFESTEER_MODEL, else $SAFESTEER_CACHE/models/..., else

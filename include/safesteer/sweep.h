@@ -38,14 +38,28 @@ typedef struct {
 int ss_sweep_load_data(const ss_sweep_config *c, ss_sweep_data *d, ss_error *err);
 void ss_sweep_data_free(ss_sweep_data *d);
 
+/* What one ss_sweep_run did (also written to throughput.json). */
+typedef struct {
+    int batch, batch_auto;        /* sequences per batch; 1: chosen by the sweep */
+    long generations, prompt_tokens, generated_tokens;
+    double capture_seconds;       /* captures and vectors */
+    double generate_seconds;      /* ss_generate (prefill + decode) */
+    double quality_seconds;       /* perplexity and relevance passes */
+    double judge_seconds;         /* the LLM judge */
+    double loop_seconds;          /* the generation loop, wall clock: all of the above after the
+                                     capture, plus records */
+} ss_sweep_throughput;
+
 typedef struct {
     const char *out_dir;
-    const char *model;        /* overrides the config's model (NULL: config, else default) */
+    const char *model;        /* overrides the config's model (NULL: the config's, else the
+                                 default model) */
     int resume;
     int shard_i, shard_n;     /* run units u with u % shard_n == shard_i */
     int threads;              /* -1: the config's */
     int device;               /* -1: the config's */
     ss_progress_sink progress; /* captures, vector passes, then the generations */
+    ss_sweep_throughput *throughput; /* filled at the end when not NULL */
 } ss_sweep_opts;
 
 void ss_sweep_opts_default(ss_sweep_opts *o);

@@ -12,6 +12,11 @@ import pytest
 REPO = pathlib.Path(__file__).resolve().parents[2]
 GOLDEN = REPO / "tests" / "golden"
 
+# the Python package (analysis/safesteer) loads the libsafesteer.so of the
+# build the tests run against
+if os.environ.get("SAFESTEER_BIN"):
+    os.environ.setdefault("SAFESTEER_BUILD", str(pathlib.Path(os.environ["SAFESTEER_BIN"]).parent))
+
 
 def _default_model():
     if os.environ.get("SAFESTEER_MODEL"):

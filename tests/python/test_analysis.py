@@ -327,10 +327,12 @@ def _execute_notebook(tmp_path, monkeypatch, **env):
     return images, text
 
 
-def test_notebook_runs_on_synthetic_fallback(tmp_path, monkeypatch):
+def test_notebook_runs_on_synthetic_fallback(tmp_path, monkeypatch, default_model):
     images, text = _execute_notebook(tmp_path, monkeypatch)
     assert images == 5 and "(synthetic)" in text   # pca, cosine, 2 heatmaps, trade-off
     assert "report.html" in text
+    # section 4 steered the default model through the safesteer API
+    assert f"model: {default_model}" in text and "separability at layer 14" in text
 
 
 def test_notebook_runs_on_c_capture(c_capture, c_vectors, synth, tmp_path, monkeypatch):
