@@ -496,8 +496,13 @@ int finalize(const char *dir, int n_expected, ss_error *err)
     join(path, sizeof path, dir, "generations.jsonl");
     join(cfg_path, sizeof cfg_path, dir, "config.resolved.yaml");
     if (!done || read_done(dir, n_cells, done, err) < 0 ||
-        recs_read(path, done, n_cells, &r, err) < 0 || recs_write(path, &r, err) < 0 ||
-        aggregate(&r, &rows, &n_rows, err) < 0 || !(config = read_text(cfg_path, err)))
+        recs_read(path, done, n_cells, &r, err) < 0 || recs_write(path, &r, err) < 0)
+        goto out;
+    if (aggregate(&r, &rows, &n_rows, err) < 0) {
+        ss_fail_context(err, "%s", path);
+        goto out;
+    }
+    if (!(config = read_text(cfg_path, err)))
         goto out;
     int n_done = 0;
     for (int i = 0; i < n_cells; i++)
