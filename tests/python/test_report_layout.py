@@ -1,5 +1,6 @@
 """The sweep report as a browser lays it out: headless Chromium (Debian's
-`chromium`, installed by scripts/setup.sh) at a 1400 px wide window.
+`chromium`, installed by scripts/setup.sh; missing, the test fails) at a 1400 px
+wide window.
 
 A copy of the report gets a probe script that measures the page once it has
 loaded and writes the facts into the DOM, which `chromium --dump-dom` prints:
@@ -57,10 +58,10 @@ window.addEventListener("load", () => {
 </script>"""
 
 
-def dom_facts(report_html, tmp_path):
+def dom_facts(chromium, report_html, tmp_path):
     page = tmp_path / "probe.html"
     page.write_text(report_html.replace("</body>", PROBE + "</body>"), encoding="utf-8")
-    proc = subprocess.run([CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu",
+    proc = subprocess.run([chromium, "--headless", "--no-sandbox", "--disable-gpu",
                            "--hide-scrollbars", f"--user-data-dir={tmp_path / 'profile'}",
                            f"--window-size={WIDTH},1000", "--virtual-time-budget=10000",
                            "--dump-dom", page.as_uri()],
@@ -83,10 +84,15 @@ def runs(tmp_path_factory):
     return {"demo": demo, "paper": paper}
 
 
-@pytest.mark.skipif(not CHROMIUM, reason="chromium not installed (scripts/setup.sh installs it)")
+@pytest.fixture(scope="module")
+def chromium():
+    assert CHROMIUM, "chromium not found: scripts/setup.sh installs Debian's chromium"
+    return CHROMIUM
+
+
 @pytest.mark.parametrize("name", ["demo", "paper"])
-def test_report_layout_in_chromium(runs, name, tmp_path):
-    f = dom_facts(report.render(runs[name]), tmp_path)
+def test_report_layout_in_chromium(chromium, runs, name, tmp_path):
+    f = dom_facts(chromium, report.render(runs[name]), tmp_path)
     assert f["innerWidth"] == WIDTH
     assert f["pageWidth"] <= WIDTH, "the page scrolls sideways"
     small = [(px, text) for px, text in f["fonts"] if px < 11]
@@ -162,8 +168,7 @@ def test_model_named_by_its_file_when_general_name_is_a_tag():
         "My-Model"
 
 
-@pytest.mark.skipif(not CHROMIUM, reason="chromium not installed (scripts/setup.sh installs it)")
-def test_screenshot_script_writes_a_1400px_page(tmp_path):
+def test_screenshot_script_writes_a_1400px_page(chromium, tmp_path):
     out = tmp_path / "report.png"
     proc = subprocess.run(["bash", str(REPO / "scripts" / "report_screenshot.sh"), "",
                            str(out)], capture_output=True, text=True, timeout=180)
