@@ -334,7 +334,8 @@ extern "C" int ss_engine_cuda_footprint(const ss_model *m, const ss_engine_opts 
                                         ss_engine_footprint *f, ss_error *err)
 {
     size_t free_b = 0, total_b = 0;
-    SS_CU(cudaSetDevice(o->gpu), err);
+    if (ss_cuda_select_device(o->gpu, err))
+        return -1;
     SS_CU(cudaMemGetInfo(&free_b, &total_b), err);
     size_t w, sc, per;
     ss_cu_sizes(m, o->max_ctx, &w, &sc, &per);

@@ -45,6 +45,8 @@ def load_run(run):
         if "token_ids" not in g:
             fail_input(f"{gens_path}:{n}: no token_ids (run the sweep with --trace-tokens)")
         gens[(g["cell_id"], g["index"])] = g
+    if not (run / "summary.csv").exists():
+        fail_input(f"{run / 'summary.csv'}: missing (the sweep in {run} did not finish)")
     with open(run / "summary.csv", newline="") as f:
         cells = {int(r["cell_id"]): r for r in csv.DictReader(f)}
     return gens, cells
