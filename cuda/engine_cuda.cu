@@ -32,8 +32,13 @@ extern "C" {
 }
 
 #define SS_CU_ROWS 512        /* token rows per forward chunk */
-#define SS_CU_DEC_ROWS 64     /* rows the split-KV decode path takes */
-#define SS_CU_LOGIT_ROWS 64   /* lm-head rows per matmul */
+/* Decode steps of up to 256 sequences (a sweep's batch) take the split-KV
+ * decode path, one lm-head matmul and the graph replay; at 64, wider steps
+ * fell back to prefill attention in 1-query tiles, no graph, and read the
+ * 1 GB Llama-3 head once per 64 rows.  Costs: partials of 256 rows x heads
+ * x splits, logits of 256 rows (131 MB at a 128k vocabulary). */
+#define SS_CU_DEC_ROWS 256    /* rows the split-KV decode path takes */
+#define SS_CU_LOGIT_ROWS 256  /* lm-head rows per matmul */
 #define SS_CU_STAGE_FLOATS (8u << 20) /* host staging for weight upload */
 
 /* ================================================================ engine state */

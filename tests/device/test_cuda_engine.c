@@ -7,7 +7,8 @@
  * CPU's top-2 logits are within SS_MARGIN.  Steering: strength 0 is
  * bit-identical to none on the GPU; ADD and ABLATE steering match the CPU;
  * capture rows match; the CUDA-graph decode path is bit-identical to the
- * plain one.  With the default model present, 5 chat prompts x 32 greedy
+ * plain one, also at 130 sequences (past the 64-row decode width it
+ * once had).  With the default model present, 5 chat prompts x 32 greedy
  * tokens are compared the same way.  The memory footprint the sweep sizes
  * its batch by covers what the engine allocates, within 40%.
  * Without a CUDA device each test prints "SKIP: no CUDA device (...)". */
@@ -398,6 +399,62 @@ Test(cuda_engine, graph_decode_bit_identical)
     free(lg);
     free(ref), free(got), free(alpha), free(vec);
     ss_engine_free(e);
+    ss_model_free(r);
+}
+
+/* Decode batches past 64 rows (sweeps run up to 256): 130 sequences'
+ * logits agree with the CPU's at every step (both fed the CPU's greedy
+ * tokens), and the graph replay is bit-identical to the plain path at that
+ * width. */
+Test(cuda_engine, wide_batch_decode_matches_cpu, .timeout = 120)
+{
+    skip_without_gpu();
+    enum { N = 130, STEPS = 3 };
+    ss_model *r = rand_model_new(0);
+    int V = r->cfg.vocab_size;
+    ss_engine *gpu = engine_on(r, SS_DEVICE_CUDA, N), *cpu = engine_on(r, SS_DEVICE_CPU, N);
+    int slots[N], lens[N], ones[N], total = 0;
+    int32_t tok[N * 8], next[STEPS][N];
+    for (int i = 0; i < N; i++) {
+        slots[i] = i, ones[i] = 1, lens[i] = 1 + i % 8;
+        for (int t = 0; t < lens[i]; t++)
+            tok[total++] = (int32_t)((frand() + 1.0f) * 299.0f);
+    }
+    float *lg = malloc((size_t)N * V * 4), *lc = malloc((size_t)N * V * 4);
+    float *graphed = malloc((size_t)STEPS * N * V * 4);
+    ss_error err;
+    for (int plain = 0; plain < 2; plain++) {
+        cr_assert_eq(ss_engine_set_decode_graphs(gpu, !plain, &err), 0, "%s", err.msg);
+        for (int i = 0; i < N; i++)
+            ss_engine_reset_slot(gpu, i), ss_engine_reset_slot(cpu, i);
+        ss_batch b = {N, slots, lens, tok, 0};
+        cr_assert_eq(ss_engine_forward(gpu, &b, lg, &err), 0, "gpu prefill: %s", err.msg);
+        if (!plain)
+            cr_assert_eq(ss_engine_forward(cpu, &b, lc, &err), 0, "cpu prefill: %s", err.msg);
+        for (int s = 0; s < STEPS; s++) {
+            if (!plain) {
+                for (int i = 0; i < N; i++) {
+                    char what[64];
+                    snprintf(what, sizeof what, "width %d, step %d, sequence %d", N, s, i);
+                    expect_logits_agree(lg + (size_t)i * V, lc + (size_t)i * V, V, what);
+                    next[s][i] = ss_argmax(lc + (size_t)i * V, V);
+                }
+            }
+            ss_batch db = {N, slots, ones, next[s], 0};
+            cr_assert_eq(ss_engine_forward(gpu, &db, lg, &err), 0, "gpu decode: %s", err.msg);
+            if (!plain) {
+                cr_assert_eq(ss_engine_forward(cpu, &db, lc, &err), 0, "cpu decode: %s", err.msg);
+                memcpy(graphed + (size_t)s * N * V, lg, (size_t)N * V * 4);
+            } else {
+                cr_expect_eq(memcmp(graphed + (size_t)s * N * V, lg, (size_t)N * V * 4), 0,
+                             "step %d at width %d: graph replay differs from the plain path", s,
+                             N);
+            }
+        }
+    }
+    free(lg), free(lc), free(graphed);
+    ss_engine_free(gpu);
+    ss_engine_free(cpu);
     ss_model_free(r);
 }
 
