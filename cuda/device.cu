@@ -47,9 +47,8 @@ static int ss_cuda_ctx_init(ss_cuda_ctx *c, ss_error *err)
     return 0;
 }
 
-extern "C" int ss_cuda_ctx_create(int gpu, ss_cuda_ctx **out, ss_error *err)
+extern "C" int ss_cuda_select_device(int gpu, ss_error *err)
 {
-    *out = NULL;
     char why[256];
     int n = ss_cuda_device_count(why, sizeof why);
     if (n == 0)
@@ -57,6 +56,14 @@ extern "C" int ss_cuda_ctx_create(int gpu, ss_cuda_ctx **out, ss_error *err)
     if (gpu < 0 || gpu >= n)
         return ss_fail(err, "device cuda: GPU %d requested but %d device(s) present", gpu, n);
     SS_CU(cudaSetDevice(gpu), err);
+    return 0;
+}
+
+extern "C" int ss_cuda_ctx_create(int gpu, ss_cuda_ctx **out, ss_error *err)
+{
+    *out = NULL;
+    if (ss_cuda_select_device(gpu, err))
+        return -1;
     ss_cuda_ctx *c = (ss_cuda_ctx *)ss_calloc(1, sizeof *c, err);
     if (!c)
         return -1;

@@ -32,8 +32,13 @@ extern "C" {
 }
 
 #define SS_CU_ROWS 512        /* token rows per forward chunk */
-#define SS_CU_DEC_ROWS 64     /* rows the split-KV decode path takes */
-#define SS_CU_LOGIT_ROWS 64   /* lm-head rows per matmul */
+/* Decode steps of up to 256 sequences (a sweep's batch) take the split-KV
+ * decode path, one lm-head matmul and the graph replay; at 64, wider steps
+ * fell back to prefill attention in 1-query tiles, no graph, and read the
+ * 1 GB Llama-3 head once per 64 rows.  Costs: partials of 256 rows x heads
+ * x splits, logits of 256 rows (131 MB at a 128k vocabulary). */
+#define SS_CU_DEC_ROWS 256    /* rows the split-KV decode path takes */
+#define SS_CU_LOGIT_ROWS 256  /* lm-head rows per matmul */
 #define SS_CU_STAGE_FLOATS (8u << 20) /* host staging for weight upload */
 
 /* ================================================================ engine state */
@@ -334,7 +339,8 @@ extern "C" int ss_engine_cuda_footprint(const ss_model *m, const ss_engine_opts 
                                         ss_engine_footprint *f, ss_error *err)
 {
     size_t free_b = 0, total_b = 0;
-    SS_CU(cudaSetDevice(o->gpu), err);
+    if (ss_cuda_select_device(o->gpu, err))
+        return -1;
     SS_CU(cudaMemGetInfo(&free_b, &total_b), err);
     size_t w, sc, per;
     ss_cu_sizes(m, o->max_ctx, &w, &sc, &per);

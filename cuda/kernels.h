@@ -30,6 +30,8 @@ int ss_cuda_device_count(char *why, size_t cap);
  * Setting env SAFESTEER_CUDA_SYNC=1 synchronises after every launch so an
  * asynchronous fault is reported at the kernel that caused it. */
 typedef struct ss_cuda_ctx ss_cuda_ctx;
+/* Makes GPU gpu current; errors say no device is there or which exist. */
+int ss_cuda_select_device(int gpu, ss_error *err);
 int ss_cuda_ctx_create(int gpu, ss_cuda_ctx **out, ss_error *err);
 void ss_cuda_ctx_free(ss_cuda_ctx *c);
 int ss_cuda_sync(ss_cuda_ctx *c, ss_error *err);

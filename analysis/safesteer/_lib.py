@@ -185,7 +185,8 @@ class SweepOpts(C.Structure):
     _fields_ = [("out_dir", C.c_char_p), ("model", C.c_char_p), ("resume", C.c_int),
                 ("shard_i", C.c_int), ("shard_n", C.c_int), ("threads", C.c_int),
                 ("device", C.c_int), ("progress", ProgressSink),
-                ("throughput", C.c_void_p)]  # ss_sweep_throughput *; throughput.json has it
+                ("throughput", C.c_void_p),  # ss_sweep_throughput *; throughput.json has it
+                ("trace_tokens", C.c_int)]
 
 
 class ChatMsg(C.Structure):

@@ -20,6 +20,7 @@ static const char *const usage_text =
     "  --threads N        CPU threads (default: the config's, 0 = all cores)\n"
     "  --device D         cpu | cuda (default: the config's)\n"
     "  --quiet            no progress bar\n"
+    "  --trace-tokens     records also hold token_ids and top2_gap (to compare engines)\n"
     "See docs/sweeps.md for the file format.\n";
 
 static int parse_shard(const char *s, ss_sweep_opts *o, ss_error *err)
@@ -46,6 +47,7 @@ int ss_cmd_sweep(int argc, char **argv)
     static const struct option longopts[] = {
         SS_ARG("out", 'o'), SS_ARG("model", 'm'), SS_FLAG("resume", 'r'), SS_ARG("shard", 's'),
         SS_ARG("threads", 'j'), SS_ARG("device", 'd'), SS_FLAG("quiet", 'q'), SS_FLAG("help", 'h'),
+        SS_FLAG("trace-tokens", 't'),
         SS_END_OPTIONS};
     ss_error err = {.msg = ""};
     ss_sweep_opts o;
@@ -72,6 +74,7 @@ int ss_cmd_sweep(int argc, char **argv)
                 return ss_cli_fail("sweep", SS_EXIT_USAGE, &err);
             break;
         case 'q': quiet = 1; break;
+        case 't': o.trace_tokens = 1; break;
         case 'h': printf(usage_text, ss_default_model_path()); return SS_EXIT_OK;
         default: return ss_cli_error("sweep", SS_EXIT_USAGE, "unknown option (see --help)");
         }

@@ -229,6 +229,7 @@ typedef struct {
     int n_cells;
     const char *dir;
     int ctx, jctx;          /* positions per slot: steered model, separate judge (0: none) */
+    int trace_tokens;       /* records carry token_ids and top2_gap */
     ss_progress progress;   /* generations of this run */
     long finished;
     ss_sweep_throughput tp; /* this invocation's work */
@@ -329,6 +330,31 @@ static int plan_of(sweep *s, const cell *cl, ss_steer_plan *plan, ss_error *err)
 }
 
 /* One generation's record line. */
+/* --trace-tokens: the generated ids and, for each step, the gap between
+ * the top two log-probabilities (scripts/device/compare_sweeps.py
+ * tells a near-tie divergence between engines from a real one by it). */
+static int add_token_trace(json_t *o, const ss_gen_result *g)
+{
+    json_t *ids = json_array(), *gaps = json_array();
+    int bad = !ids || !gaps;
+    for (int t = 0; !bad && t < g->n_ids; t++)
+        bad = json_array_append_new(ids, json_integer(g->ids[t])) < 0;
+    /* every step, the one that chose a stop token too */
+    for (int t = 0; !bad && t < g->n_steps; t++) {
+        double gap = g->top_logprobs[2 * t] - g->top_logprobs[2 * t + 1];
+        bad = json_array_append_new(gaps, isfinite(gap) ? json_real(round(gap * 1e4) / 1e4)
+                                                        : json_null()) < 0;
+    }
+    if (bad) {
+        json_decref(ids);
+        json_decref(gaps);
+        return -1;
+    }
+    json_object_set_new(o, "token_ids", ids);
+    json_object_set_new(o, "top2_gap", gaps);
+    return 0;
+}
+
 static int write_record(FILE *f, sweep *s, const cell *cl, int cell_id, int j,
                         const ss_gen_result *g, int refused, const ss_judge_verdict *jv,
                         double ppl, double rel, ss_error *err)
@@ -360,6 +386,10 @@ static int write_record(FILE *f, sweep *s, const cell *cl, int cell_id, int j,
     json_object_set_new(o, "distinct_2", isnan(d2) ? json_null() : json_real(d2));
     json_object_set_new(o, "n_tokens", json_integer(g->n_ids));
     json_object_set_new(o, "degenerate", json_boolean(ss_eval_degenerate(g->ids, g->n_ids)));
+    if (s->trace_tokens && add_token_trace(o, g) < 0) {
+        json_decref(o);
+        return ss_fail(err, "out of memory");
+    }
     int rc = json_dumpf(o, f, JSON_COMPACT | JSON_PRESERVE_ORDER) < 0 || fputc('\n', f) == EOF;
     json_decref(o);
     return rc ? ss_fail(err, "writing generations.jsonl failed") : 0;
@@ -438,6 +468,7 @@ static int run_chunk(sweep *s, int n, const int *cell_ids, const int *js, FILE *
     }
     ss_gen_request req = {.n = n, .prompts = b.ids, .n_prompt = b.n_ids, .plans = b.plan_of,
                           .params = {.max_new = c->max_new,
+                                     .logprobs_k = s->trace_tokens ? 2 : 0,
                                      .sampler = {.temperature = (float)c->temperature,
                                                  .top_p = (float)c->top_p, .seed = c->gen_seed}}};
     ss_gen_timing tm;
@@ -791,7 +822,7 @@ static void sweep_free(sweep *s)
 
 int ss_sweep_run(ss_sweep_config *c, const ss_sweep_opts *o, ss_error *err)
 {
-    sweep s = {.c = c, .dir = o->out_dir};
+    sweep s = {.c = c, .dir = o->out_dir, .trace_tokens = o->trace_tokens};
     char *resolved = NULL;
     uint8_t *done = NULL;
     int *unit_of = NULL, rc = -1;

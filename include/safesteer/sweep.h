@@ -60,6 +60,8 @@ typedef struct {
     int device;               /* -1: the config's */
     ss_progress_sink progress; /* captures, vector passes, then the generations */
     ss_sweep_throughput *throughput; /* filled at the end when not NULL */
+    int trace_tokens;         /* 1: each generations.jsonl record also holds token_ids and
+                                 top2_gap (top-1 minus top-2 log-probability per token) */
 } ss_sweep_opts;
 
 void ss_sweep_opts_default(ss_sweep_opts *o);

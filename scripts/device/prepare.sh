@@ -64,6 +64,13 @@ done
 rm -rf "$scratch"
 [ $missing = 0 ] || exit 1
 
+# the public prompt sets experiments/gpu-throughput.yaml reads (run.sh points
+# the config at this copy)
+rm -rf .device/data
+mkdir -p .device/data
+cp "$root/../shared/data/catqa_en.jsonl" "$root/../shared/data/alpaca_instructions.jsonl" \
+    .device/data/
+
 # object files, static libraries and CMake's probe builds are not needed
 # there; keep what travels small (the next prepare rebuilds them)
 find build-device -name '*.o' -delete

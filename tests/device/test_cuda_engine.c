@@ -7,8 +7,10 @@
  * CPU's top-2 logits are within SS_MARGIN.  Steering: strength 0 is
  * bit-identical to none on the GPU; ADD and ABLATE steering match the CPU;
  * capture rows match; the CUDA-graph decode path is bit-identical to the
- * plain one.  With the default model present, 5 chat prompts x 32 greedy
- * tokens are compared the same way.
+ * plain one, also at 130 sequences (past the 64-row decode width it
+ * once had).  With the default model present, 5 chat prompts x 32 greedy
+ * tokens are compared the same way.  The memory footprint the sweep sizes
+ * its batch by covers what the engine allocates, within 40%.
  * Without a CUDA device each test prints "SKIP: no CUDA device (...)". */
 #include <criterion/criterion.h>
 #include <math.h>
@@ -400,6 +402,62 @@ Test(cuda_engine, graph_decode_bit_identical)
     ss_model_free(r);
 }
 
+/* Decode batches past 64 rows (sweeps run up to 256): 130 sequences'
+ * logits agree with the CPU's at every step (both fed the CPU's greedy
+ * tokens), and the graph replay is bit-identical to the plain path at that
+ * width. */
+Test(cuda_engine, wide_batch_decode_matches_cpu, .timeout = 120)
+{
+    skip_without_gpu();
+    enum { N = 130, STEPS = 3 };
+    ss_model *r = rand_model_new(0);
+    int V = r->cfg.vocab_size;
+    ss_engine *gpu = engine_on(r, SS_DEVICE_CUDA, N), *cpu = engine_on(r, SS_DEVICE_CPU, N);
+    int slots[N], lens[N], ones[N], total = 0;
+    int32_t tok[N * 8], next[STEPS][N];
+    for (int i = 0; i < N; i++) {
+        slots[i] = i, ones[i] = 1, lens[i] = 1 + i % 8;
+        for (int t = 0; t < lens[i]; t++)
+            tok[total++] = (int32_t)((frand() + 1.0f) * 299.0f);
+    }
+    float *lg = malloc((size_t)N * V * 4), *lc = malloc((size_t)N * V * 4);
+    float *graphed = malloc((size_t)STEPS * N * V * 4);
+    ss_error err;
+    for (int plain = 0; plain < 2; plain++) {
+        cr_assert_eq(ss_engine_set_decode_graphs(gpu, !plain, &err), 0, "%s", err.msg);
+        for (int i = 0; i < N; i++)
+            ss_engine_reset_slot(gpu, i), ss_engine_reset_slot(cpu, i);
+        ss_batch b = {N, slots, lens, tok, 0};
+        cr_assert_eq(ss_engine_forward(gpu, &b, lg, &err), 0, "gpu prefill: %s", err.msg);
+        if (!plain)
+            cr_assert_eq(ss_engine_forward(cpu, &b, lc, &err), 0, "cpu prefill: %s", err.msg);
+        for (int s = 0; s < STEPS; s++) {
+            if (!plain) {
+                for (int i = 0; i < N; i++) {
+                    char what[64];
+                    snprintf(what, sizeof what, "width %d, step %d, sequence %d", N, s, i);
+                    expect_logits_agree(lg + (size_t)i * V, lc + (size_t)i * V, V, what);
+                    next[s][i] = ss_argmax(lc + (size_t)i * V, V);
+                }
+            }
+            ss_batch db = {N, slots, ones, next[s], 0};
+            cr_assert_eq(ss_engine_forward(gpu, &db, lg, &err), 0, "gpu decode: %s", err.msg);
+            if (!plain) {
+                cr_assert_eq(ss_engine_forward(cpu, &db, lc, &err), 0, "cpu decode: %s", err.msg);
+                memcpy(graphed + (size_t)s * N * V, lg, (size_t)N * V * 4);
+            } else {
+                cr_expect_eq(memcmp(graphed + (size_t)s * N * V, lg, (size_t)N * V * 4), 0,
+                             "step %d at width %d: graph replay differs from the plain path", s,
+                             N);
+            }
+        }
+    }
+    free(lg), free(lc), free(graphed);
+    ss_engine_free(gpu);
+    ss_engine_free(cpu);
+    ss_model_free(r);
+}
+
 Test(cuda_engine, default_model_greedy_matches_cpu)
 {
     skip_without_gpu();
@@ -429,5 +487,49 @@ Test(cuda_engine, default_model_greedy_matches_cpu)
     ss_engine_free(gpu);
     ss_engine_free(cpu);
     ss_tokenizer_free(tk);
+    ss_model_free(m);
+}
+
+/* The sweep sizes its batch from ss_engine_footprint_of: what it promises
+ * must cover what the engine then takes (weights, KV cache, scratch, and
+ * the steering vectors a first steered slot allocates for every slot), and
+ * not by much, or batches come out smaller than what fits. */
+Test(cuda_engine, footprint_covers_what_the_engine_allocates)
+{
+    skip_without_gpu();
+    ss_model *m = NULL;
+    ss_error err;
+    cr_assert_eq(ss_model_synthetic("smollm2-135m,weights=device", &m, &err), 0, "%s", err.msg);
+    ss_engine_opts o;
+    ss_engine_opts_default(&o);
+    o.device = SS_DEVICE_CUDA;
+    o.max_seqs = 64;
+    o.max_ctx = 600;
+    ss_engine_footprint before, after;
+    cr_assert_eq(ss_engine_footprint_of(m, &o, &before, &err), 0, "%s", err.msg);
+    ss_engine *e = NULL;
+    cr_assert_eq(ss_engine_create(m, &o, &e, &err), 0, "%s", err.msg);
+    const ss_config *c = &m->cfg;
+    float *alpha = calloc((size_t)c->n_layers, 4), *vec = calloc((size_t)c->n_layers * c->d_model, 4);
+    alpha[3] = 2.0f;
+    vec[5] = 1.0f;
+    set_steer(e, 0, SS_SITE_RESID_POST, SS_STEER_ADD, alpha, vec, 0, -1);
+    int32_t tok[40];
+    float *logits = malloc((size_t)c->vocab_size * 4);
+    for (int i = 0; i < 40; i++)
+        tok[i] = i + 100;
+    run_prompt(e, tok, 40, logits);
+    cr_assert_eq(ss_engine_footprint_of(m, &o, &after, &err), 0, "%s", err.msg);
+    double used = (double)before.device_free - (double)after.device_free;
+    double promised = (double)before.fixed + (double)before.per_slot * o.max_seqs;
+    printf("footprint: promised %.1f MiB (fixed %.1f + %d x %.2f per slot), allocated %.1f MiB\n",
+           promised / (1 << 20), (double)before.fixed / (1 << 20), o.max_seqs,
+           (double)before.per_slot / (1 << 20), used / (1 << 20));
+    cr_expect_leq(used, promised, "the engine took %.1f MiB, more than the %.1f promised",
+                  used / (1 << 20), promised / (1 << 20));
+    cr_expect_geq(used, 0.6 * promised, "the engine took %.1f MiB of the %.1f promised",
+                  used / (1 << 20), promised / (1 << 20));
+    free(alpha), free(vec), free(logits);
+    ss_engine_free(e);
     ss_model_free(m);
 }
