@@ -5,7 +5,9 @@
 #   scripts/report_screenshot.sh [RUN_DIR] [OUT.png]
 #
 # RUN_DIR defaults to a synthetic demo run (python3 -m safesteer_analysis demo);
-# OUT.png defaults to ./report.png. Needs Debian's `chromium` package.
+# OUT.png defaults to ./report.png. The window is 1400 px wide (the layout
+# test's width) and REPORT_HEIGHT px tall (default 3000): the screenshot
+# shows that much of the page. Needs Debian's `chromium` package.
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 export PYTHONPATH="$repo/analysis${PYTHONPATH:+:$PYTHONPATH}"
@@ -33,7 +35,7 @@ fi
 # "...:CONSOLE(line)] ..."; a self-contained report must print none.
 log=$work/chromium.log
 "$chrome" --headless --no-sandbox --disable-gpu --hide-scrollbars --user-data-dir="$work/profile" \
-    --enable-logging=stderr --v=0 --window-size=1280,2400 \
+    --enable-logging=stderr --v=0 --window-size=1400,"${REPORT_HEIGHT:-3000}" \
     --screenshot="$out" "file://$html" 2>"$log" || { cat "$log" >&2; exit 1; }
 [ -s "$out" ] || { echo "report_screenshot: no screenshot written" >&2; cat "$log" >&2; exit 1; }
 if grep -E "CONSOLE|Uncaught|ERR_FILE_NOT_FOUND" "$log" >&2; then

@@ -103,11 +103,16 @@ Test(chat, family_detect_and_parse)
     cr_assert_eq(f, SS_CHAT_LLAMA2);
     cr_assert_eq(ss_chat_family_detect("{{ '<|start_header_id|>' }}", &f, &err), 0);
     cr_assert_eq(f, SS_CHAT_LLAMA3);
+    cr_assert_eq(ss_chat_family_detect("{{ \" <|begin_of_text|><|start_header_id|>user<|end_"
+                                       "header_id|>...<BEGIN UNSAFE CONTENT CATEGORIES>\\nS1: "
+                                       "...S14: Code Interpreter Abuse.\\n...\" }}",
+                                       &f, &err), 0);
+    cr_assert_eq(f, SS_CHAT_LLAMA_GUARD3);
     cr_assert_eq(ss_chat_family_detect("{{ '### Human: ' }}", &f, &err), -1);
     cr_assert(strstr(err.msg, "name one: chatml, llama2 or llama3"), "%s", err.msg);
     cr_assert_eq(ss_chat_family_detect(NULL, &f, &err), -1);
     cr_assert(strstr(err.msg, "name one: chatml, llama2 or llama3"), "%s", err.msg);
-    for (int fam = SS_CHAT_NONE; fam <= SS_CHAT_LLAMA3; fam++) {
+    for (int fam = SS_CHAT_NONE; fam <= SS_CHAT_LLAMA_GUARD3; fam++) {
         cr_assert_eq(ss_chat_family_parse(ss_chat_family_name(fam), &f, &err), 0);
         cr_assert_eq(f, fam);
     }

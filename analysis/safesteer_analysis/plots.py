@@ -12,16 +12,56 @@ import pathlib
 
 import numpy as np
 import pandas as pd
+from matplotlib import colormaps
 from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.colors import Normalize, to_rgb
 from matplotlib.figure import Figure
 
 from . import schema
 
+DPI = 100
+# Font sizes in pixels, in the PNG and in the report, which shows figures at
+# their own size (MAX_FIGURE_WIDTH fits its page): numbers written on cells,
+# and legends and notes (never below 11 px).
+LABEL_PX, SMALL_PX = 15, 12
+LABEL_PT, SMALL_PT = LABEL_PX * 72 / DPI, SMALL_PX * 72 / DPI
+MAX_FIGURE_WIDTH = 12.0      # inches
+
 
 def _figure(width: float, height: float) -> Figure:
-    fig = Figure(figsize=(width, height), dpi=100, layout="constrained")
+    fig = Figure(figsize=(min(width, MAX_FIGURE_WIDTH), height), dpi=DPI, layout="constrained")
     FigureCanvasAgg(fig)
     return fig
+
+
+def relative_luminance(rgb) -> float:
+    """WCAG 2 relative luminance of an sRGB colour (components 0..1)."""
+    lin = [c / 12.92 if c <= 0.04045 else ((c + 0.055) / 1.055) ** 2.4 for c in to_rgb(rgb)]
+    return 0.2126 * lin[0] + 0.7152 * lin[1] + 0.0722 * lin[2]
+
+
+def contrast_ratio(a, b) -> float:
+    """WCAG 2 contrast ratio of two colours (1 to 21)."""
+    la, lb = sorted((relative_luminance(a), relative_luminance(b)), reverse=True)
+    return (la + 0.05) / (lb + 0.05)
+
+
+def text_colour(background) -> str:
+    """Black or white, whichever contrasts more with the background."""
+    return "black" if contrast_ratio("black", background) >= contrast_ratio("white", background) \
+        else "white"
+
+
+def _annotate_grid(ax, grid, cmap, vmin, vmax, fmt, marks=None):
+    """Writes each finite value of grid on its cell, LABEL_PX tall, in the
+    text colour that contrasts with the cell; marks[i][j] (optional) is
+    appended to the text."""
+    norm, colours = Normalize(vmin=vmin, vmax=vmax), colormaps[cmap]
+    for (i, j), val in np.ndenumerate(grid):
+        if np.isfinite(val):
+            mark = marks[i][j] if marks is not None else ""
+            ax.text(j, i, fmt(val) + mark, ha="center", va="center", fontsize=LABEL_PT,
+                    color=text_colour(colours(norm(val))))
 
 
 def to_png(fig: Figure) -> bytes:
@@ -44,24 +84,33 @@ def _grid(n: int, max_cols: int = 4) -> tuple[int, int]:
 # -- sweeps -----------------------------------------------------------------
 
 def rate_heatmaps(cells: pd.DataFrame, metric: str = "unsafe_rate", method: str | None = None,
-                  vmin: float = 0.0, vmax: float = 1.0, cmap: str | None = None) -> Figure:
+                  vmin: float = 0.0, vmax: float = 1.0, cmap: str | None = None,
+                  min_n: int | None = None) -> Figure:
     """One heatmap per category: rows = layers (plus a 'baseline' row holding
     the unsteered value in every column), columns = strengths. Cells sharing a
     (layer, strength) (e.g. several sites) are averaged. Default colours: red
-    = unsafe for unsafe_rate, blue scale for anything else."""
+    = unsafe for unsafe_rate, blue scale for anything else. Each value is
+    written on its cell in black or white, whichever contrasts more; with
+    min_n, a value from fewer generations than that (the rate's _n column)
+    gets a '*'."""
     cmap = cmap or ("RdYlGn_r" if metric == "unsafe_rate" else "Blues")
     if metric not in cells.columns:
         raise KeyError(f"no column {metric!r} in the cells table")
     if method is None and "method" in cells.columns and cells["method"].nunique() > 0:
         method = sorted(cells.loc[cells["layer"] != schema.BASELINE_LAYER, "method"].unique())[0]
+    n_col = metric.replace("_rate", "") + "_n"
+    n_col = n_col if min_n is not None and n_col in cells.columns else None
     cats = sorted(cells["category"].unique())
-    rows, cols = _grid(len(cats))
-    fig = _figure(3.6 * cols + 1.0, 3.0 * rows + 0.6)
+    # panels widen with the strengths so that each number keeps its size
+    n_strengths = max(1, cells.loc[cells["layer"] != schema.BASELINE_LAYER, "strength"].nunique())
+    panel = max(3.6, 1.4 + 0.55 * n_strengths)
+    rows, cols = _grid(len(cats), max_cols=max(1, min(3, int((MAX_FIGURE_WIDTH - 1) // panel))))
+    fig = _figure(panel * cols + 1.0, 3.0 * rows + 0.6)
     axes = np.atleast_1d(fig.subplots(rows, cols, squeeze=False)).ravel()
-    image = None
+    image, any_mark = None, False
     for ax, cat in zip(axes, cats):
         sub = cells[cells["category"] == cat]
-        base = sub[sub["layer"] == schema.BASELINE_LAYER][metric]
+        base = sub[sub["layer"] == schema.BASELINE_LAYER]
         steered = sub[sub["layer"] != schema.BASELINE_LAYER]
         if method is not None and "method" in steered.columns:
             steered = steered[steered["method"] == method]
@@ -70,14 +119,22 @@ def rate_heatmaps(cells: pd.DataFrame, metric: str = "unsafe_rate", method: str 
         strengths = list(table.columns) or [0.0]
         grid = table.to_numpy(dtype=float).reshape(len(table.index), len(strengths))
         labels = [str(int(l)) for l in table.index]
+        marks = None
+        if n_col:
+            small = steered.pivot_table(index="layer", columns="strength", values=n_col,
+                                        aggfunc="min").sort_index().reindex(
+                                            index=table.index, columns=table.columns)
+            marks = [["*" if n < min_n else "" for n in row] for row in small.to_numpy()]
         if len(base):
-            grid = np.vstack([np.full((1, len(strengths)), float(base.mean())), grid])
+            grid = np.vstack([np.full((1, len(strengths)), float(base[metric].mean())), grid])
             labels = ["baseline"] + labels
+            if marks is not None:
+                base_mark = "*" if base[n_col].min() < min_n else ""
+                marks = [[base_mark] * len(strengths)] + marks
         image = ax.imshow(grid, aspect="auto", cmap=cmap, vmin=vmin, vmax=vmax,
                           origin="upper")
-        for (i, j), val in np.ndenumerate(grid):
-            if np.isfinite(val):
-                ax.text(j, i, f"{val:.2f}", ha="center", va="center", fontsize=7)
+        _annotate_grid(ax, grid, cmap, vmin, vmax, lambda v: f"{v:.2f}", marks)
+        any_mark |= marks is not None and any("*" in m for row in marks for m in row)
         if len(base):
             ax.axhline(0.5, color="black", linewidth=1.5)
         ax.set_xticks(range(len(strengths)), [f"{s:g}" for s in strengths])
@@ -90,7 +147,8 @@ def rate_heatmaps(cells: pd.DataFrame, metric: str = "unsafe_rate", method: str 
     if image is not None:
         fig.colorbar(image, ax=list(axes[: len(cats)]), label=metric.replace("_", " "))
     fig.suptitle(f"{metric.replace('_', ' ')} over layer x strength"
-                 + (f" ({method})" if method else ""))
+                 + (f" ({method})" if method else "")
+                 + (f"; * fewer than {min_n} generations" if any_mark else ""))
     return fig
 
 
@@ -105,38 +163,58 @@ def _pareto(points: np.ndarray) -> np.ndarray:
     return np.asarray(front)
 
 
-def tradeoff(cells: pd.DataFrame, x: str = "perplexity", y: str = "unsafe_rate") -> Figure:
+def tradeoff(cells: pd.DataFrame, x: str = "perplexity", y: str = "unsafe_rate",
+             selected=None, within=None) -> Figure:
     """Safety versus quality per category: every steered cell as a point
     (colour = method), the Pareto front of each method as a line, and the
-    unsteered baseline as a star."""
+    unsteered baseline as a star. within (a boolean Series over cells, e.g.
+    selection.against_baseline's within_bounds) greys out the cells outside
+    the quality bounds; selected (cell ids) rings the chosen cells. The x axis
+    is logarithmic when x spans more than a factor of 10."""
     cats = sorted(cells["category"].unique())
     methods = sorted(cells.loc[cells["layer"] != schema.BASELINE_LAYER, "method"].unique())
-    rows, cols = _grid(len(cats))
+    rows, cols = _grid(len(cats), max_cols=3)
     fig = _figure(3.8 * cols, 3.2 * rows + 0.4)
     axes = np.atleast_1d(fig.subplots(rows, cols, squeeze=False)).ravel()
     colours = {m: f"C{i}" for i, m in enumerate(methods)}
+    inside = within if within is not None else pd.Series(True, index=cells.index)
+    chosen = set(selected if selected is not None else [])
+    xs = cells[x].dropna() if x in cells.columns else pd.Series(dtype=float)
+    log_x = len(xs) > 0 and xs.min() > 0 and xs.max() / xs.min() > 10
     for ax, cat in zip(axes, cats):
         sub = cells[cells["category"] == cat].dropna(subset=[x, y])
+        steered = sub[sub["layer"] != schema.BASELINE_LAYER]
+        out = steered[~inside.reindex(steered.index, fill_value=True)]
+        if len(out):
+            ax.scatter(out[x], out[y], s=22, marker="x", color="0.6",
+                       label="outside quality bounds")
         for m in methods:
-            pts = sub[(sub["method"] == m) & (sub["layer"] != schema.BASELINE_LAYER)]
+            pts = steered[(steered["method"] == m) & inside.reindex(steered.index,
+                                                                    fill_value=True)]
             if pts.empty:
                 continue
             ax.scatter(pts[x], pts[y], s=14, alpha=0.5, color=colours[m])
             front = _pareto(pts[[x, y]].to_numpy(dtype=float))
             ax.plot(front[:, 0], front[:, 1], "-o", ms=3, color=colours[m], label=m)
+        best = steered[steered["cell_id"].isin(chosen)]
+        if len(best):
+            ax.scatter(best[x], best[y], s=220, facecolors="none", edgecolors="red",
+                       linewidths=2, label="best within bounds", zorder=4)
         base = sub[sub["layer"] == schema.BASELINE_LAYER]
         if len(base):
             ax.scatter(base[x], base[y], marker="*", s=160, color="black", label="baseline",
                        zorder=3)
+        if log_x:
+            ax.set_xscale("log")
         ax.set_xlabel(x.replace("_", " "))
         ax.set_ylabel(y.replace("_", " "))
         ax.set_title(cat)
         ax.grid(alpha=0.3)
         if ax.get_legend_handles_labels()[0]:  # a category with no scored cells has none
-            ax.legend(fontsize=7)
+            ax.legend(fontsize=SMALL_PT)
         else:
             ax.text(0.5, 0.5, f"no cells with both {x} and {y}", ha="center", va="center",
-                    transform=ax.transAxes, fontsize=8)
+                    transform=ax.transAxes, fontsize=SMALL_PT)
     for ax in axes[len(cats):]:
         ax.set_visible(False)
     fig.suptitle(f"{y.replace('_', ' ')} vs {x} (lines: Pareto front per method)")
@@ -222,8 +300,7 @@ def cosine_matrices(vectors, layers=None, max_layers: int = 8) -> Figure:
         m = vectors.cosine[all_layers.index(layer)]
         image = ax.imshow(m, cmap="coolwarm", vmin=-1, vmax=1)
         if n <= 8:
-            for (i, j), val in np.ndenumerate(m):
-                ax.text(j, i, f"{val:.2f}", ha="center", va="center", fontsize=7)
+            _annotate_grid(ax, m, "coolwarm", -1, 1, lambda v: f"{v:.2f}")
         ax.set_xticks(range(n), vectors.categories, rotation=60, ha="right", fontsize=7)
         ax.set_yticks(range(n), vectors.categories, fontsize=7)
         ax.set_title(f"layer {layer}")
@@ -240,9 +317,9 @@ def cluster_contingency(clusters) -> Figure:
     cont = clusters.contingency
     fig = _figure(1.0 + 0.7 * cont.shape[1], 1.2 + 0.45 * cont.shape[0])
     ax = fig.subplots()
-    image = ax.imshow(cont.to_numpy(), cmap="Blues", aspect="auto")
-    for (i, j), val in np.ndenumerate(cont.to_numpy()):
-        ax.text(j, i, str(val), ha="center", va="center", fontsize=7)
+    grid = cont.to_numpy()
+    image = ax.imshow(grid, cmap="Blues", aspect="auto")
+    _annotate_grid(ax, grid, "Blues", grid.min(), grid.max(), lambda v: str(int(v)))
     ax.set_xticks(range(cont.shape[1]), cont.columns, rotation=60, ha="right", fontsize=7)
     ax.set_yticks(range(cont.shape[0]), [str(i) for i in cont.index])
     ax.set_ylabel("cluster")

@@ -33,8 +33,9 @@ CLUSTERS_REQUIRED = ("assignments", "centroids", "k_values", "silhouette", "iner
 CLUSTERS_OPTIONAL = ("vectors",)
 
 # -- sweep run folders (safesteer sweep) ------------------------------------
+# Written by host/sweep/results.c (docs/sweeps.md, "Statistics in the tables").
 SWEEP_FORMAT = "safesteer.sweep"
-SWEEP_VERSIONS = (1,)
+SWEEP_VERSIONS = (1, 2)          # 2: counts, Wilson intervals, paired tests, model_path
 SWEEP_RESULTS = "results.h5"
 SWEEP_GENERATIONS = "generations.jsonl"
 SWEEP_SUMMARY = "summary.csv"
@@ -45,9 +46,17 @@ SWEEP_CELL_COLUMNS = ("cell_id", "category", "method", "layer", "strength", "sit
                       "distinct_1", "distinct_2", "mean_length", "relevance")
 SWEEP_CELL_KEYS = ("cell_id", "category", "method", "layer", "strength")  # must exist
 SWEEP_ROOT_ATTRS = ("config_yaml", "model_name", "model_sha256")
+SWEEP_MODEL_PATH_ATTR = "model_path"   # version 2
 SWEEP_GENERATION_FIELDS = ("cell_id", "category", "method", "layer", "strength",
                            "prompt_id", "prompt", "response", "refused", "unsafe",
                            "judge_output", "perplexity", "relevance", "n_tokens")
+# Version 2: per rate R (column prefix): R_count, R_n, R_rate, R_ci_low,
+# R_ci_high; the paired ones also R_paired_n, R_gained, R_lost, R_change,
+# R_change_p (exact McNemar against the category baseline).
+SWEEP_RATES = ("unsafe", "refusal", "degenerate", "judge_contradiction")
+SWEEP_PAIRED_RATES = ("unsafe", "refusal", "degenerate")
+SWEEP_GENERATION_FLAGS = {"unsafe": "unsafe", "refusal": "refused", "degenerate": "degenerate",
+                          "judge_contradiction": "judge_contradiction"}
 BASELINE_LAYER = -1              # layer of the no-steering cell of each category
 
 # -- benchmark JSON (safesteer bench --json) --------------------------------

@@ -32,8 +32,9 @@ static int append_text_tokens(const ss_tokenizer *t, const char *text, int32_t *
     return 0;
 }
 
-/* The judge's token ids for one pair: its prompt through the judge's chat
- * template, then the answer prefix when the kind has one. */
+/* The judge's token ids for one pair: Llama Guard's rendered template as it
+ * is, or the generic question through the judge's chat template; then the
+ * answer prefix when the kind has one. */
 static int encode_pair(const ss_judge *j, const char *prompt, const char *response,
                        int32_t **ids, int *n_ids, ss_error *err)
 {
@@ -41,7 +42,9 @@ static int encode_pair(const ss_judge *j, const char *prompt, const char *respon
     if (!text)
         return ss_fail(err, "out of memory");
     const char *prefix = ss_eval_judge_answer_prefix(j->kind);
-    int r = ss_encode_prompt(j->model, j->tok, j->chat_family, NULL, text, ids, n_ids, err);
+    int r = j->kind == SS_JUDGE_LLAMA_GUARD
+                ? ss_tokenize(j->tok, text, strlen(text), 1, ids, n_ids, err)
+                : ss_encode_prompt(j->model, j->tok, j->chat_family, NULL, text, ids, n_ids, err);
     free(text);
     if (r < 0 || (prefix && append_text_tokens(j->tok, prefix, ids, n_ids, err) < 0))
         return -1;

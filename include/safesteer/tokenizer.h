@@ -76,9 +76,10 @@ typedef enum {
     SS_CHAT_CHATML = 1,   /* <|im_start|>role\n...<|im_end|>\n (SmolLM2, Qwen) */
     SS_CHAT_LLAMA2 = 2,   /* <s>[INST] <<SYS>>...<</SYS>> ... [/INST] */
     SS_CHAT_LLAMA3 = 3,   /* <|start_header_id|>role<|end_header_id|>\n\n...<|eot_id|> */
+    SS_CHAT_LLAMA_GUARD3 = 4, /* Llama Guard 3 8B: the conversation inside its safety task */
 } ss_chat_family;
 
-/* "chatml", "llama2", "llama3", "none" (for --chat-template and info). */
+/* "chatml", "llama2", "llama3", "llama-guard3", "none" (for --chat-template and info). */
 const char *ss_chat_family_name(int family);
 int ss_chat_family_parse(const char *name, int *family, ss_error *err);
 /* Recognises the family from a Jinja template string; unknown -> error that

@@ -1,9 +1,12 @@
-"""Shared fixtures: where the safesteer binary and the default model are."""
+"""Shared fixtures and helpers: where the safesteer binary and the default
+model are, running the CLI, and comparing sweep run folders."""
 import json
 import os
 import pathlib
 import subprocess
 
+import h5py
+import numpy as np
 import pytest
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
@@ -66,3 +69,27 @@ def write_control_vector(path, directions):
     w.write_kv_data_to_file()
     w.write_tensors_to_file()
     w.close()
+
+
+def tables(run):
+    """Everything a finished run reports, for equality checks."""
+    run = pathlib.Path(run)
+    with h5py.File(run / "results.h5", "r") as f:
+        cells = {k: f["cells"][k][()] for k in f["cells"]}
+        attrs = {k: f.attrs[k] for k in f.attrs}
+    gens = [json.loads(l) for l in (run / "generations.jsonl").read_text().splitlines()]
+    return cells, attrs, gens, (run / "summary.csv").read_text()
+
+
+def assert_same(a, b):
+    ca, aa, ga, sa = tables(a)
+    cb, ab, gb, sb = tables(b)
+    assert sorted(ca) == sorted(cb)
+    for k in ca:
+        if ca[k].dtype.kind == "f":
+            np.testing.assert_array_equal(ca[k], cb[k], err_msg=k)
+        else:
+            assert list(ca[k]) == list(cb[k]), k
+    assert aa == ab
+    assert ga == gb
+    assert sa == sb

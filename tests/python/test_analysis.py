@@ -187,10 +187,11 @@ def test_loaders_on_synthetic_files(synth):
     cl = sa.load_clusters(synth["clusters"])
     assert (cl.contingency.to_numpy() == np.diag(cl.cluster_sizes)).all()
     run = sa.load_sweep(synth["run"])
-    assert list(run.cells.columns) == list(schema.SWEEP_CELL_COLUMNS)
+    assert list(run.cells.columns)[:14] == list(schema.SWEEP_CELL_COLUMNS)
+    assert {f"{r}_ci_high" for r in schema.SWEEP_RATES} <= set(run.cells.columns)
     assert len(run.cells) == 4 + 4 * 3 * 3 and len(run.baseline()) == 4
     assert run.cells["category"].map(type).eq(str).all()
-    assert len(run.generations) == 4 * len(run.cells)
+    assert len(run.generations) == 40 * len(run.cells)
     assert run.summary is not None and len(run.summary) == len(run.cells)
     assert "strengths" in run.config_yaml
 

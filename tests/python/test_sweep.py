@@ -13,7 +13,7 @@ import h5py
 import numpy as np
 import pytest
 
-from conftest import REPO, run_safesteer
+from conftest import REPO, assert_same, run_safesteer, tables
 
 DATA = REPO / "data" / "demo_prompts.jsonl"
 
@@ -49,30 +49,6 @@ def sweep(binary, model, cfg, out, *args, check=True):
                          "--quiet", *args, check=check)
 
 
-def tables(run):
-    """Everything a finished run reports, for equality checks."""
-    run = pathlib.Path(run)
-    with h5py.File(run / "results.h5", "r") as f:
-        cells = {k: f["cells"][k][()] for k in f["cells"]}
-        attrs = {k: f.attrs[k] for k in f.attrs}
-    gens = [json.loads(l) for l in (run / "generations.jsonl").read_text().splitlines()]
-    return cells, attrs, gens, (run / "summary.csv").read_text()
-
-
-def assert_same(a, b):
-    ca, aa, ga, sa = tables(a)
-    cb, ab, gb, sb = tables(b)
-    assert sorted(ca) == sorted(cb)
-    for k in ca:
-        if ca[k].dtype.kind == "f":
-            np.testing.assert_array_equal(ca[k], cb[k], err_msg=k)
-        else:
-            assert list(ca[k]) == list(cb[k]), k
-    assert aa == ab
-    assert ga == gb
-    assert sa == sb
-
-
 @pytest.fixture(scope="module")
 def full_run(tmp_path_factory, safesteer_bin, default_model):
     tmp = tmp_path_factory.mktemp("sweep")
@@ -85,7 +61,7 @@ def full_run(tmp_path_factory, safesteer_bin, default_model):
 def test_tables_have_baseline_and_columns(full_run):
     _, _, out = full_run
     cells, attrs, gens, summary = tables(out)
-    assert attrs["format"] == "safesteer.sweep" and attrs["format_version"] == 1
+    assert attrs["format"] == "safesteer.sweep" and attrs["format_version"] == 2
     assert "layers: [12]" in attrs["config_yaml"]
     assert len(attrs["model_sha256"]) == 64
     # 2 categories x (baseline + 1 method x 1 layer x 2 strengths)
@@ -101,6 +77,10 @@ def test_tables_have_baseline_and_columns(full_run):
     assert np.all((cells["refusal_rate"] >= 0) & (cells["refusal_rate"] <= 1))
     assert np.all(cells["perplexity"] > 1) and np.all(np.isfinite(cells["relevance"]))
     assert np.all(np.isnan(cells["unsafe_rate"]))  # no LLM judge configured
+    assert np.all(cells["unsafe_n"] == 0) and np.all(cells["judge_contradiction_n"] == 0)
+    assert np.all(cells["refusal_n"] == 2) and np.all(cells["degenerate_n"] == 2)
+    assert np.all(cells["refusal_ci_low"] <= cells["refusal_rate"])
+    assert os.path.exists(attrs["model_path"])  # the report names the model by its file
     rows = list(csv.DictReader(summary.splitlines()))
     assert [r["method"] for r in rows].count("none") == 2
     assert {r["layer"] for r in rows if r["method"] == "none"} == {"-1"}
@@ -149,7 +129,7 @@ def test_shards_merged_equal_full_run(full_run, safesteer_bin, default_model):
     one = tables(tmp / "shard0")[0]["cell_id"]
     assert 0 < len(one) < 6
     r = run_safesteer(safesteer_bin, "merge", tmp / "merged", tmp / "shard0", check=False)
-    assert r.returncode == 1 and "in no shard" in r.stderr
+    assert r.returncode == 1 and "shard 1/2 is missing" in r.stderr, r.stderr
     run_safesteer(safesteer_bin, "merge", tmp / "merged", tmp / "shard0", tmp / "shard1")
     assert_same(full, tmp / "merged")
     assert (tmp / "merged" / "vectors_resid_post_mean-diff.h5").exists()

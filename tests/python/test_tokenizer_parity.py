@@ -7,9 +7,10 @@
   fallback; and the Metaspace pre-tokenizer form) and Llama-3 style
   (ByteLevel with the Llama-3 split regex): small tokenizers trained here
   with `tokenizers`, saved as folders, vs `safesteer tokenize --tokenizer`.
-* Chat templates: the SmolLM2 template from the GGUF and Meta's Llama-2 and
-  Llama-3 templates rendered by jinja2 vs `safesteer tokenize --chat
-  --print-prompt`.
+* Chat templates: the SmolLM2 template from the GGUF and Meta's Llama-2,
+  Llama-3 and Llama Guard 3 templates rendered by jinja2 vs `safesteer
+  tokenize --chat --print-prompt`; the sweep judge's Llama Guard prompt
+  golden (tests/golden/llama_guard3_judge_prompt.json) re-rendered.
 """
 import json
 import pathlib
@@ -25,6 +26,7 @@ from tokenizers import (Regex, Tokenizer, decoders, models, normalizers,  # noqa
 
 sys.path.insert(0, str(REPO / "scripts" / "goldens"))
 from tokenizer_json import LLAMA3_REGEX, build_tokenizer_json, read_gguf_tokenizer  # noqa: E402
+import make_llama_guard_golden as guard  # noqa: E402
 
 STRINGS_FILE = REPO / "scripts" / "goldens" / "tokenizer_strings.jsonl"
 SPACE = "\u2581"
@@ -267,4 +269,22 @@ def test_llama2_roles_must_alternate(safesteer_bin, tmp_path):
                                 {"role": "user", "content": "b"}]))
     proc = run_safesteer(safesteer_bin, "tokenize", "--chat-template", "llama2", "--chat",
                          "--messages", path, "--print-prompt", check=False)
+    assert proc.returncode == 1 and "alternate" in proc.stderr
+
+
+def test_llama_guard3_template_matches_jinja(safesteer_bin, tmp_path):
+    pair = [{"role": "user", "content": guard.PROMPT},
+            {"role": "assistant", "content": guard.RESPONSE}]
+    for conv in ([pair[0]], pair, pair + [{"role": "user", "content": "  And now? "}]):
+        want = guard.render(conv)
+        got = cli_prompt(safesteer_bin, ["--chat-template", "llama-guard3"], conv, tmp_path)
+        assert got == want, conv
+    # the judge's prompt golden (checked against ss_eval_judge_prompt by test_eval.c)
+    golden = json.loads(pathlib.Path(guard.GOLDEN).read_text(encoding="utf-8"))
+    assert golden == guard.golden()
+    assert golden["rendered"].startswith(" <|begin_of_text|>")
+    assert golden["rendered"].endswith("<|start_header_id|>assistant<|end_header_id|>")
+    (tmp_path / "bad.json").write_text(json.dumps([pair[1]]))
+    proc = run_safesteer(safesteer_bin, "tokenize", "--chat-template", "llama-guard3", "--chat",
+                         "--messages", tmp_path / "bad.json", "--print-prompt", check=False)
     assert proc.returncode == 1 and "alternate" in proc.stderr
