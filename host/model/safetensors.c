@@ -396,26 +396,6 @@ void ss_hf_close(struct ss_hf_folder *hf)
 
 /* ---------------------------------------------------------------- chat template */
 
-static int ss_read_text(const char *path, char **out, ss_error *err)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        return ss_fail(err, "%s: cannot open: %s", path, strerror(errno));
-    char *buf = NULL;
-    size_t len = 0;
-    FILE *mem = open_memstream(&buf, &len);
-    char chunk[4096];
-    size_t n;
-    while (mem && (n = fread(chunk, 1, sizeof chunk, f)) > 0)
-        fwrite(chunk, 1, n, mem);
-    fclose(f);
-    if (!mem)
-        return ss_fail(err, "%s: out of memory", path);
-    fclose(mem);
-    *out = buf;
-    return 0;
-}
-
 /* tokenizer_config.json "chat_template": a string, or a list of
  * {"name", "template"} from which the "default" entry is taken. */
 static const char *ss_template_of(const json_t *ct)
@@ -455,6 +435,6 @@ int ss_hf_chat_template(const char *dir, char **out, ss_error *err)
     }
     snprintf(path, sizeof path, "%s/chat_template.jinja", dir);
     if (access(path, F_OK) == 0)
-        return ss_read_text(path, out, err);
+        return ss_read_file(path, out, NULL, err);
     return 0;
 }

@@ -44,28 +44,6 @@ int append_text(const char *path, const char *text, ss_error *err)
     return bad ? ss_fail(err, "%s: write failed: %s", path, strerror(errno)) : 0;
 }
 
-char *read_text(const char *path, ss_error *err)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f) {
-        ss_fail(err, "%s: %s", path, strerror(errno));
-        return NULL;
-    }
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *s = ss_malloc((size_t)n + 1, err);
-    if (s && fread(s, 1, (size_t)n, f) != (size_t)n) {
-        free(s);
-        s = NULL;
-        ss_fail(err, "%s: read failed", path);
-    }
-    if (s)
-        s[n] = 0;
-    fclose(f);
-    return s;
-}
-
 int write_text(const char *path, const char *text, ss_error *err)
 {
     ss_outfile out;

@@ -82,8 +82,8 @@ int ss_sweep_merge(const char *out_dir, const char *const *shards, int n_shards,
     for (int k = 0; k < n_shards; k++) {
         json_t *info;
         join(path, sizeof path, shards[k], "config.resolved.yaml");
-        char *cfg = read_text(path, err);
-        if (!cfg || read_run_info(shards[k], &info, err) < 0) {
+        char *cfg;
+        if (ss_read_file(path, &cfg, NULL, err) < 0 || read_run_info(shards[k], &info, err) < 0) {
             free(cfg);
             goto out;
         }

@@ -502,7 +502,7 @@ int finalize(const char *dir, int n_expected, ss_error *err)
         ss_fail_context(err, "%s", path);
         goto out;
     }
-    if (!(config = read_text(cfg_path, err)))
+    if (ss_read_file(cfg_path, &config, NULL, err) < 0)
         goto out;
     int n_done = 0;
     for (int i = 0; i < n_cells; i++)

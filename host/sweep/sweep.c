@@ -765,8 +765,8 @@ static int prepare_dir(const char *dir, const char *resolved, const ss_sweep_opt
     if (access(path, F_OK) == 0) {
         if (!o->resume)
             return ss_fail_kind(err, SS_ERR_EXISTS, "%s already holds a run", dir);
-        char *old = read_text(path, err);
-        if (!old)
+        char *old;
+        if (ss_read_file(path, &old, NULL, err) < 0)
             return -1;
         int same = !strcmp(old, resolved);
         free(old);

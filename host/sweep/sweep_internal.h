@@ -17,8 +17,6 @@ void join(char *dst, size_t cap, const char *dir, const char *name);
 int make_dirs(const char *dir, ss_error *err);
 /* Appends text to path, synced. */
 int append_text(const char *path, const char *text, ss_error *err);
-/* The whole file, malloc'd; NULL on error. */
-char *read_text(const char *path, ss_error *err);
 /* Writes path whole (write-then-rename). */
 int write_text(const char *path, const char *text, ss_error *err);
 int write_json(const char *path, const json_t *info, ss_error *err);

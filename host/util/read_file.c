@@ -9,7 +9,8 @@
 int ss_read_file(const char *path, char **buf, size_t *len, ss_error *err)
 {
     *buf = NULL;
-    *len = 0;
+    if (len)
+        *len = 0;
     FILE *f = fopen(path, "rb");
     if (!f)
         return ss_fail(err, "%s: cannot open: %s", path, strerror(errno));
@@ -36,6 +37,7 @@ int ss_read_file(const char *path, char **buf, size_t *len, ss_error *err)
     }
     b[n] = '\0';
     *buf = b;
-    *len = n;
+    if (len)
+        *len = n;
     return 0;
 }

@@ -102,7 +102,8 @@ double ss_median(double *x, int64_t n);
 
 /* ---------------------------------------------------------------- files */
 
-/* The whole file, malloc'd and NUL-terminated (len excludes the NUL). */
+/* The whole file, malloc'd and NUL-terminated (*len, when len is not NULL,
+ * excludes the NUL). */
 int ss_read_file(const char *path, char **buf, size_t *len, ss_error *err);
 
 /* ---------------------------------------------------------------- SHA-256 */
