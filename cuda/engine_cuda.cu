@@ -15,7 +15,8 @@
  * residual kernel where the row fits.
  * Steering happens inside the residual kernels (device mirror of
  * e->steer, uploaded by sync_hooks); capture hooks copy rows to the host.
- * Decode steps can replay a captured CUDA graph (ss_engine_set_decode_graphs);
+ * Decode steps of a shape seen twice in a row replay a captured CUDA graph
+ * (ss_engine_set_decode_graphs turns them off);
  * ss_engine_forward_argmax picks greedy tokens on the GPU.
  * Checked end to end by tests/device/test_cuda_engine.c against the CPU
  * engine (greedy tokens, logits, steering, graph vs no graph).  The device
@@ -91,6 +92,7 @@ typedef struct {
     int graphs_on;
     cudaGraphExec_t gexec;
     int g_rows, g_out, g_argmax, g_valid;
+    int prev_rows, prev_out, prev_argmax; /* shape of the last decode chunk */
 } ss_cu_impl;
 
 static ss_cu_impl *ss_cu(const ss_engine *e) { return (ss_cu_impl *)e->impl; }
@@ -655,7 +657,18 @@ static int ss_cu_forward_impl(ss_engine *e, const ss_batch *b, float *logits, in
             int n = total - r0 < SS_CU_ROWS ? total - r0 : SS_CU_ROWS;
             ss_cu_build_chunk(e, b, row_seq, seq_off, r0, n, ch);
             ch->argmax = ids != NULL;
-            int use_graph = c->graphs_on && ch->decode && !hooks && ch->n_out <= SS_CU_LOGIT_ROWS;
+            /* a graph is captured for a shape seen twice in a row: as sequences
+             * finish, a batch shrinks step by step and a shape used once would
+             * pay a capture (~350 launches) for one replay */
+            int same_graph = c->g_valid && c->g_rows == ch->n_rows && c->g_out == ch->n_out &&
+                             c->g_argmax == ch->argmax;
+            int repeated = c->prev_rows == ch->n_rows && c->prev_out == ch->n_out &&
+                           c->prev_argmax == ch->argmax;
+            int use_graph = c->graphs_on && ch->decode && !hooks &&
+                            ch->n_out <= SS_CU_LOGIT_ROWS && (same_graph || repeated);
+            c->prev_rows = ch->decode ? ch->n_rows : 0;
+            c->prev_out = ch->n_out;
+            c->prev_argmax = ch->argmax;
             if (use_graph)
                 ch->n_splits = c->max_splits; /* fixed grid: empty splits add nothing */
             if (cudaMemcpyAsync(c->d_meta, c->h_meta, (size_t)c->ml.total * 4,
