@@ -112,27 +112,39 @@ static int tiny_tensors(tspec *t, int hd, int hf, int with_output)
     return n;
 }
 
+/* Bytes of the tensor's data: F16/BF16 2 per value, everything else F32. */
 static int64_t tspec_bytes(const tspec *t)
 {
-    return t->dims[0] * (t->n_dims > 1 ? t->dims[1] : 1) * 4;
+    int64_t n = t->dims[0] * (t->n_dims > 1 ? t->dims[1] : 1);
+    return n * (t->type == SS_TYPE_F16 || t->type == SS_TYPE_BF16 ? 2 : 4);
 }
 
-/* Knobs for damaging the tiny GGUF model. */
+/* Knobs for damaging the tiny GGUF model.  By default the file stays
+ * consistent around the damage (offsets follow the changed dims or type);
+ * flipped = 1 changes only the tensor info's bytes, as a flipped byte in a
+ * downloaded file would, so the data no longer matches the infos. */
 typedef struct {
     const char *arch;        /* general.architecture */
     const char *skip_key;    /* metadata key left out */
     int head_dim;
     int with_output;
     const float *rope_freqs; /* [head_dim/2] or NULL */
+    uint32_t alignment;      /* general.alignment when nonzero (default 32) */
+    const char *extra_key;   /* a second copy of this uint32 key, when set */
     const char *bad_tensor;  /* tensor whose info is damaged by bad_* below */
     int64_t bad_dim1;        /* replaces dims[1] when nonzero */
     uint32_t bad_type;       /* replaces type when nonzero */
     uint64_t bad_offset;     /* replaces offset when nonzero */
+    const char *bad_name;    /* replaces the name when set */
+    const char *share_with;  /* bad_tensor takes this earlier tensor's offset */
+    float bad_value;         /* written as bad_tensor's first value when nonzero */
+    int flipped;
 } gguf_opts;
 
 static gguf_opts tiny_opts(void)
 {
-    return (gguf_opts){.arch = "llama", .skip_key = "", .head_dim = 4, .with_output = 1};
+    return (gguf_opts){.arch = "llama", .skip_key = "", .extra_key = "", .head_dim = 4,
+                       .with_output = 1};
 }
 
 static void kv_u32(bw *w, const gguf_opts *o, int *n, const char *key, uint32_t v)
@@ -176,6 +188,10 @@ static int tiny_metadata(bw *w, const gguf_opts *o)
     kv_u32(w, o, &n, "llama.context_length", 64);
     kv_f32(w, o, &n, "llama.attention.layer_norm_rms_epsilon", 1e-5f);
     kv_f32(w, o, &n, "llama.rope.freq_base", 500000.0f);
+    if (o->alignment)
+        kv_u32(w, o, &n, "general.alignment", o->alignment);
+    if (*o->extra_key)
+        kv_u32(w, o, &n, o->extra_key, 1);
     return n;
 }
 
@@ -204,27 +220,47 @@ static const char *write_tiny_gguf(const char *file, const gguf_opts *o, size_t 
     bw_u64(&w, (uint64_t)n_kv);
     bw_bytes(&w, meta.buf, meta.len);
     free(meta.buf);
-    uint64_t off = 0;
+    /* the damaged infos, and the sizes the data is laid out with */
+    tspec written[16];
+    int64_t laid[16];
+    uint64_t offsets[16], off = 0, align = o->alignment ? o->alignment : 32;
     for (int i = 0; i < nt; i++) {
         int bad = o->bad_tensor && !strcmp(t[i].name, o->bad_tensor);
-        bw_str(&w, t[i].name);
-        bw_u32(&w, (uint32_t)t[i].n_dims);
-        bw_u64(&w, (uint64_t)t[i].dims[0]);
-        if (t[i].n_dims > 1)
-            bw_u64(&w, (uint64_t)(bad && o->bad_dim1 ? o->bad_dim1 : t[i].dims[1]));
-        bw_u32(&w, bad && o->bad_type ? o->bad_type : t[i].type);
-        bw_u64(&w, bad && o->bad_offset ? o->bad_offset : off);
-        off += ((uint64_t)tspec_bytes(&t[i]) + 31) / 32 * 32;
+        written[i] = t[i];
+        if (bad && o->bad_dim1)
+            written[i].dims[1] = o->bad_dim1;
+        if (bad && o->bad_type)
+            written[i].type = o->bad_type;
+        if (bad && o->bad_name)
+            snprintf(written[i].name, sizeof written[i].name, "%s", o->bad_name);
+        laid[i] = tspec_bytes(o->flipped ? &t[i] : &written[i]);
+        offsets[i] = off;
+        for (int j = 0; bad && o->share_with && j < i; j++)
+            if (!strcmp(t[j].name, o->share_with))
+                offsets[i] = offsets[j];
+        if (bad && o->bad_offset)
+            offsets[i] = o->bad_offset;
+        off += ((uint64_t)laid[i] + align - 1) / align * align;
     }
-    bw_align(&w, 32);
     for (int i = 0; i < nt; i++) {
-        int64_t n = tspec_bytes(&t[i]) / 4;
-        for (int64_t k = 0; k < n; k++) {
+        bw_str(&w, written[i].name);
+        bw_u32(&w, (uint32_t)written[i].n_dims);
+        bw_u64(&w, (uint64_t)written[i].dims[0]);
+        if (written[i].n_dims > 1)
+            bw_u64(&w, (uint64_t)written[i].dims[1]);
+        bw_u32(&w, written[i].type);
+        bw_u64(&w, offsets[i]);
+    }
+    bw_align(&w, align);
+    for (int i = 0; i < nt; i++) {
+        int bad = o->bad_tensor && !strcmp(t[i].name, o->bad_tensor);
+        for (int64_t k = 0; k < laid[i] / 4; k++) {
             float v = !strcmp(t[i].name, "rope_freqs.weight") ? o->rope_freqs[k]
-                                                               : (float)(i * 1000 + k);
+                      : bad && k == 0 && o->bad_value != 0 ? o->bad_value
+                                                            : (float)(i * 1000 + k);
             bw_bytes(&w, &v, 4);
         }
-        bw_align(&w, 32);
+        bw_align(&w, align);
     }
     return bw_save(&w, file, keep);
 }

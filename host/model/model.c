@@ -106,6 +106,22 @@ static void ss_shape_dims(const ss_config *c, ss_shape s, int64_t *d0, int64_t *
     }
 }
 
+/* Norm weights are small, so a NaN or infinity in one is refused at load,
+ * named by tensor, row and column (engines check the matrices as they
+ * decode them; doing it here would read every weight twice). */
+static int ss_check_norms(const ss_model *m, ss_error *err)
+{
+    float *buf = ss_malloc((size_t)m->cfg.d_model * sizeof *buf, err); /* [d_model] */
+    int rc = buf ? ss_model_tensor_rows(m, &m->output_norm, 0, 1, buf, err) : -1;
+    for (int l = 0; rc == 0 && l < m->cfg.n_layers; l++)
+        rc = ss_model_tensor_rows(m, &m->layers[l].attn_norm, 0, 1, buf, err) ||
+                     ss_model_tensor_rows(m, &m->layers[l].ffn_norm, 0, 1, buf, err)
+                 ? -1
+                 : 0;
+    free(buf);
+    return rc;
+}
+
 static int ss_bind_all(ss_model *m, ss_error *err)
 {
     const ss_config *c = &m->cfg;
@@ -137,7 +153,7 @@ static int ss_bind_all(ss_model *m, ss_error *err)
             if (ss_bind(m, dst, name, d0, d1, err))
                 return -1;
         }
-    return 0;
+    return ss_check_norms(m, err);
 }
 
 /* ---------------------------------------------------------------- config checks */
