@@ -481,6 +481,125 @@ Test(gguf_errors, architecture_keys_and_shapes)
     expect_fail(tmp_path("does-not-exist.gguf"), "no such file", NULL);
 }
 
+/* The classes a mutation fuzzer found passing or crashing (issue 13); each
+ * file is the valid tiny model with one field changed. */
+
+Test(gguf_errors, dims_whose_byte_size_overflows)
+{
+    /* 8 x 2^59 F32 values: the element count fits in int64, the bytes do not
+     * (they wrapped to 0, passed the range check and faulted on decode) */
+    gguf_opts o = tiny_opts();
+    o.bad_tensor = "blk.0.ffn_up.weight";
+    o.bad_dim1 = INT64_C(1) << 59;
+    expect_fail(write_tiny_gguf("bytes_overflow.gguf", &o, SIZE_MAX), "blk.0.ffn_up.weight",
+                "[8, 576460752303423488] of F32 take more than 2^63 bytes");
+}
+
+Test(gguf_errors, tensors_sharing_or_overlapping_data)
+{
+    gguf_opts o = tiny_opts();
+    o.bad_tensor = "blk.0.attn_k.weight";
+    o.share_with = "blk.0.attn_q.weight";
+    expect_fail(write_tiny_gguf("shared.gguf", &o, SIZE_MAX), "blk.0.attn_k.weight",
+                "overlaps tensor blk.0.attn_q.weight");
+    o = tiny_opts();
+    o.bad_tensor = "blk.0.attn_v.weight";
+    o.bad_offset = 1024; /* inside attn_k's data [960, 1088) */
+    expect_fail(write_tiny_gguf("overlap.gguf", &o, SIZE_MAX), "blk.0.attn_v.weight",
+                "data [1024, 1152) overlaps tensor blk.0.attn_k.weight, which ends at 1088");
+}
+
+Test(gguf_errors, stored_type_changed)
+{
+    /* a norm's type byte flipped F32 -> F16: the infos promise 16 bytes where
+     * the file holds 32 (before: garbage weights, non-finite logits later) */
+    gguf_opts o = tiny_opts();
+    o.alignment = 8;
+    o.bad_tensor = "blk.0.attn_norm.weight";
+    o.bad_type = SS_TYPE_F16;
+    o.flipped = 1;
+    expect_fail(write_tiny_gguf("norm_type.gguf", &o, SIZE_MAX), "blk.0.attn_q.weight",
+                "gap of 16 bytes after tensor blk.0.attn_norm.weight (F16, 8 values, 16 bytes)");
+    o.bad_tensor = "blk.0.ffn_down.weight"; /* the last tensor: its data ends early */
+    expect_fail(write_tiny_gguf("last_type.gguf", &o, SIZE_MAX),
+                "256 bytes after the last tensor's data (tensor blk.0.ffn_down.weight", NULL);
+}
+
+Test(gguf_errors, non_finite_norm_named_at_load)
+{
+    gguf_opts o = tiny_opts();
+    o.bad_tensor = "blk.0.ffn_norm.weight";
+    o.bad_value = NAN;
+    expect_fail(write_tiny_gguf("nan_norm.gguf", &o, SIZE_MAX), "blk.0.ffn_norm.weight",
+                "nan at row 0, column 0");
+    o.bad_tensor = "output_norm.weight";
+    o.bad_value = INFINITY;
+    expect_fail(write_tiny_gguf("inf_norm.gguf", &o, SIZE_MAX), "output_norm.weight",
+                "inf at row 0, column 0");
+}
+
+Test(gguf_errors, unaligned_offset_and_unknown_or_negative_type)
+{
+    gguf_opts o = tiny_opts();
+    o.bad_tensor = "blk.0.attn_q.weight";
+    o.bad_offset = 1300;
+    expect_fail(write_tiny_gguf("unaligned.gguf", &o, SIZE_MAX), "blk.0.attn_q.weight",
+                "data offset 1300 is not a multiple of the alignment 32");
+    o = tiny_opts();
+    o.bad_tensor = "token_embd.weight";
+    o.bad_type = UINT32_MAX; /* -1 as int32 */
+    expect_fail(write_tiny_gguf("type_neg.gguf", &o, SIZE_MAX), "token_embd.weight",
+                "type id 4294967295 (unknown)");
+}
+
+Test(gguf_errors, duplicate_tensor_names_and_keys)
+{
+    gguf_opts o = tiny_opts();
+    o.bad_tensor = "blk.0.ffn_up.weight";
+    o.bad_name = "blk.0.ffn_gate.weight";
+    expect_fail(write_tiny_gguf("dup_tensor.gguf", &o, SIZE_MAX),
+                "tensor blk.0.ffn_gate.weight appears twice (tensor infos 9 and 10)", NULL);
+    o = tiny_opts();
+    o.extra_key = "llama.block_count";
+    expect_fail(write_tiny_gguf("dup_key.gguf", &o, SIZE_MAX),
+                "metadata key llama.block_count appears twice (entries 2 and 11)", NULL);
+}
+
+Test(gguf_errors, huge_alignment_and_256_dims)
+{
+    /* a power of two, but the padding it implies is not in the file */
+    bw w;
+    bw_open(&w);
+    bw_bytes(&w, "GGUF", 4);
+    bw_u32(&w, 3);
+    bw_u64(&w, 1);
+    bw_u64(&w, 1);
+    bw_str(&w, "general.alignment");
+    bw_u32(&w, SS_GGUF_UINT32);
+    bw_u32(&w, 1u << 31);
+    bw_str(&w, "x");
+    bw_u32(&w, 1);
+    bw_u64(&w, 8);
+    bw_u32(&w, SS_TYPE_F32);
+    bw_u64(&w, 0);
+    bw_zeros(&w, 64);
+    expect_fail(bw_save(&w, "align2g.gguf", SIZE_MAX), "would start at offset 2147483648",
+                "past the end of the file");
+    gguf_opts o = tiny_opts();
+    o.alignment = 4;
+    expect_fail(write_tiny_gguf("align4.gguf", &o, SIZE_MAX),
+                "general.alignment = 4 is not a power of two of at least 8", NULL);
+    bw_open(&w);
+    bw_bytes(&w, "GGUF", 4);
+    bw_u32(&w, 3);
+    bw_u64(&w, 1);
+    bw_u64(&w, 0);
+    bw_str(&w, "many_dims");
+    bw_u32(&w, 256);
+    bw_zeros(&w, 64);
+    expect_fail(bw_save(&w, "ndims256.gguf", SIZE_MAX), "many_dims", "n_dims = 256");
+}
+
 /* ---------------------------------------------------------------- Hugging Face */
 
 static const char *tiny_config =
@@ -664,4 +783,94 @@ Test(hf_errors, no_weights)
     snprintf(file, sizeof file, "%s/config.json", dir);
     write_text(file, tiny_config);
     expect_fail(dir, "model.safetensors", NULL);
+}
+
+/* Folder TMP_DIR/NAME: tiny_config and a model.safetensors made of header
+ * (JSON) and n_data bytes of zeros. */
+static const char *write_hf_raw(const char *name, const char *header, size_t n_data)
+{
+    static char dir[1024];
+    char file[1100];
+    snprintf(dir, sizeof dir, "%s", tmp_path(name));
+    mkdir(dir, 0755);
+    snprintf(file, sizeof file, "%s/config.json", dir);
+    write_text(file, tiny_config);
+    snprintf(file, sizeof file, "%s/model.safetensors", dir);
+    FILE *f = fopen(file, "wb");
+    cr_assert_not_null(f);
+    uint64_t hlen = strlen(header);
+    fwrite(&hlen, 8, 1, f);
+    fputs(header, f);
+    for (size_t i = 0; i < n_data; i++)
+        fputc(0, f);
+    fclose(f);
+    return dir;
+}
+
+/* out = src with the first `from` replaced by `to`. */
+static void replace_once(const char *src, const char *from, const char *to, char *out,
+                         size_t cap)
+{
+    const char *at = strstr(src, from);
+    cr_assert_not_null(at, "\"%s\" not in \"%s\"", from, src);
+    snprintf(out, cap, "%.*s%s%s", (int)(at - src), src, to, at + strlen(from));
+}
+
+#define ST_ENTRY(name, shape, b, e) \
+    "\"" name "\": {\"dtype\": \"F32\", \"shape\": " shape ", \"data_offsets\": [" #b ", " #e "]}"
+
+Test(hf_errors, shape_overflow)
+{
+    /* [2^62] F32: the byte count overflowed a signed multiply (UBSan) */
+    expect_fail(write_hf_raw("hf_shape62", "{" ST_ENTRY("big", "[4611686018427387904]", 0, 0) "}",
+                             0),
+                "tensor big: dims [4611686018427387904] of F32 take more than 2^63 bytes", NULL);
+    expect_fail(write_hf_raw("hf_shape64",
+                             "{" ST_ENTRY("big", "[4294967296, 4294967296]", 0, 0) "}", 0),
+                "tensor big: dims [4294967296, 4294967296]: the element count overflows", NULL);
+    char header[4096] = "{\"many\": {\"dtype\": \"F32\", \"data_offsets\": [0, 4], \"shape\": [1";
+    for (int i = 1; i < 256; i++)
+        strcat(header, ", 1");
+    strcat(header, "]}}");
+    expect_fail(write_hf_raw("hf_ndims", header, 4), "tensor many: n_dims = 256", NULL);
+}
+
+Test(hf_errors, shared_gapped_or_trailing_data)
+{
+    expect_fail(write_hf_raw("hf_shared", "{" ST_ENTRY("a", "[8]", 0, 32) ", "
+                             ST_ENTRY("b", "[8]", 0, 32) "}", 32),
+                "overlaps tensor", "which ends at 32");
+    expect_fail(write_hf_raw("hf_gap", "{" ST_ENTRY("a", "[8]", 0, 32) ", "
+                             ST_ENTRY("b", "[8]", 64, 96) "}", 96),
+                "tensor b: data offset 64 leaves a gap of 32 bytes after tensor a", NULL);
+    expect_fail(write_hf_raw("hf_trailing", "{" ST_ENTRY("a", "[8]", 0, 32) "}", 40),
+                "8 bytes after the last tensor's data (tensor a", NULL);
+}
+
+Test(hf_errors, duplicate_keys)
+{
+    expect_fail(write_hf_raw("hf_dup_tensor", "{" ST_ENTRY("a", "[8]", 0, 32) ", "
+                             ST_ENTRY("a", "[8]", 32, 64) "}", 64),
+                "model.safetensors: header is not a JSON object: duplicate object key", NULL);
+    char cfg[2048];
+    snprintf(cfg, sizeof cfg, "{\"hidden_size\": 16, %s", tiny_config + 1);
+    expect_fail(write_hf("hf_dup_config", cfg, "F32", 0), "config.json: duplicate object key",
+                NULL);
+}
+
+Test(hf_errors, null_values)
+{
+    /* null is "absent" where transformers reads None as the default ... */
+    char cfg[2048];
+    replace_once(tiny_config, "\"head_dim\": 4", "\"head_dim\": null", cfg, sizeof cfg);
+    ss_error err;
+    ss_model *m;
+    cr_assert_eq(ss_model_load(write_hf("hf_head_null", cfg, "F32", 0), &m, &err), 0, "%s",
+                 err.msg);
+    cr_assert_eq(m->cfg.head_dim, 4, "hidden_size 8 / 2 heads");
+    ss_model_free(m);
+    /* ... and an error elsewhere (rms_norm_eps: None is no number) */
+    replace_once(tiny_config, "1e-05", "null", cfg, sizeof cfg);
+    expect_fail(write_hf("hf_eps_null", cfg, "F32", 0),
+                "config.json: key \"rms_norm_eps\" is null", NULL);
 }
