@@ -16,8 +16,9 @@ repo=$(cd "$(dirname "$0")/.." && pwd)
 cache=${SAFESTEER_CACHE:-$HOME/.cache/safesteer}
 build=${SAFESTEER_BUILD:-$repo/build}
 
+# clang, its sanitizer/libFuzzer runtimes and OpenMP: the sanitizer build (scripts/sanitize.sh)
 debs=(build-essential cmake pkg-config unzip python3 python3-pip python3-venv libopenblas-dev libhdf5-dev
-      libcriterion-dev libyaml-dev libjansson-dev libpcre2-dev)
+      libcriterion-dev libyaml-dev libjansson-dev libpcre2-dev clang libclang-rt-14-dev libomp-dev)
 if [ "${SAFESTEER_NO_APT:-0}" != 1 ]; then
     missing=()
     for p in "${debs[@]}"; do
