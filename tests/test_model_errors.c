@@ -130,6 +130,7 @@ typedef struct {
     int with_output;
     const float *rope_freqs; /* [head_dim/2] or NULL */
     uint32_t alignment;      /* general.alignment when nonzero (default 32) */
+    uint32_t block_count;    /* llama.block_count when nonzero (default 1) */
     const char *extra_key;   /* a second copy of this uint32 key, when set */
     const char *bad_tensor;  /* tensor whose info is damaged by bad_* below */
     int64_t bad_dim1;        /* replaces dims[1] when nonzero */
@@ -179,7 +180,7 @@ static int tiny_metadata(bw *w, const gguf_opts *o)
     bw_u32(w, SS_GGUF_STRING);
     bw_str(w, "tiny test llama");
     n++;
-    kv_u32(w, o, &n, "llama.block_count", 1);
+    kv_u32(w, o, &n, "llama.block_count", o->block_count ? o->block_count : 1);
     kv_u32(w, o, &n, "llama.embedding_length", T_D);
     kv_u32(w, o, &n, "llama.feed_forward_length", T_FF);
     kv_u32(w, o, &n, "llama.attention.head_count", T_H);
@@ -563,6 +564,16 @@ Test(gguf_errors, duplicate_tensor_names_and_keys)
     o.extra_key = "llama.block_count";
     expect_fail(write_tiny_gguf("dup_key.gguf", &o, SIZE_MAX),
                 "metadata key llama.block_count appears twice (entries 2 and 11)", NULL);
+}
+
+Test(gguf_errors, layer_count_beyond_the_tensors)
+{
+    /* checked before allocating per layer (2^31 - 1 layers asked for 1.6 TB) */
+    gguf_opts o = tiny_opts();
+    o.block_count = INT32_MAX;
+    expect_fail(write_tiny_gguf("layers.gguf", &o, SIZE_MAX),
+                "llama.block_count = 2147483647, but 2147483647 layers need 19327352823 tensors "
+                "and the file holds 12", NULL);
 }
 
 Test(gguf_errors, huge_alignment_and_256_dims)

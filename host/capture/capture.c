@@ -972,6 +972,7 @@ static int open_capture(const char *path, int allow_incomplete, hid_t *fout, int
         rc = ss_fail(err, "%s: incomplete capture (%lld of %lld prompts); rerun with --resume "
                           "or delete it", path, (long long)*done, (long long)*n);
     if (rc) {
+        ss_h5_fail_in(err, path);
         H5Fclose(f);
         return -1;
     }
@@ -1039,8 +1040,10 @@ out:
     free(pool);
     free(site);
     H5Fclose(f);
-    if (rc)
+    if (rc) {
+        ss_h5_fail_in(err, path);
         ss_capture_data_free(out);
+    }
     return rc;
 }
 
@@ -1082,5 +1085,5 @@ out:
     free(lay);
     free(nrm);
     H5Fclose(f);
-    return rc;
+    return rc ? ss_h5_fail_in(err, path) : 0;
 }

@@ -140,6 +140,13 @@ static int ss_bind_all(ss_model *m, ss_error *err)
     } else if (ss_bind(m, &m->output, out_name, c->d_model, c->vocab_size, err)) {
         return -1;
     }
+    const ss_tensor *all;
+    size_t n_tensors, per_layer = sizeof ss_layer_slots / sizeof ss_layer_slots[0];
+    ss_model_tensors(m, &all, &n_tensors);
+    if ((size_t)c->n_layers > n_tensors / per_layer) /* before allocating for each layer */
+        return ss_fail(err, "%s: %s = %d, but %d layers need %zu tensors and the file holds %zu",
+                       m->path, hf ? "num_hidden_layers" : "llama.block_count", c->n_layers,
+                       c->n_layers, (size_t)c->n_layers * per_layer, n_tensors);
     m->layers = ss_calloc((size_t)c->n_layers, sizeof *m->layers, err);
     if (!m->layers)
         return -1;

@@ -389,6 +389,8 @@ static int load_h5_vectors(const char *path, ss_vector_set *v, ss_error *err)
         goto out;
     rc = 0;
 out:
+    if (rc < 0)
+        ss_h5_fail_in(err, path);
     if (rc < 0 && v->categories) {
         ss_h5_free_strs(v->categories, nc);
         v->categories = NULL;

@@ -50,6 +50,13 @@ hid_t ss_h5_f16_type(void)
     return t;
 }
 
+int ss_h5_fail_in(ss_error *err, const char *path)
+{
+    if (err && !strstr(err->msg, path))
+        ss_fail_context(err, "%s", path);
+    return -1;
+}
+
 const char *ss_h5_name(hid_t obj)
 {
     static char buf[256];

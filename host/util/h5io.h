@@ -76,6 +76,11 @@ int ss_h5_write_strs(hid_t dset, hsize_t row0, hsize_t n, const char *const *str
 int ss_h5_read_strs(hid_t file, const char *name, char ***out, hsize_t *n, ss_error *err);
 void ss_h5_free_strs(char **strs, hsize_t n);
 
+/* h5io's messages name the object ("/acts"), not the file: a reader calls
+ * this on its failure path so the message names path too (once).
+ * Returns -1. */
+int ss_h5_fail_in(ss_error *err, const char *path);
+
 /* A dataset's name for messages ("/acts"), into a static buffer. */
 const char *ss_h5_name(hid_t obj);
 
