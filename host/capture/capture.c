@@ -995,13 +995,19 @@ int ss_capture_load(const char *path, int allow_incomplete, ss_capture_data *out
         ss_h5_attr_get_str(f, "site", &site, err) || ss_pool_parse(pool, &out->pool, err) ||
         ss_site_parse(site, &out->site, err))
         goto out;
+    /* sizes below come from the file: bounded before they size allocations */
+    if (n < 0 || n > INT32_MAX || done < 0 || done > n || dm < 1 || dm > 1 << 20) {
+        ss_fail(err, "%s: attributes n_prompts %lld, n_done %lld, d_model %lld are out of range",
+                path, (long long)n, (long long)done, (long long)dm);
+        goto out;
+    }
     out->n_prompts = (int)n;
     out->n_done = (int)done;
     out->complete = (int)complete;
     out->d_model = (int)dm;
     if ((acts = open_ds(f, "/acts", path, err)) < 0 || ss_h5_shape(acts, &rank, dims, err))
         goto out;
-    if (rank != 3 || (int64_t)dims[2] != dm) {
+    if (rank != 3 || (int64_t)dims[2] != dm || dims[1] < 1 || dims[1] > 1 << 16) {
         ss_fail(err, "%s: /acts must be [rows][L][%lld]", path, (long long)dm);
         goto out;
     }
@@ -1021,6 +1027,13 @@ int ss_capture_load(const char *path, int allow_incomplete, ss_capture_data *out
         if (!out->offsets ||
             read_small(f, "/offsets", path, H5T_NATIVE_INT64, out->offsets, (hsize_t)done + 1, err))
             goto out;
+        for (int64_t i = 0; i <= done; i++)
+            if (out->offsets[i] < (i ? out->offsets[i - 1] : 0) || (!i && out->offsets[0])) {
+                ss_fail(err, "%s: /offsets[%lld] = %lld is not a token count after %lld", path,
+                        (long long)i, (long long)out->offsets[i],
+                        (long long)(i ? out->offsets[i - 1] : 0));
+                goto out;
+            }
         out->n_rows = out->offsets[done];
     }
     if ((hsize_t)out->n_rows > dims[0]) {

@@ -405,6 +405,22 @@ out:
     return rc;
 }
 
+/* A NaN or infinity would only show later, as logits that are not finite. */
+static int check_finite(const ss_vector_set *v, ss_error *err)
+{
+    size_t per_row = (size_t)v->d_model;
+    for (int c = 0; c < v->n_categories; c++)
+        for (int l = 0; l < v->n_layers; l++) {
+            const float *x = v->vectors + ((size_t)c * v->n_layers + l) * per_row;
+            for (size_t j = 0; j < per_row; j++)
+                if (!isfinite(x[j]))
+                    return ss_fail(err, "%s: vector of category %s, layer %d has %g at dim %zu",
+                                   v->path, v->categories[c], (int)v->layers[l], (double)x[j],
+                                   j);
+        }
+    return 0;
+}
+
 int ss_vectors_load(const char *path, ss_vector_set *v, ss_error *err)
 {
     memset(v, 0, sizeof *v);
@@ -422,6 +438,8 @@ int ss_vectors_load(const char *path, ss_vector_set *v, ss_error *err)
         rc = load_h5_vectors(path, v, err);
     else
         rc = ss_fail(err, "%s: neither a GGUF control vector nor an HDF5 vector file", path);
+    if (rc == 0)
+        rc = check_finite(v, err);
     if (rc < 0) {
         char path_copy[1024];
         snprintf(path_copy, sizeof path_copy, "%s", v->path);
