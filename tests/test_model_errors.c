@@ -437,7 +437,9 @@ Test(gguf_errors, string_length_past_eof)
     expect_fail(bw_save(&w, "longstr.gguf", SIZE_MAX), "general.name", "1000000");
 }
 
-Test(gguf_errors, bad_alignment_and_n_dims)
+/* One F32 tensor "x" of 8 values under general.alignment = alignment,
+ * followed by 64 zero bytes. */
+static const char *write_aligned_gguf(const char *name, uint32_t alignment)
 {
     bw w;
     bw_open(&w);
@@ -447,23 +449,35 @@ Test(gguf_errors, bad_alignment_and_n_dims)
     bw_u64(&w, 1);
     bw_str(&w, "general.alignment");
     bw_u32(&w, SS_GGUF_UINT32);
-    bw_u32(&w, 3);
+    bw_u32(&w, alignment);
     bw_str(&w, "x");
     bw_u32(&w, 1);
-    bw_u64(&w, 4);
-    bw_u32(&w, 0);
+    bw_u64(&w, 8);
+    bw_u32(&w, SS_TYPE_F32);
     bw_u64(&w, 0);
     bw_zeros(&w, 64);
-    expect_fail(bw_save(&w, "align3.gguf", SIZE_MAX), "general.alignment", "3");
+    return bw_save(&w, name, SIZE_MAX);
+}
+
+/* A tensor info of n_dims dims (then zeros). */
+static const char *write_n_dims_gguf(const char *name, const char *tensor, uint32_t n_dims)
+{
+    bw w;
     bw_open(&w);
     bw_bytes(&w, "GGUF", 4);
     bw_u32(&w, 3);
     bw_u64(&w, 1);
     bw_u64(&w, 0);
-    bw_str(&w, "five_dims");
-    bw_u32(&w, 5);
+    bw_str(&w, tensor);
+    bw_u32(&w, n_dims);
     bw_zeros(&w, 64);
-    expect_fail(bw_save(&w, "ndims5.gguf", SIZE_MAX), "five_dims", "n_dims = 5");
+    return bw_save(&w, name, SIZE_MAX);
+}
+
+Test(gguf_errors, bad_alignment_and_n_dims)
+{
+    expect_fail(write_aligned_gguf("align3.gguf", 3), "general.alignment", "3");
+    expect_fail(write_n_dims_gguf("ndims5.gguf", "five_dims", 5), "five_dims", "n_dims = 5");
 }
 
 Test(gguf_errors, architecture_keys_and_shapes)
@@ -579,36 +593,12 @@ Test(gguf_errors, layer_count_beyond_the_tensors)
 Test(gguf_errors, huge_alignment_and_256_dims)
 {
     /* a power of two, but the padding it implies is not in the file */
-    bw w;
-    bw_open(&w);
-    bw_bytes(&w, "GGUF", 4);
-    bw_u32(&w, 3);
-    bw_u64(&w, 1);
-    bw_u64(&w, 1);
-    bw_str(&w, "general.alignment");
-    bw_u32(&w, SS_GGUF_UINT32);
-    bw_u32(&w, 1u << 31);
-    bw_str(&w, "x");
-    bw_u32(&w, 1);
-    bw_u64(&w, 8);
-    bw_u32(&w, SS_TYPE_F32);
-    bw_u64(&w, 0);
-    bw_zeros(&w, 64);
-    expect_fail(bw_save(&w, "align2g.gguf", SIZE_MAX), "would start at offset 2147483648",
+    expect_fail(write_aligned_gguf("align2g.gguf", 1u << 31), "would start at offset 2147483648",
                 "past the end of the file");
-    gguf_opts o = tiny_opts();
-    o.alignment = 4;
-    expect_fail(write_tiny_gguf("align4.gguf", &o, SIZE_MAX),
+    expect_fail(write_aligned_gguf("align4.gguf", 4),
                 "general.alignment = 4 is not a power of two of at least 8", NULL);
-    bw_open(&w);
-    bw_bytes(&w, "GGUF", 4);
-    bw_u32(&w, 3);
-    bw_u64(&w, 1);
-    bw_u64(&w, 0);
-    bw_str(&w, "many_dims");
-    bw_u32(&w, 256);
-    bw_zeros(&w, 64);
-    expect_fail(bw_save(&w, "ndims256.gguf", SIZE_MAX), "many_dims", "n_dims = 256");
+    expect_fail(write_n_dims_gguf("ndims256.gguf", "many_dims", 256), "many_dims",
+                "n_dims = 256");
 }
 
 /* ---------------------------------------------------------------- Hugging Face */
