@@ -239,10 +239,14 @@ static int ss_st_tensor(const ss_mapped_file *f, const char *name, const json_t 
         return -1;
     uint64_t end;
     if (ss_st_u64(json_array_get(offs, 0), begin) || ss_st_u64(json_array_get(offs, 1), &end) ||
-        end < *begin || end > data_size)
-        return ss_fail(err, "%s: tensor %s: data_offsets are not [begin, end] inside the %zu "
-                            "data bytes of the file",
-                       f->path, name, data_size);
+        end < *begin || end > data_size) {
+        char *text = json_dumps(offs, JSON_COMPACT | JSON_ENCODE_ANY);
+        ss_fail(err, "%s: tensor %s: data_offsets %.80s are not [begin, end] inside the %zu "
+                     "data bytes of the file",
+                f->path, name, text ? text : "?", data_size);
+        free(text);
+        return -1;
+    }
     if (end - *begin != t->nbytes)
         return ss_fail(err, "%s: tensor %s: data_offsets span %" PRIu64 " bytes but shape and "
                             "dtype need %zu",
