@@ -5,6 +5,7 @@
  * scores and a tokenizer.json with byte fallback and merges). */
 #include <criterion/criterion.h>
 #include <jansson.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -296,7 +297,8 @@ static const float spm_scores[] = {0, 0, 0, -1, -2, -2, -2, -2, -2, -2, -2,
                                    -3, -4, -5, -6, -7, -8, -9, -10};
 #define N_SPM_PIECES (int)(sizeof spm_pieces / sizeof *spm_pieces)
 
-static void write_spm_gguf(const char *path)
+/* bad_score, when nonzero, replaces the score of piece 5 ("e"). */
+static void write_spm_gguf(const char *path, float bad_score)
 {
     FILE *f = fopen(path, "wb");
     cr_assert(f);
@@ -325,6 +327,8 @@ static void write_spm_gguf(const char *path)
     w_u64(f, (uint64_t)n);
     for (int i = 0; i < n; i++) {
         float s = i < N_SPM_PIECES ? spm_scores[i] : 0.0f;
+        if (i == 5 && bad_score != 0)
+            s = bad_score;
         fwrite(&s, 4, 1, f);
     }
     w_str(f, "tokenizer.ggml.token_type");
@@ -353,7 +357,7 @@ Test(spm, gguf_scores_prefix_and_byte_fallback)
     int fd = mkstemps(path, 5);
     cr_assert_geq(fd, 0);
     close(fd);
-    write_spm_gguf(path);
+    write_spm_gguf(path, 0);
     ss_error err = {{0}};
     ss_gguf *g = NULL;
     cr_assert_eq(ss_gguf_open(path, &g, &err), 0, "%s", err.msg);
@@ -549,6 +553,24 @@ Test(hostile, gguf_merge_without_space)
     cr_assert(strstr(err.msg, path) &&
                   strstr(err.msg, "tokenizer.ggml.merges: entry 0 'ab' is not 'left right'"),
               "%s", err.msg);
+    ss_gguf_close(m.gguf);
+    unlink(path);
+}
+
+Test(hostile, gguf_scores_must_be_finite)
+{
+    char path[] = "/tmp/ss_test_scores_XXXXXX.gguf";
+    int fd = mkstemps(path, 5);
+    cr_assert_geq(fd, 0);
+    close(fd);
+    write_spm_gguf(path, NAN);
+    ss_error err = {{0}};
+    ss_model m = {0};
+    ss_tokenizer *t = NULL;
+    cr_assert_eq(ss_gguf_open(path, &m.gguf, &err), 0, "%s", err.msg);
+    cr_assert_eq(ss_tokenizer_load(&m, &t, &err), -1, "a NaN score loaded");
+    cr_assert(strstr(err.msg, path) && strstr(err.msg, "tokenizer.ggml.scores[5] = nan"), "%s",
+              err.msg);
     ss_gguf_close(m.gguf);
     unlink(path);
 }

@@ -2,6 +2,7 @@
  * the shared symbol-merge loop, decoding and streaming decoding. */
 #include "tokenizer/tokenizer_internal.h"
 
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -575,6 +576,12 @@ static int ss_tok_load_gguf(const ss_gguf *g, ss_tokenizer **out, ss_error *err)
         if (!t->scores)
             goto fail;
         memcpy(t->scores, scores->data, sizeof *t->scores * (size_t)n);
+        for (int i = 0; i < n; i++)
+            if (!isfinite(t->scores[i])) { /* merges would happen in no defined order */
+                ss_fail(err, "%s: tokenizer.ggml.scores[%d] = %g", g->path, i,
+                        (double)t->scores[i]);
+                goto fail;
+            }
         int prefix = ss_gguf_opt_bool(g, "tokenizer.ggml.add_space_prefix", 1);
         t->spm_prefix = prefix ? SS_PREFIX_ALWAYS : SS_PREFIX_NONE;
         t->strip_leading_space = prefix;

@@ -3,7 +3,8 @@
  * same file.  Oracle: every accepted tensor lies inside the file, aligned,
  * sized by its dims (checked here in 128-bit arithmetic), overlapping no
  * other; names and keys are unique; an accepted model's tensors have the
- * shapes its config implies and finite norms; tokens decode. */
+ * shapes its config implies and finite norms; tokens decode; the chat
+ * template is detected and a prompt rendered without a crash. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -164,6 +165,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         fuzz_refused(&err, path);
     } else {
         check_tokenizer(t);
+        /* the chat template is file text too: detection, rendering, encoding */
+        int family;
+        int32_t *ids;
+        int n;
+        if (ss_chat_family_for_model(m, NULL, &family, &err) == 0 &&
+            ss_encode_prompt(m, t, family, NULL, "Hi <|im_end|>", &ids, &n, &err) == 0)
+            free(ids);
         ss_tokenizer_free(t);
     }
     ss_model_free(m);

@@ -8,7 +8,9 @@
  * (up to a decoded NUL byte, where ss_detokenize's C string ends);
  * byte-level BPE gives valid UTF-8 without NUL back unchanged when its
  * vocabulary has every byte (SmolLM2's lacks some control bytes: they
- * become the unknown token, as in Hugging Face tokenizers). */
+ * become the unknown token, as in Hugging Face tokenizers).  The text is
+ * also read as a chat template and rendered as a user turn in every chat
+ * family (plain and ChatML keep it verbatim). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -158,5 +160,22 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         free(decode_both(t, raw, n_ids, skip));
     }
     free(raw);
+    /* the same bytes as a chat template (a GGUF or tokenizer_config.json
+     * string), and as a user turn rendered in each family */
+    char *tmpl = strndup(text, len);
+    int family;
+    if (ss_chat_family_detect(tmpl, &family, &err) == 0 && !ss_chat_family_name(family))
+        fuzz_reject("detected chat family %d has no name", family);
+    free(ss_chat_default_system(tmpl));
+    ss_chat_msg msg = {"user", tmpl};
+    char *rendered;
+    for (int f = SS_CHAT_NONE; f <= SS_CHAT_LLAMA3; f++)
+        if (ss_chat_render(f, &msg, 1, 1, NULL, &rendered, &err) == 0) {
+            /* llama2 and llama3 strip the content, as their templates do */
+            if (f <= SS_CHAT_CHATML && !strstr(rendered, tmpl))
+                fuzz_reject("the %s rendering lost the user text", ss_chat_family_name(f));
+            free(rendered);
+        }
+    free(tmpl);
     return 0;
 }
