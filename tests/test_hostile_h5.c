@@ -117,3 +117,38 @@ Test(hostile_h5, vector_values_must_be_finite)
               "%s", err.msg);
     unlink(path);
 }
+
+/* Attributes the readers read into one variable, holding several values:
+ * H5Aread wrote past the variable (stack-buffer-overflow under ASan). */
+Test(hostile_h5, attributes_must_hold_one_value)
+{
+    write_capture(2, NULL);
+    hid_t f = H5Fopen(path, H5F_ACC_RDWR, H5P_DEFAULT);
+    cr_assert_geq(H5Adelete(f, "n_done"), 0);
+    cr_assert_geq(H5Adelete(f, "site"), 0);
+    hsize_t four = 4, three = 3;
+    int64_t counts[4] = {1, 1, 1, 1};
+    const char *sites[3] = {"resid_post", "attn_out", "mlp_out"};
+    hid_t sp = H5Screate_simple(1, &four, NULL), st = ss_h5_vlen_str_type();
+    hid_t a = H5Acreate2(f, "n_done", H5T_STD_I64LE, sp, H5P_DEFAULT, H5P_DEFAULT);
+    cr_assert_geq(H5Awrite(a, H5T_NATIVE_INT64, counts), 0);
+    H5Aclose(a);
+    H5Sclose(sp);
+    sp = H5Screate_simple(1, &three, NULL);
+    a = H5Acreate2(f, "site", st, sp, H5P_DEFAULT, H5P_DEFAULT);
+    cr_assert_geq(H5Awrite(a, st, sites), 0);
+    H5Aclose(a);
+    H5Sclose(sp);
+    H5Tclose(st);
+    H5Fclose(f);
+    expect_capture_refused(path, "attribute n_done holds 4 values, expected one");
+    f = H5Fopen(path, H5F_ACC_RDWR, H5P_DEFAULT);
+    ss_error err = {{0}};
+    cr_assert_eq(ss_h5_attr_set_str(f, "format", "safesteer.vectors", &err), 0, "%s", err.msg);
+    H5Fclose(f);
+    ss_vector_set v;
+    cr_assert_eq(ss_vectors_load(path, &v, &err), -1);
+    cr_assert(strstr(err.msg, path) && strstr(err.msg, "attribute site holds 3 values"), "%s",
+              err.msg);
+    unlink(path);
+}

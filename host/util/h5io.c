@@ -126,6 +126,8 @@ int ss_h5_attr_set_f64(hid_t loc, const char *name, double value, ss_error *err)
     return attr_set(loc, name, H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, &value, err);
 }
 
+/* Opens a one-value attribute: the readers read it into one variable, so an
+ * attribute holding several values would overrun it. */
 static hid_t attr_open(hid_t loc, const char *name, ss_error *err)
 {
     if (H5Aexists(loc, name) <= 0) {
@@ -133,8 +135,20 @@ static hid_t attr_open(hid_t loc, const char *name, ss_error *err)
         return -1;
     }
     hid_t a = H5Aopen(loc, name, H5P_DEFAULT);
-    if (a < 0)
+    if (a < 0) {
         ss_fail(err, "%s: cannot open attribute %s", ss_h5_name(loc), name);
+        return -1;
+    }
+    hid_t sp = H5Aget_space(a);
+    hssize_t n = sp < 0 ? -1 : H5Sget_simple_extent_npoints(sp);
+    if (sp >= 0)
+        H5Sclose(sp);
+    if (n != 1) {
+        ss_fail(err, "%s: attribute %s holds %lld values, expected one", ss_h5_name(loc), name,
+                (long long)n);
+        H5Aclose(a);
+        return -1;
+    }
     return a;
 }
 
