@@ -89,14 +89,14 @@ Test(hostile_h5, messages_name_the_file)
     unlink(path);
 }
 
-Test(hostile_h5, vector_values_must_be_finite)
+/* A vector file of 1 category ("crime"), n_rows layers, d_model 3 (n_rows
+ * rows of vectors in /vectors, declared as n_rows). */
+static const char *write_vectors(const float *vec, const int32_t *layers, hsize_t n_rows)
 {
     snprintf(path, sizeof path, "/tmp/ss_test_hostile_v%d.h5", (int)getpid());
     ss_error err = {{0}};
     hid_t f = H5Fcreate(path, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
-    float vec[1 * 2 * 3] = {1, 2, 3, 4, NAN, 6};
-    int32_t layers[2] = {5, 9};
-    hsize_t dims[3] = {1, 2, 3}, two = 2, one = 1;
+    hsize_t dims[3] = {n_rows ? 1 : 0, n_rows, 3}, one = 1;
     hid_t st = ss_h5_vlen_str_type();
     const char *name = "crime";
     cr_assert_eq(ss_h5_attr_set_str(f, "format", "safesteer.vectors", &err) ||
@@ -104,17 +104,40 @@ Test(hostile_h5, vector_values_must_be_finite)
                      ss_h5_attr_set_str(f, "method", "mean-diff", &err) ||
                      ss_h5_write_all(f, "/vectors", H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, 3, dims,
                                      vec, &err) ||
-                     ss_h5_write_all(f, "/layers", H5T_STD_I32LE, H5T_NATIVE_INT32, 1, &two,
+                     ss_h5_write_all(f, "/layers", H5T_STD_I32LE, H5T_NATIVE_INT32, 1, &n_rows,
                                      layers, &err) ||
                      ss_h5_write_all(f, "/categories", st, st, 1, &one, &name, &err),
                  0, "%s", err.msg);
     H5Tclose(st);
     H5Fclose(f);
+    return path;
+}
+
+static void expect_vectors_refused(const char *file, const char *needle)
+{
     ss_vector_set v;
-    cr_assert_eq(ss_vectors_load(path, &v, &err), -1, "a NaN vector loaded");
-    cr_assert(strstr(err.msg, path) &&
-                  strstr(err.msg, "vector of category crime, layer 9 has nan at dim 1"),
-              "%s", err.msg);
+    ss_error err = {{0}};
+    cr_assert_eq(ss_vectors_load(file, &v, &err), -1, "%s loaded", file);
+    cr_assert(strstr(err.msg, file) && strstr(err.msg, needle), "%s", err.msg);
+}
+
+Test(hostile_h5, vector_values_must_be_finite)
+{
+    const float vec[6] = {1, 2, 3, 4, NAN, 6};
+    const int32_t layers[2] = {5, 9};
+    expect_vectors_refused(write_vectors(vec, layers, 2),
+                           "vector of category crime, layer 9 has nan at dim 1");
+    unlink(path);
+}
+
+/* Layers are looked up by value: -1276 or one given twice loaded before */
+Test(hostile_h5, vector_layers_and_shape)
+{
+    const float vec[6] = {1, 2, 3, 4, 5, 6};
+    const int32_t negative[2] = {5, -1276}, twice[2] = {5, 5};
+    expect_vectors_refused(write_vectors(vec, negative, 2), "/layers[1] = -1276 is negative");
+    expect_vectors_refused(write_vectors(vec, twice, 2), "/layers[1] = 5 is listed twice");
+    expect_vectors_refused(write_vectors(vec, twice, 0), "/vectors has shape [0][0][3]");
     unlink(path);
 }
 

@@ -359,6 +359,13 @@ static int load_h5_vectors(const char *path, ss_vector_set *v, ss_error *err)
         ss_fail(err, "%s: /vectors has rank %d, expected [C][L][d_model]", path, rank);
         goto out;
     }
+    if (!dims[0] || !dims[1] || !dims[2] || dims[0] > 1 << 16 || dims[1] > 1 << 16 ||
+        dims[2] > 1 << 20) { /* they size the allocations below */
+        ss_fail(err, "%s: /vectors has shape [%llu][%llu][%llu]", path,
+                (unsigned long long)dims[0], (unsigned long long)dims[1],
+                (unsigned long long)dims[2]);
+        goto out;
+    }
     v->n_categories = (int)dims[0];
     v->n_layers = (int)dims[1];
     v->d_model = (int)dims[2];
@@ -405,9 +412,15 @@ out:
     return rc;
 }
 
-/* A NaN or infinity would only show later, as logits that are not finite. */
-static int check_finite(const ss_vector_set *v, ss_error *err)
+/* Layers are looked up by value, so each must be a layer and appear once; a
+ * NaN or infinity would only show later, as logits that are not finite. */
+static int check_vector_set(const ss_vector_set *v, ss_error *err)
 {
+    for (int l = 0; l < v->n_layers; l++)
+        for (int k = 0; k <= l; k++)
+            if (v->layers[l] < 0 || (k < l && v->layers[k] == v->layers[l]))
+                return ss_fail(err, "%s: /layers[%d] = %d is %s", v->path, l, (int)v->layers[l],
+                               v->layers[l] < 0 ? "negative" : "listed twice");
     size_t per_row = (size_t)v->d_model;
     for (int c = 0; c < v->n_categories; c++)
         for (int l = 0; l < v->n_layers; l++) {
@@ -439,7 +452,7 @@ int ss_vectors_load(const char *path, ss_vector_set *v, ss_error *err)
     else
         rc = ss_fail(err, "%s: neither a GGUF control vector nor an HDF5 vector file", path);
     if (rc == 0)
-        rc = check_finite(v, err);
+        rc = check_vector_set(v, err);
     if (rc < 0) {
         char path_copy[1024];
         snprintf(path_copy, sizeof path_copy, "%s", v->path);
