@@ -158,7 +158,7 @@ static int ss_parse_config(const json_t *root, const char *file, ss_config *cfg,
                     err))
         return -1;
     const json_t *tie = json_object_get(root, "tie_word_embeddings");
-    if (tie && !json_is_boolean(tie))
+    if (tie && !json_is_boolean(tie) && !json_is_null(tie)) /* transformers: None is untied */
         return ss_fail(err, "%s: key \"tie_word_embeddings\" must be true or false", file);
     cfg->tied_embeddings = json_is_true(tie);
     cfg->rms_eps = (float)eps;
