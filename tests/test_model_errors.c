@@ -875,3 +875,15 @@ Test(hf_errors, null_values)
     expect_fail(write_hf("hf_eps_null", cfg, "F32", 0),
                 "config.json: key \"rms_norm_eps\" is null", NULL);
 }
+
+/* ss_config keeps floats: 1e-85 passed the check as a double and became 0 */
+Test(hf_errors, values_that_do_not_fit_a_float)
+{
+    char cfg[2048];
+    replace_once(tiny_config, "1e-05", "1e-85", cfg, sizeof cfg);
+    expect_fail(write_hf("hf_eps_tiny", cfg, "F32", 0),
+                "config.json: key \"rms_norm_eps\" = 1e-85 is not a positive, finite 32-bit "
+                "float", NULL);
+    replace_once(tiny_config, "500000.0", "1e300", cfg, sizeof cfg);
+    expect_fail(write_hf("hf_theta_huge", cfg, "F32", 0), "key \"rope_theta\" = 1e+300", NULL);
+}

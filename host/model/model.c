@@ -179,8 +179,8 @@ static int ss_check_config(const char *path, const ss_config *c, ss_error *err)
     if (c->head_dim % 2)
         return ss_fail(err, "%s: head_dim %d is odd (rotary embedding needs pairs)", path,
                        c->head_dim);
-    if (!(c->rms_eps > 0) || !(c->rope_theta > 0))
-        return ss_fail(err, "%s: rms eps %g and rope theta %g must be positive", path,
+    if (!(c->rms_eps > 0) || !(c->rope_theta > 0) || isinf(c->rms_eps) || isinf(c->rope_theta))
+        return ss_fail(err, "%s: rms eps %g and rope theta %g must be positive and finite", path,
                        (double)c->rms_eps, (double)c->rope_theta);
     return 0;
 }

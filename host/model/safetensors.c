@@ -67,9 +67,10 @@ static int ss_json_num(const json_t *root, const char *file, const char *key, in
     if (!json_is_number(v))
         return ss_fail(err, "%s: key \"%s\" must be a number", file, key);
     *out = json_number_value(v);
-    if (!(*out > 0) || !isfinite(*out))
-        return ss_fail(err, "%s: key \"%s\" = %g must be positive and finite", file, key,
-                       *out);
+    float stored = (float)*out; /* ss_config keeps floats: 1e-85 would become 0 */
+    if (!(stored > 0) || isinf(stored))
+        return ss_fail(err, "%s: key \"%s\" = %g is not a positive, finite 32-bit float", file,
+                       key, *out);
     return 0;
 }
 

@@ -5,6 +5,7 @@
  * other; names and keys are unique; an accepted model's tensors have the
  * shapes its config implies and finite norms; tokens decode; the chat
  * template is detected and a prompt rendered without a crash. */
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -96,7 +97,7 @@ static void check_model(const ss_model *m)
     if (c->n_layers < 1 || c->d_model < 1 || c->n_heads < 1 || c->n_kv_heads < 1 ||
         c->head_dim < 2 || c->head_dim % 2 || c->d_ff < 1 || c->vocab_size < 1 ||
         c->max_ctx < 1 || c->n_heads % c->n_kv_heads || !(c->rms_eps > 0) ||
-        !(c->rope_theta > 0))
+        !(c->rope_theta > 0) || isinf(c->rms_eps) || isinf(c->rope_theta))
         fuzz_reject("%s: config accepted with a bad size", m->path);
     ss_error err;
     int64_t d = c->d_model, q = (int64_t)c->n_heads * c->head_dim,

@@ -6,6 +6,7 @@
  * inside their file, sized by shape and dtype, and tile the data section
  * exactly (the safetensors rule); an accepted model binds tensors of the
  * shapes its config implies. */
+#include <math.h>
 #include <string.h>
 
 #include "fuzz_common.h"
@@ -15,7 +16,8 @@ static void check_config(const ss_config *c, const char *dir)
 {
     if (c->n_layers < 1 || c->d_model < 1 || c->n_heads < 1 || c->n_kv_heads < 1 ||
         c->head_dim < 1 || c->d_ff < 1 || c->vocab_size < 1 || c->max_ctx < 1 ||
-        c->d_model % c->n_heads || !(c->rms_eps > 0) || !(c->rope_theta > 0))
+        c->d_model % c->n_heads || !(c->rms_eps > 0) || !(c->rope_theta > 0) ||
+        isinf(c->rms_eps) || isinf(c->rope_theta))
         fuzz_reject("%s: config.json accepted with a bad size", dir);
     if (c->rope_scaling == SS_ROPE_SCALING_LLAMA3 &&
         !(c->rope_high_freq_factor > c->rope_low_freq_factor && c->rope_factor > 0 &&
