@@ -17,9 +17,11 @@ cache=${SAFESTEER_CACHE:-$HOME/.cache/safesteer}
 build=${SAFESTEER_BUILD:-$repo/build}
 
 # slurm-wlm and munge: the Slurm array test (tests/python/test_slurm.py) starts its own
-# daemons on loopback; chromium: the report's screenshot and layout test.
+# daemons on loopback; chromium: the report's screenshot and layout test; clang, its
+# sanitizer/libFuzzer runtimes and OpenMP: the sanitizer build (scripts/sanitize.sh).
 debs=(build-essential cmake pkg-config unzip python3 python3-pip python3-venv libopenblas-dev libhdf5-dev
-      libcriterion-dev libyaml-dev libjansson-dev libpcre2-dev slurm-wlm munge chromium)
+      libcriterion-dev libyaml-dev libjansson-dev libpcre2-dev slurm-wlm munge chromium
+      clang libclang-rt-14-dev libomp-dev)
 if [ "${SAFESTEER_NO_APT:-0}" != 1 ]; then
     missing=()
     for p in "${debs[@]}"; do

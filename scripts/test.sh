@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Builds safesteer and runs every test: Criterion (C, through ctest; device
-# tests print a SKIP line without a GPU) and pytest (tests/python).
+# tests print a SKIP line without a GPU), pytest (tests/python), then the C
+# tests again under ASan + UBSan and a 20 s run of every fuzz target
+# (scripts/sanitize.sh; SAFESTEER_NO_SANITIZE=1 skips that part).
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 build=${SAFESTEER_BUILD:-$repo/build}
@@ -15,3 +17,4 @@ grep -h "^SKIP: no CUDA device" "$build/Testing/Temporary/LastTest.log" | sort -
     sed 's/^/device tests: /' || true
 [ -e "$build/test_cuda_kernels" ] || echo "device tests: not built (CMake found no CUDA compiler)"
 python3 -m pytest -q "$repo/tests/python"
+[ "${SAFESTEER_NO_SANITIZE:-0}" = 1 ] || "$repo/scripts/sanitize.sh"

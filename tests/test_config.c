@@ -108,6 +108,8 @@ Test(config, bad_site) { expect_error("strengths: [2, 4]", "strengths: [2, 4]\nc
 Test(config, bad_method) { expect_error("strengths: [2, 4]", "strengths: [2, 4]\nvectors:\n  methods: [median]", 13, "vectors.methods"); }
 Test(config, bad_range) { expect_error("strengths: [2, 4]", "strengths: {from: 4, to: 2, step: 1}", 11, "to >= from"); }
 Test(config, missing_file) { expect_error("    file: " DATA "\n    categories: [benign]", "    file: nope.jsonl\n    categories: [benign]", 6, "not found"); }
+Test(config, duplicate_key) { expect_error("  fit: 3\n", "  fit: 3\n  fit: 4\n", 9, "key \"fit\" appears twice in data (first on line 8)"); }
+Test(config, duplicate_top_level_key) { expect_error("layers: [10, 14]\n", "layers: [10, 14]\nlayers: [3]\n", 11, "key \"layers\" appears twice in the top level (first on line 10)"); }
 Test(config, duplicate_layer) { expect_error("layers: [10, 14]", "layers: [10, 10]", 10, "listed twice"); }
 Test(config, missing_section) { expect_error("layers: [10, 14]\n", "", 1, "missing layers"); }
 Test(config, yaml_syntax) { expect_error("  fit: 3", "  fit: [3", 9, "YAML error"); }

@@ -119,6 +119,33 @@ Test(dataset, csv_errors)
     cr_assert(strstr(err.msg, "t.csv:1") && strstr(err.msg, "\"prompt\""), "%s", err.msg);
 }
 
+/* A row with more fields than the header, and NUL bytes (which cut C
+ * strings short), used to load without a word. */
+Test(dataset, extra_fields_and_nul_bytes)
+{
+    ss_dataset_fields f;
+    ss_dataset_fields_default(&f);
+    ss_dataset *d;
+    ss_error err = {.msg = ""};
+    const char *p = write_tmp("wide.csv", "prompt,id\na,1\nb,2,extra\n");
+    cr_assert_eq(ss_dataset_load(p, &f, &d, &err), -1);
+    cr_assert(strstr(err.msg, "wide.csv:3: row has 3 fields, the header has 2"), "%s", err.msg);
+    static const char csv[] = "prompt,id\nab\0cd,1\n", jsonl[] = "{\"prompt\": \"a\"}\n\0\n";
+    const char *bodies[] = {csv, jsonl}, *names[] = {"nul.csv", "nul.jsonl"};
+    const size_t lens[] = {sizeof csv - 1, sizeof jsonl - 1};
+    const char *where[] = {"nul.csv:2: NUL byte at column 3", "nul.jsonl:2: NUL byte at column 1"};
+    for (int i = 0; i < 2; i++) {
+        char path[512];
+        snprintf(path, sizeof path, "%s/%s", tmpdir, names[i]);
+        FILE *fp = fopen(path, "wb");
+        cr_assert_not_null(fp);
+        fwrite(bodies[i], 1, lens[i], fp);
+        fclose(fp);
+        cr_assert_eq(ss_dataset_load(path, &f, &d, &err), -1, "%s loaded", names[i]);
+        cr_assert(strstr(err.msg, where[i]), "%s", err.msg);
+    }
+}
+
 static ss_dataset *numbered(int n)
 {
     char body[8192] = "";

@@ -112,27 +112,42 @@ static int tiny_tensors(tspec *t, int hd, int hf, int with_output)
     return n;
 }
 
+/* Bytes of the tensor's data: F16/BF16 2 per value, everything else F32.
+ * Unsigned, so the overflowing dims of the overflow tests wrap (as a naive
+ * writer's would) instead of being undefined. */
 static int64_t tspec_bytes(const tspec *t)
 {
-    return t->dims[0] * (t->n_dims > 1 ? t->dims[1] : 1) * 4;
+    uint64_t n = (uint64_t)t->dims[0] * (uint64_t)(t->n_dims > 1 ? t->dims[1] : 1);
+    return (int64_t)(n * (t->type == SS_TYPE_F16 || t->type == SS_TYPE_BF16 ? 2u : 4u));
 }
 
-/* Knobs for damaging the tiny GGUF model. */
+/* Knobs for damaging the tiny GGUF model.  By default the file stays
+ * consistent around the damage (offsets follow the changed dims or type);
+ * flipped = 1 changes only the tensor info's bytes, as a flipped byte in a
+ * downloaded file would, so the data no longer matches the infos. */
 typedef struct {
     const char *arch;        /* general.architecture */
     const char *skip_key;    /* metadata key left out */
     int head_dim;
     int with_output;
     const float *rope_freqs; /* [head_dim/2] or NULL */
+    uint32_t alignment;      /* general.alignment when nonzero (default 32) */
+    uint32_t block_count;    /* llama.block_count when nonzero (default 1) */
+    const char *extra_key;   /* a second copy of this uint32 key, when set */
     const char *bad_tensor;  /* tensor whose info is damaged by bad_* below */
     int64_t bad_dim1;        /* replaces dims[1] when nonzero */
     uint32_t bad_type;       /* replaces type when nonzero */
     uint64_t bad_offset;     /* replaces offset when nonzero */
+    const char *bad_name;    /* replaces the name when set */
+    const char *share_with;  /* bad_tensor takes this earlier tensor's offset */
+    float bad_value;         /* written as bad_tensor's first value when nonzero */
+    int flipped;
 } gguf_opts;
 
 static gguf_opts tiny_opts(void)
 {
-    return (gguf_opts){.arch = "llama", .skip_key = "", .head_dim = 4, .with_output = 1};
+    return (gguf_opts){.arch = "llama", .skip_key = "", .extra_key = "", .head_dim = 4,
+                       .with_output = 1};
 }
 
 static void kv_u32(bw *w, const gguf_opts *o, int *n, const char *key, uint32_t v)
@@ -167,7 +182,7 @@ static int tiny_metadata(bw *w, const gguf_opts *o)
     bw_u32(w, SS_GGUF_STRING);
     bw_str(w, "tiny test llama");
     n++;
-    kv_u32(w, o, &n, "llama.block_count", 1);
+    kv_u32(w, o, &n, "llama.block_count", o->block_count ? o->block_count : 1);
     kv_u32(w, o, &n, "llama.embedding_length", T_D);
     kv_u32(w, o, &n, "llama.feed_forward_length", T_FF);
     kv_u32(w, o, &n, "llama.attention.head_count", T_H);
@@ -176,6 +191,10 @@ static int tiny_metadata(bw *w, const gguf_opts *o)
     kv_u32(w, o, &n, "llama.context_length", 64);
     kv_f32(w, o, &n, "llama.attention.layer_norm_rms_epsilon", 1e-5f);
     kv_f32(w, o, &n, "llama.rope.freq_base", 500000.0f);
+    if (o->alignment)
+        kv_u32(w, o, &n, "general.alignment", o->alignment);
+    if (*o->extra_key)
+        kv_u32(w, o, &n, o->extra_key, 1);
     return n;
 }
 
@@ -204,27 +223,47 @@ static const char *write_tiny_gguf(const char *file, const gguf_opts *o, size_t 
     bw_u64(&w, (uint64_t)n_kv);
     bw_bytes(&w, meta.buf, meta.len);
     free(meta.buf);
-    uint64_t off = 0;
+    /* the damaged infos, and the sizes the data is laid out with */
+    tspec written[16];
+    int64_t laid[16];
+    uint64_t offsets[16], off = 0, align = o->alignment ? o->alignment : 32;
     for (int i = 0; i < nt; i++) {
         int bad = o->bad_tensor && !strcmp(t[i].name, o->bad_tensor);
-        bw_str(&w, t[i].name);
-        bw_u32(&w, (uint32_t)t[i].n_dims);
-        bw_u64(&w, (uint64_t)t[i].dims[0]);
-        if (t[i].n_dims > 1)
-            bw_u64(&w, (uint64_t)(bad && o->bad_dim1 ? o->bad_dim1 : t[i].dims[1]));
-        bw_u32(&w, bad && o->bad_type ? o->bad_type : t[i].type);
-        bw_u64(&w, bad && o->bad_offset ? o->bad_offset : off);
-        off += ((uint64_t)tspec_bytes(&t[i]) + 31) / 32 * 32;
+        written[i] = t[i];
+        if (bad && o->bad_dim1)
+            written[i].dims[1] = o->bad_dim1;
+        if (bad && o->bad_type)
+            written[i].type = o->bad_type;
+        if (bad && o->bad_name)
+            snprintf(written[i].name, sizeof written[i].name, "%s", o->bad_name);
+        laid[i] = tspec_bytes(o->flipped ? &t[i] : &written[i]);
+        offsets[i] = off;
+        for (int j = 0; bad && o->share_with && j < i; j++)
+            if (!strcmp(t[j].name, o->share_with))
+                offsets[i] = offsets[j];
+        if (bad && o->bad_offset)
+            offsets[i] = o->bad_offset;
+        off += ((uint64_t)laid[i] + align - 1) / align * align;
     }
-    bw_align(&w, 32);
     for (int i = 0; i < nt; i++) {
-        int64_t n = tspec_bytes(&t[i]) / 4;
-        for (int64_t k = 0; k < n; k++) {
+        bw_str(&w, written[i].name);
+        bw_u32(&w, (uint32_t)written[i].n_dims);
+        bw_u64(&w, (uint64_t)written[i].dims[0]);
+        if (written[i].n_dims > 1)
+            bw_u64(&w, (uint64_t)written[i].dims[1]);
+        bw_u32(&w, written[i].type);
+        bw_u64(&w, offsets[i]);
+    }
+    bw_align(&w, align);
+    for (int i = 0; i < nt; i++) {
+        int bad = o->bad_tensor && !strcmp(t[i].name, o->bad_tensor);
+        for (int64_t k = 0; k < laid[i] / 4; k++) {
             float v = !strcmp(t[i].name, "rope_freqs.weight") ? o->rope_freqs[k]
-                                                               : (float)(i * 1000 + k);
+                      : bad && k == 0 && o->bad_value != 0 ? o->bad_value
+                                                            : (float)(i * 1000 + k);
             bw_bytes(&w, &v, 4);
         }
-        bw_align(&w, 32);
+        bw_align(&w, align);
     }
     return bw_save(&w, file, keep);
 }
@@ -400,7 +439,9 @@ Test(gguf_errors, string_length_past_eof)
     expect_fail(bw_save(&w, "longstr.gguf", SIZE_MAX), "general.name", "1000000");
 }
 
-Test(gguf_errors, bad_alignment_and_n_dims)
+/* One F32 tensor "x" of 8 values under general.alignment = alignment,
+ * followed by 64 zero bytes. */
+static const char *write_aligned_gguf(const char *name, uint32_t alignment)
 {
     bw w;
     bw_open(&w);
@@ -410,23 +451,35 @@ Test(gguf_errors, bad_alignment_and_n_dims)
     bw_u64(&w, 1);
     bw_str(&w, "general.alignment");
     bw_u32(&w, SS_GGUF_UINT32);
-    bw_u32(&w, 3);
+    bw_u32(&w, alignment);
     bw_str(&w, "x");
     bw_u32(&w, 1);
-    bw_u64(&w, 4);
-    bw_u32(&w, 0);
+    bw_u64(&w, 8);
+    bw_u32(&w, SS_TYPE_F32);
     bw_u64(&w, 0);
     bw_zeros(&w, 64);
-    expect_fail(bw_save(&w, "align3.gguf", SIZE_MAX), "general.alignment", "3");
+    return bw_save(&w, name, SIZE_MAX);
+}
+
+/* A tensor info of n_dims dims (then zeros). */
+static const char *write_n_dims_gguf(const char *name, const char *tensor, uint32_t n_dims)
+{
+    bw w;
     bw_open(&w);
     bw_bytes(&w, "GGUF", 4);
     bw_u32(&w, 3);
     bw_u64(&w, 1);
     bw_u64(&w, 0);
-    bw_str(&w, "five_dims");
-    bw_u32(&w, 5);
+    bw_str(&w, tensor);
+    bw_u32(&w, n_dims);
     bw_zeros(&w, 64);
-    expect_fail(bw_save(&w, "ndims5.gguf", SIZE_MAX), "five_dims", "n_dims = 5");
+    return bw_save(&w, name, SIZE_MAX);
+}
+
+Test(gguf_errors, bad_alignment_and_n_dims)
+{
+    expect_fail(write_aligned_gguf("align3.gguf", 3), "general.alignment", "3");
+    expect_fail(write_n_dims_gguf("ndims5.gguf", "five_dims", 5), "five_dims", "n_dims = 5");
 }
 
 Test(gguf_errors, architecture_keys_and_shapes)
@@ -443,6 +496,111 @@ Test(gguf_errors, architecture_keys_and_shapes)
     expect_fail(write_tiny_gguf("shape.gguf", &o, SIZE_MAX), "blk.0.attn_v.weight",
                 "has dims {8, 5, 1, 1}, expected {8, 4}");
     expect_fail(tmp_path("does-not-exist.gguf"), "no such file", NULL);
+}
+
+/* The classes a mutation fuzzer found passing or crashing (issue 13); each
+ * file is the valid tiny model with one field changed. */
+
+Test(gguf_errors, dims_whose_byte_size_overflows)
+{
+    /* 8 x 2^59 F32 values: the element count fits in int64, the bytes do not
+     * (they wrapped to 0, passed the range check and faulted on decode) */
+    gguf_opts o = tiny_opts();
+    o.bad_tensor = "blk.0.ffn_up.weight";
+    o.bad_dim1 = INT64_C(1) << 59;
+    expect_fail(write_tiny_gguf("bytes_overflow.gguf", &o, SIZE_MAX), "blk.0.ffn_up.weight",
+                "[8, 576460752303423488] of F32 take more than 2^63 bytes");
+}
+
+Test(gguf_errors, tensors_sharing_or_overlapping_data)
+{
+    gguf_opts o = tiny_opts();
+    o.bad_tensor = "blk.0.attn_k.weight";
+    o.share_with = "blk.0.attn_q.weight";
+    expect_fail(write_tiny_gguf("shared.gguf", &o, SIZE_MAX), "blk.0.attn_k.weight",
+                "overlaps tensor blk.0.attn_q.weight");
+    o = tiny_opts();
+    o.bad_tensor = "blk.0.attn_v.weight";
+    o.bad_offset = 1024; /* inside attn_k's data [960, 1088) */
+    expect_fail(write_tiny_gguf("overlap.gguf", &o, SIZE_MAX), "blk.0.attn_v.weight",
+                "data [1024, 1152) overlaps tensor blk.0.attn_k.weight, which ends at 1088");
+}
+
+Test(gguf_errors, stored_type_changed)
+{
+    /* a norm's type byte flipped F32 -> F16: the infos promise 16 bytes where
+     * the file holds 32 (before: garbage weights, non-finite logits later) */
+    gguf_opts o = tiny_opts();
+    o.alignment = 8;
+    o.bad_tensor = "blk.0.attn_norm.weight";
+    o.bad_type = SS_TYPE_F16;
+    o.flipped = 1;
+    expect_fail(write_tiny_gguf("norm_type.gguf", &o, SIZE_MAX), "blk.0.attn_q.weight",
+                "gap of 16 bytes after tensor blk.0.attn_norm.weight (F16, 8 values, 16 bytes)");
+    o.bad_tensor = "blk.0.ffn_down.weight"; /* the last tensor: its data ends early */
+    expect_fail(write_tiny_gguf("last_type.gguf", &o, SIZE_MAX),
+                "256 bytes after the last tensor's data (tensor blk.0.ffn_down.weight", NULL);
+}
+
+Test(gguf_errors, non_finite_norm_named_at_load)
+{
+    gguf_opts o = tiny_opts();
+    o.bad_tensor = "blk.0.ffn_norm.weight";
+    o.bad_value = NAN;
+    expect_fail(write_tiny_gguf("nan_norm.gguf", &o, SIZE_MAX), "blk.0.ffn_norm.weight",
+                "nan at row 0, column 0");
+    o.bad_tensor = "output_norm.weight";
+    o.bad_value = INFINITY;
+    expect_fail(write_tiny_gguf("inf_norm.gguf", &o, SIZE_MAX), "output_norm.weight",
+                "inf at row 0, column 0");
+}
+
+Test(gguf_errors, unaligned_offset_and_unknown_or_negative_type)
+{
+    gguf_opts o = tiny_opts();
+    o.bad_tensor = "blk.0.attn_q.weight";
+    o.bad_offset = 1300;
+    expect_fail(write_tiny_gguf("unaligned.gguf", &o, SIZE_MAX), "blk.0.attn_q.weight",
+                "data offset 1300 is not a multiple of the alignment 32");
+    o = tiny_opts();
+    o.bad_tensor = "token_embd.weight";
+    o.bad_type = UINT32_MAX; /* -1 as int32 */
+    expect_fail(write_tiny_gguf("type_neg.gguf", &o, SIZE_MAX), "token_embd.weight",
+                "type id 4294967295 (unknown)");
+}
+
+Test(gguf_errors, duplicate_tensor_names_and_keys)
+{
+    gguf_opts o = tiny_opts();
+    o.bad_tensor = "blk.0.ffn_up.weight";
+    o.bad_name = "blk.0.ffn_gate.weight";
+    expect_fail(write_tiny_gguf("dup_tensor.gguf", &o, SIZE_MAX),
+                "tensor blk.0.ffn_gate.weight appears twice (tensor infos 9 and 10)", NULL);
+    o = tiny_opts();
+    o.extra_key = "llama.block_count";
+    expect_fail(write_tiny_gguf("dup_key.gguf", &o, SIZE_MAX),
+                "metadata key llama.block_count appears twice (entries 2 and 11)", NULL);
+}
+
+Test(gguf_errors, layer_count_beyond_the_tensors)
+{
+    /* checked before allocating per layer (2^31 - 1 layers asked for 1.6 TB) */
+    gguf_opts o = tiny_opts();
+    o.block_count = INT32_MAX;
+    expect_fail(write_tiny_gguf("layers.gguf", &o, SIZE_MAX),
+                "llama.block_count = 2147483647, but 2147483647 layers need 19327352823 tensors "
+                "and the file holds 12", NULL);
+}
+
+Test(gguf_errors, huge_alignment_and_256_dims)
+{
+    /* a power of two, but the padding it implies is not in the file */
+    expect_fail(write_aligned_gguf("align2g.gguf", 1u << 31), "would start at offset 2147483648",
+                "past the end of the file");
+    expect_fail(write_aligned_gguf("align4.gguf", 4),
+                "general.alignment = 4 is not a power of two of at least 8", NULL);
+    expect_fail(write_n_dims_gguf("ndims256.gguf", "many_dims", 256), "many_dims",
+                "n_dims = 256");
 }
 
 /* ---------------------------------------------------------------- Hugging Face */
@@ -628,4 +786,106 @@ Test(hf_errors, no_weights)
     snprintf(file, sizeof file, "%s/config.json", dir);
     write_text(file, tiny_config);
     expect_fail(dir, "model.safetensors", NULL);
+}
+
+/* Folder TMP_DIR/NAME: tiny_config and a model.safetensors made of header
+ * (JSON) and n_data bytes of zeros. */
+static const char *write_hf_raw(const char *name, const char *header, size_t n_data)
+{
+    static char dir[1024];
+    char file[1100];
+    snprintf(dir, sizeof dir, "%s", tmp_path(name));
+    mkdir(dir, 0755);
+    snprintf(file, sizeof file, "%s/config.json", dir);
+    write_text(file, tiny_config);
+    snprintf(file, sizeof file, "%s/model.safetensors", dir);
+    FILE *f = fopen(file, "wb");
+    cr_assert_not_null(f);
+    uint64_t hlen = strlen(header);
+    fwrite(&hlen, 8, 1, f);
+    fputs(header, f);
+    for (size_t i = 0; i < n_data; i++)
+        fputc(0, f);
+    fclose(f);
+    return dir;
+}
+
+/* out = src with the first `from` replaced by `to`. */
+static void replace_once(const char *src, const char *from, const char *to, char *out,
+                         size_t cap)
+{
+    const char *at = strstr(src, from);
+    cr_assert_not_null(at, "\"%s\" not in \"%s\"", from, src);
+    snprintf(out, cap, "%.*s%s%s", (int)(at - src), src, to, at + strlen(from));
+}
+
+#define ST_ENTRY(name, shape, b, e) \
+    "\"" name "\": {\"dtype\": \"F32\", \"shape\": " shape ", \"data_offsets\": [" #b ", " #e "]}"
+
+Test(hf_errors, shape_overflow)
+{
+    /* [2^62] F32: the byte count overflowed a signed multiply (UBSan) */
+    expect_fail(write_hf_raw("hf_shape62", "{" ST_ENTRY("big", "[4611686018427387904]", 0, 0) "}",
+                             0),
+                "tensor big: dims [4611686018427387904] of F32 take more than 2^63 bytes", NULL);
+    expect_fail(write_hf_raw("hf_shape64",
+                             "{" ST_ENTRY("big", "[4294967296, 4294967296]", 0, 0) "}", 0),
+                "tensor big: dims [4294967296, 4294967296]: the element count overflows", NULL);
+    char header[4096] = "{\"many\": {\"dtype\": \"F32\", \"data_offsets\": [0, 4], \"shape\": [1";
+    for (int i = 1; i < 256; i++)
+        strcat(header, ", 1");
+    strcat(header, "]}}");
+    expect_fail(write_hf_raw("hf_ndims", header, 4), "tensor many: n_dims = 256", NULL);
+}
+
+Test(hf_errors, shared_gapped_or_trailing_data)
+{
+    expect_fail(write_hf_raw("hf_shared", "{" ST_ENTRY("a", "[8]", 0, 32) ", "
+                             ST_ENTRY("b", "[8]", 0, 32) "}", 32),
+                "overlaps tensor", "which ends at 32");
+    expect_fail(write_hf_raw("hf_gap", "{" ST_ENTRY("a", "[8]", 0, 32) ", "
+                             ST_ENTRY("b", "[8]", 64, 96) "}", 96),
+                "tensor b: data offset 64 leaves a gap of 32 bytes after tensor a", NULL);
+    expect_fail(write_hf_raw("hf_trailing", "{" ST_ENTRY("a", "[8]", 0, 32) "}", 40),
+                "8 bytes after the last tensor's data (tensor a", NULL);
+}
+
+Test(hf_errors, duplicate_keys)
+{
+    expect_fail(write_hf_raw("hf_dup_tensor", "{" ST_ENTRY("a", "[8]", 0, 32) ", "
+                             ST_ENTRY("a", "[8]", 32, 64) "}", 64),
+                "model.safetensors: header is not a JSON object: duplicate object key", NULL);
+    char cfg[2048];
+    snprintf(cfg, sizeof cfg, "{\"hidden_size\": 16, %s", tiny_config + 1);
+    expect_fail(write_hf("hf_dup_config", cfg, "F32", 0), "config.json: duplicate object key",
+                NULL);
+}
+
+Test(hf_errors, null_values)
+{
+    /* null is "absent" where transformers reads None as the default ... */
+    char cfg[2048];
+    replace_once(tiny_config, "\"head_dim\": 4", "\"head_dim\": null", cfg, sizeof cfg);
+    ss_error err;
+    ss_model *m;
+    cr_assert_eq(ss_model_load(write_hf("hf_head_null", cfg, "F32", 0), &m, &err), 0, "%s",
+                 err.msg);
+    cr_assert_eq(m->cfg.head_dim, 4, "hidden_size 8 / 2 heads");
+    ss_model_free(m);
+    /* ... and an error elsewhere (rms_norm_eps: None is no number) */
+    replace_once(tiny_config, "1e-05", "null", cfg, sizeof cfg);
+    expect_fail(write_hf("hf_eps_null", cfg, "F32", 0),
+                "config.json: key \"rms_norm_eps\" is null", NULL);
+}
+
+/* ss_config keeps floats: 1e-85 passed the check as a double and became 0 */
+Test(hf_errors, values_that_do_not_fit_a_float)
+{
+    char cfg[2048];
+    replace_once(tiny_config, "1e-05", "1e-85", cfg, sizeof cfg);
+    expect_fail(write_hf("hf_eps_tiny", cfg, "F32", 0),
+                "config.json: key \"rms_norm_eps\" = 1e-85 is not a positive, finite 32-bit "
+                "float", NULL);
+    replace_once(tiny_config, "500000.0", "1e300", cfg, sizeof cfg);
+    expect_fail(write_hf("hf_theta_huge", cfg, "F32", 0), "key \"rope_theta\" = 1e+300", NULL);
 }

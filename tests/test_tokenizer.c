@@ -5,6 +5,7 @@
  * scores and a tokenizer.json with byte fallback and merges). */
 #include <criterion/criterion.h>
 #include <jansson.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -296,7 +297,8 @@ static const float spm_scores[] = {0, 0, 0, -1, -2, -2, -2, -2, -2, -2, -2,
                                    -3, -4, -5, -6, -7, -8, -9, -10};
 #define N_SPM_PIECES (int)(sizeof spm_pieces / sizeof *spm_pieces)
 
-static void write_spm_gguf(const char *path)
+/* bad_score, when nonzero, replaces the score of piece 5 ("e"). */
+static void write_spm_gguf(const char *path, float bad_score)
 {
     FILE *f = fopen(path, "wb");
     cr_assert(f);
@@ -325,6 +327,8 @@ static void write_spm_gguf(const char *path)
     w_u64(f, (uint64_t)n);
     for (int i = 0; i < n; i++) {
         float s = i < N_SPM_PIECES ? spm_scores[i] : 0.0f;
+        if (i == 5 && bad_score != 0)
+            s = bad_score;
         fwrite(&s, 4, 1, f);
     }
     w_str(f, "tokenizer.ggml.token_type");
@@ -353,7 +357,7 @@ Test(spm, gguf_scores_prefix_and_byte_fallback)
     int fd = mkstemps(path, 5);
     cr_assert_geq(fd, 0);
     close(fd);
-    write_spm_gguf(path);
+    write_spm_gguf(path, 0);
     ss_error err = {.msg = ""};
     ss_gguf *g = NULL;
     cr_assert_eq(ss_gguf_open(path, &g, &err), 0, "%s", err.msg);
@@ -492,6 +496,106 @@ Test(spm, tokenizer_json_errors_name_the_component)
                " \"pre_tokenizer\": {\"type\": \"Whitespace\"}, \"decoder\": {\"type\": \"ByteLevel\"}}");
     cr_assert_eq(ss_tokenizer_load_json(dir, &t, &err), -1);
     cr_assert(strstr(err.msg, "Whitespace"), "%s", err.msg);
+    char p[600];
+    snprintf(p, sizeof p, "%s/tokenizer.json", dir);
+    unlink(p);
+    rmdir(dir);
+}
+
+/* ---------------------------------------------------------------- hostile files */
+
+/* A byte-level GGUF vocabulary {a, b, ab} with one merge entry. */
+static void write_bpe_gguf(const char *path, const char *merge)
+{
+    FILE *f = fopen(path, "wb");
+    cr_assert(f);
+    fwrite("GGUF", 1, 4, f);
+    w_u32(f, 3);
+    w_u64(f, 0); /* tensors */
+    w_u64(f, 3); /* kvs */
+    w_str(f, "tokenizer.ggml.model");
+    w_u32(f, 8);
+    w_str(f, "gpt2");
+    w_str(f, "tokenizer.ggml.tokens");
+    w_u32(f, 9);
+    w_u32(f, 8);
+    w_u64(f, 3);
+    w_str(f, "a");
+    w_str(f, "b");
+    w_str(f, "ab");
+    w_str(f, "tokenizer.ggml.merges");
+    w_u32(f, 9);
+    w_u32(f, 8);
+    w_u64(f, 1);
+    w_str(f, merge);
+    fclose(f);
+}
+
+/* A merge without a space: the message quoted the entry from freed memory
+ * (heap-use-after-free under ASan). */
+Test(hostile, gguf_merge_without_space)
+{
+    char path[] = "/tmp/ss_test_merges_XXXXXX.gguf";
+    int fd = mkstemps(path, 5);
+    cr_assert_geq(fd, 0);
+    close(fd);
+    ss_error err = {.msg = ""};
+    ss_model m = {0};
+    ss_tokenizer *t = NULL;
+    write_bpe_gguf(path, "a b");
+    cr_assert_eq(ss_gguf_open(path, &m.gguf, &err), 0, "%s", err.msg);
+    cr_assert_eq(ss_tokenizer_load(&m, &t, &err), 0, "%s", err.msg);
+    ss_tokenizer_free(t);
+    ss_gguf_close(m.gguf);
+    write_bpe_gguf(path, "ab");
+    cr_assert_eq(ss_gguf_open(path, &m.gguf, &err), 0, "%s", err.msg);
+    cr_assert_eq(ss_tokenizer_load(&m, &t, &err), -1);
+    cr_assert(strstr(err.msg, path) &&
+                  strstr(err.msg, "tokenizer.ggml.merges: entry 0 'ab' is not 'left right'"),
+              "%s", err.msg);
+    ss_gguf_close(m.gguf);
+    unlink(path);
+}
+
+Test(hostile, gguf_scores_must_be_finite)
+{
+    char path[] = "/tmp/ss_test_scores_XXXXXX.gguf";
+    int fd = mkstemps(path, 5);
+    cr_assert_geq(fd, 0);
+    close(fd);
+    write_spm_gguf(path, NAN);
+    ss_error err = {.msg = ""};
+    ss_model m = {0};
+    ss_tokenizer *t = NULL;
+    cr_assert_eq(ss_gguf_open(path, &m.gguf, &err), 0, "%s", err.msg);
+    cr_assert_eq(ss_tokenizer_load(&m, &t, &err), -1, "a NaN score loaded");
+    cr_assert(strstr(err.msg, path) && strstr(err.msg, "tokenizer.ggml.scores[5] = nan"), "%s",
+              err.msg);
+    ss_gguf_close(m.gguf);
+    unlink(path);
+}
+
+Test(hostile, tokenizer_json_ids_and_duplicate_keys)
+{
+    char dir[] = "/tmp/ss_test_tokjson_XXXXXX";
+    cr_assert(mkdtemp(dir));
+    ss_error err = {.msg = ""};
+    ss_tokenizer *t = NULL;
+    /* one token at id 10^9 allocated tables for 10^9 tokens */
+    write_file(dir, "tokenizer.json",
+               "{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0, \"b\": 1000000000},"
+               " \"merges\": []}, \"decoder\": {\"type\": \"ByteLevel\"}}");
+    cr_assert_eq(ss_tokenizer_load_json(dir, &t, &err), -1);
+    cr_assert(strstr(err.msg, "tokenizer.json: token id 1000000000, but model.vocab and "
+                              "added_tokens hold 2 tokens"),
+              "%s", err.msg);
+    /* a repeated key: jansson keeps the last, silently */
+    write_file(dir, "tokenizer.json",
+               "{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0, \"a\": 1},"
+               " \"merges\": []}, \"decoder\": {\"type\": \"ByteLevel\"}}");
+    cr_assert_eq(ss_tokenizer_load_json(dir, &t, &err), -1);
+    cr_assert(strstr(err.msg, "tokenizer.json") && strstr(err.msg, "duplicate object key"), "%s",
+              err.msg);
     char p[600];
     snprintf(p, sizeof p, "%s/tokenizer.json", dir);
     unlink(p);

@@ -1,8 +1,8 @@
 /* capture_read.c - the one reader of capture files (format
  * "safesteer.capture", docs/hdf5-schema.md): vectors, clustering,
  * --normalize and the tests all read through it.  Opening validates the
- * format, the shapes and the string datasets; reads go by row blocks, so a
- * capture larger than memory streams. */
+ * format, the shapes and the string datasets (every message names the
+ * file); reads go by row blocks, so a capture larger than memory streams. */
 #include "safesteer/capture.h"
 
 #include <math.h>
@@ -50,7 +50,7 @@ static int read_strs(ss_capture_file *a, const char *name, char ***out, ss_error
 {
     hsize_t n;
     if (ss_h5_read_strs(a->file, name, out, &n, err) < 0)
-        return ss_fail_context(err, "%s", a->info.path);
+        return -1;
     if (n < (hsize_t)a->info.n_prompts) {
         ss_h5_free_strs(*out, n);
         *out = NULL;
@@ -114,7 +114,7 @@ static int attr_int(ss_capture_file *a, const char *name, int64_t lo, int64_t hi
                     ss_error *err)
 {
     if (ss_h5_attr_get_i64(a->file, name, v, err) < 0)
-        return ss_fail_context(err, "%s", a->info.path);
+        return -1;
     if (*v < lo || *v > hi)
         return ss_fail(err, "%s: attribute %s is %lld (expected %lld..%lld)", a->info.path, name,
                        (long long)*v, (long long)lo, (long long)hi);
@@ -128,8 +128,8 @@ static int read_attrs(ss_capture_file *a, ss_error *err)
     const char *path = in->path;
     char format[64];
     int64_t v;
-    if (ss_h5_attr_get_str_opt(a->file, "format", format, sizeof format, err) < 0)
-        return ss_fail_context(err, "%s", path);
+    if (ss_h5_attr_get_str_buf(a->file, "format", 0, format, sizeof format, err) < 0)
+        return -1;
     if (strcmp(format, "safesteer.capture"))
         return ss_fail(err, "%s: attribute format is \"%s\", expected \"safesteer.capture\"",
                        path, format);
@@ -152,13 +152,13 @@ static int read_attrs(ss_capture_file *a, ss_error *err)
             return -1;
         in->complete = (int)v;
     }
-    if (ss_h5_attr_get_str_opt(a->file, "site", in->site, sizeof in->site, err) < 0 ||
-        ss_h5_attr_get_str_opt(a->file, "pooling", in->pooling, sizeof in->pooling, err) < 0 ||
-        ss_h5_attr_get_str_opt(a->file, "model_name", in->model_name, sizeof in->model_name,
+    if (ss_h5_attr_get_str_buf(a->file, "site", 0, in->site, sizeof in->site, err) < 0 ||
+        ss_h5_attr_get_str_buf(a->file, "pooling", 0, in->pooling, sizeof in->pooling, err) < 0 ||
+        ss_h5_attr_get_str_buf(a->file, "model_name", 1, in->model_name, sizeof in->model_name,
                                err) < 0 ||
-        ss_h5_attr_get_str_opt(a->file, "model_sha256", in->model_sha256,
+        ss_h5_attr_get_str_buf(a->file, "model_sha256", 1, in->model_sha256,
                                sizeof in->model_sha256, err) < 0)
-        return ss_fail_context(err, "%s", path);
+        return -1;
     in->per_token = !strcmp(in->pooling, "all");
     return 0;
 }
@@ -201,7 +201,7 @@ int ss_capture_open(const char *path, ss_capture_file **out, ss_error *err)
         read_strs(a, "/prompts/label", &in->labels, err) < 0 ||
         read_strs(a, "/prompts/id", &in->ids, err) < 0 || open_acts(a, err) < 0) {
         ss_capture_close(a);
-        return -1;
+        return ss_h5_fail_in(err, path);
     }
     *out = a;
     return 0;

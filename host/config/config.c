@@ -64,7 +64,9 @@ static const char *scalar(const yaml_node_t *n)
     return (const char *)n->data.scalar.value;
 }
 
-/* Fails on keys of mapping n not in allowed[] (NULL-terminated). */
+/* Fails on keys of mapping n not in allowed[] (NULL-terminated), and on a
+ * key given twice (YAML forbids it; libyaml keeps both and get() would
+ * silently take the first). */
 static int check_keys(doc_ctx *d, yaml_node_t *n, const char *section,
                       const char *const *allowed, ss_error *err)
 {
@@ -72,6 +74,12 @@ static int check_keys(doc_ctx *d, yaml_node_t *n, const char *section,
         yaml_node_t *k = node(d, p->key);
         if (k->type != YAML_SCALAR_NODE)
             return ss_fail(err, "%s:%d: %s: keys must be scalars", d->path, line_of(k), section);
+        for (yaml_node_pair_t *q = n->data.mapping.pairs.start; q < p; q++) {
+            yaml_node_t *first = node(d, q->key);
+            if (first->type == YAML_SCALAR_NODE && !strcmp(scalar(first), scalar(k)))
+                return ss_fail(err, "%s:%d: key \"%s\" appears twice in %s (first on line %d)",
+                               d->path, line_of(k), scalar(k), section, line_of(first));
+        }
         int ok = 0;
         for (int i = 0; allowed[i]; i++)
             ok |= !strcmp(scalar(k), allowed[i]);

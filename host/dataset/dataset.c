@@ -394,6 +394,24 @@ out:
 
 /* ---------------------------------------------------------------- load */
 
+/* A NUL byte would silently cut a field short (the records are C strings),
+ * and no text file holds one. */
+static int refuse_nul(const char *path, const char *buf, size_t len, ss_error *err)
+{
+    const char *nul = memchr(buf, 0, len);
+    if (!nul)
+        return 0;
+    int line = 1;
+    const char *start = buf;
+    for (const char *p = buf; p < nul; p++)
+        if (*p == '\n') {
+            line++;
+            start = p + 1;
+        }
+    return ss_fail(err, "%s:%d: NUL byte at column %d (not a text file)", path, line,
+                   (int)(nul - start) + 1);
+}
+
 static int has_ext(const char *path, const char *ext)
 {
     size_t n = strlen(path), e = strlen(ext);
@@ -418,7 +436,9 @@ int ss_dataset_load(const char *path, const ss_dataset_fields *f, ss_dataset **o
         free(d);
         return -1;
     }
-    int rc = csv ? load_csv(d, buf, len, f, err) : load_jsonl(d, buf, len, f, err);
+    int rc = refuse_nul(path, buf, len, err);
+    if (rc == 0)
+        rc = csv ? load_csv(d, buf, len, f, err) : load_jsonl(d, buf, len, f, err);
     free(buf);
     if (rc == 0 && d->n == 0)
         rc = ss_fail(err, "%s: no records", path);

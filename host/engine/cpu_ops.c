@@ -227,7 +227,14 @@ static inline __attribute__((always_inline)) void
             acc[d] += p[j] * vp[j * kv_stride + d];
 }
 
-__attribute__((target_clones("avx2", "default")))
+/* clang before 15 names the resolver "NAME.ifunc", so other files cannot
+ * call a target_clones function (the sanitizer/fuzz build uses clang 14). */
+#if defined(__clang__) && __clang_major__ < 15
+#define SS_CLONES_AVX2
+#else
+#define SS_CLONES_AVX2 __attribute__((target_clones("avx2", "default")))
+#endif
+SS_CLONES_AVX2
 void ss_cpu_attention_heads(float *out, const float *q, const float *k, const float *v, int n_q,
                             int q_pos0, int head0, int n_head, int n_heads, int n_kv_heads,
                             int head_dim)

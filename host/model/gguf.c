@@ -4,19 +4,17 @@
  * {string key, u32 type, value}, then n_tensors {string name, u32 n_dims,
  * u64 dims[n_dims], u32 type, u64 offset}, then padding to
  * general.alignment, then tensor data.  Strings are {u64 len, bytes}.
- * Every read is bounds-checked against the file size, so a damaged file
- * yields an error naming the file, the field and the value, never a crash. */
-#include "safesteer/model.h"
+ * Every read is bounds-checked against the file size, and the tensors are
+ * shaped and placed by mapped.c (sizes overflow-checked, data contiguous in
+ * info order inside the file), so a damaged file yields an error naming the
+ * file, the field and the value, never a crash. */
+#include "model/model_internal.h"
 
-#include <errno.h>
-#include <fcntl.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
 #define SS_GGUF_MAX_DIMS 4
 #define SS_GGUF_DEFAULT_ALIGNMENT 32
@@ -183,6 +181,7 @@ static int ss_read_kv(ss_cursor *c, ss_gguf_kv *kv, uint64_t index, ss_error *er
     return 0;
 }
 
+/* The spec asks for a multiple of 8; ggml's padding needs a power of two. */
 static int ss_read_alignment(ss_gguf *g, ss_error *err)
 {
     g->alignment = SS_GGUF_DEFAULT_ALIGNMENT;
@@ -192,14 +191,16 @@ static int ss_read_alignment(ss_gguf *g, ss_error *err)
     if (kv->type != SS_GGUF_UINT32)
         return ss_fail(err, "%s: key general.alignment has type %s, expected uint32", g->path,
                        ss_vtype_name(kv->type));
-    if (kv->num.u == 0 || (kv->num.u & (kv->num.u - 1)))
-        return ss_fail(err, "%s: key general.alignment = %" PRIu64 " is not a power of two",
+    if (kv->num.u < 8 || (kv->num.u & (kv->num.u - 1)))
+        return ss_fail(err, "%s: key general.alignment = %" PRIu64 " is not a power of two of at "
+                            "least 8",
                        g->path, kv->num.u);
     g->alignment = kv->num.u;
     return 0;
 }
 
-/* Reads one tensor info; data is resolved later, once data_offset is known. */
+/* Reads one tensor info and sets its shape; data is placed once every info
+ * is read (ss_mapped_place). */
 static int ss_read_tensor_info(ss_cursor *c, ss_tensor *t, uint64_t *offset, uint64_t index,
                                ss_error *err)
 {
@@ -213,6 +214,9 @@ static int ss_read_tensor_info(ss_cursor *c, ss_tensor *t, uint64_t *offset, uin
         return ss_fail(err, "%s: tensor %" PRIu64 ": name \"%.*s...\" is %" PRIu64
                             " bytes, longer than %zu",
                        path, index, 40, name.ptr, name.len, sizeof t->name - 1);
+    if (memchr(name.ptr, 0, name.len))
+        return ss_fail(err, "%s: tensor %" PRIu64 ": name \"%s\" holds a NUL byte", path, index,
+                       name.ptr);
     memcpy(t->name, name.ptr, name.len);
     t->name[name.len] = 0;
     uint32_t n_dims, type;
@@ -221,62 +225,41 @@ static int ss_read_tensor_info(ss_cursor *c, ss_tensor *t, uint64_t *offset, uin
     if (n_dims < 1 || n_dims > SS_GGUF_MAX_DIMS)
         return ss_fail(err, "%s: tensor %s: n_dims = %u, expected 1..%d", path, t->name, n_dims,
                        SS_GGUF_MAX_DIMS);
-    t->n_dims = (int)n_dims;
-    int64_t nelem = 1;
-    for (int d = 0; d < SS_GGUF_MAX_DIMS; d++) {
-        uint64_t v = 1;
-        if (d < (int)n_dims && ss_read_u64(c, &v, "dims", err))
+    uint64_t dims[SS_GGUF_MAX_DIMS];
+    for (uint32_t d = 0; d < n_dims; d++)
+        if (ss_read_u64(c, &dims[d], "dims", err))
             return ss_fail_context(err, "tensor %s", t->name);
-        if (v == 0 || v > (uint64_t)INT64_MAX / (uint64_t)nelem)
-            return ss_fail(err, "%s: tensor %s: dims[%d] = %" PRIu64 " is zero or makes the "
-                                "element count overflow",
-                           path, t->name, d, v);
-        t->dims[d] = (int64_t)v;
-        nelem *= (int64_t)v;
-    }
     if (ss_read_u32(c, &type, "type", err) || ss_read_u64(c, offset, "offset", err))
         return ss_fail_context(err, "tensor %s", t->name);
-    t->type = (int)type;
     if (!ss_type_supported((int)type))
         return ss_fail(err, "%s: tensor %s has type id %u (%s), which safesteer cannot decode "
                             "(supported: F32, F16, BF16, Q8_0, Q4_0, Q4_1)",
                        path, t->name, type, ss_ggml_type_label(type));
-    int be = ss_type_block_elems(t->type);
-    if (t->dims[0] % be)
-        return ss_fail(err, "%s: tensor %s: dims[0] = %" PRId64 " is not a multiple of the %s "
-                            "block size %d",
-                       path, t->name, t->dims[0], ss_type_name(t->type), be);
-    t->nbytes = ss_type_row_bytes(t->type, nelem);
-    return 0;
+    return ss_tensor_set_shape(t, path, (int)type, (int)n_dims, dims, err);
 }
 
-/* Places every tensor in the data section and checks it fits in the file. */
-static int ss_place_tensor(ss_gguf *g, ss_tensor *t, uint64_t offset, ss_error *err)
-{
-    if (offset % g->alignment)
-        return ss_fail(err, "%s: tensor %s: data offset %" PRIu64 " is not a multiple of the "
-                            "alignment %" PRIu64,
-                       g->path, t->name, offset, g->alignment);
-    size_t room = g->map_size - g->data_offset;
-    if (offset > room || t->nbytes > room - offset)
-        return ss_fail(err, "%s: tensor %s: data [%" PRIu64 ", %" PRIu64 ") of the data section "
-                            "(file offset %zu + %" PRIu64 " bytes) runs past the end of the file "
-                            "(%zu bytes)",
-                       g->path, t->name, offset, offset + (uint64_t)t->nbytes, g->data_offset,
-                       offset + (uint64_t)t->nbytes, g->map_size);
-    t->data = g->map + g->data_offset + offset;
-    return 0;
-}
-
+/* Tensor names and metadata keys must be unique: a lookup would silently
+ * take the first of two. */
 static int ss_check_duplicates(const ss_gguf *g, ss_error *err)
 {
-    for (uint64_t i = 1; i < g->n_tensors; i++)
-        for (uint64_t j = 0; j < i; j++)
-            if (!strcmp(g->tensors[i].name, g->tensors[j].name))
-                return ss_fail(err, "%s: tensor %s appears twice (entries %" PRIu64 " and %" PRIu64
-                                    ")",
-                               g->path, g->tensors[i].name, j, i);
-    return 0;
+    uint64_t n = g->n_tensors > g->n_kv ? g->n_tensors : g->n_kv;
+    ss_gguf_str *names = ss_malloc((n ? n : 1) * sizeof *names, err); /* [n] */
+    if (!names)
+        return -1;
+    size_t a, b;
+    for (uint64_t i = 0; i < g->n_tensors; i++)
+        names[i] = (ss_gguf_str){g->tensors[i].name, strlen(g->tensors[i].name)};
+    int rc = ss_find_duplicate(names, g->n_tensors, &a, &b, err);
+    if (rc > 0)
+        rc = ss_fail(err, "%s: tensor %s appears twice (tensor infos %zu and %zu)", g->path,
+                     g->tensors[a].name, a, b);
+    for (uint64_t i = 0; rc == 0 && i < g->n_kv; i++)
+        names[i] = g->kv[i].key;
+    if (rc == 0 && (rc = ss_find_duplicate(names, g->n_kv, &a, &b, err)) > 0)
+        rc = ss_fail(err, "%s: metadata key %.*s appears twice (entries %zu and %zu)", g->path,
+                     (int)(names[a].len < 200 ? names[a].len : 200), names[a].ptr, a, b);
+    free(names);
+    return rc;
 }
 
 static int ss_read_header(ss_gguf *g, ss_cursor *c, ss_error *err)
@@ -310,58 +293,32 @@ static int ss_read_header(ss_gguf *g, ss_cursor *c, ss_error *err)
     return 0;
 }
 
-static int ss_parse(ss_gguf *g, ss_error *err)
+static int ss_parse(ss_gguf *g, const ss_mapped_file *file, ss_error *err)
 {
     ss_cursor c = {g, 0};
     if (ss_read_header(g, &c, err))
         return -1;
     g->kv = ss_calloc(g->n_kv, sizeof *g->kv, err);
     g->tensors = ss_calloc(g->n_tensors, sizeof *g->tensors, err);
-    uint64_t *offsets = ss_calloc(g->n_tensors, sizeof *offsets, err); /* [n_tensors] */
-    int rc = (!g->kv || !g->tensors || !offsets) ? -1 : 0;
+    ss_tensor_slot *slots = ss_calloc(g->n_tensors, sizeof *slots, err); /* [n_tensors] */
+    int rc = (!g->kv || !g->tensors || !slots) ? -1 : 0;
     for (uint64_t i = 0; rc == 0 && i < g->n_kv; i++)
         rc = ss_read_kv(&c, &g->kv[i], i, err);
     if (rc == 0)
         rc = ss_read_alignment(g, err);
-    for (uint64_t i = 0; rc == 0 && i < g->n_tensors; i++)
-        rc = ss_read_tensor_info(&c, &g->tensors[i], &offsets[i], i, err);
-    if (rc == 0) {
-        g->data_offset = (c.pos + g->alignment - 1) / g->alignment * g->alignment;
-        if (g->n_tensors > 0 && g->data_offset > g->map_size)
-            rc = ss_fail(err, "%s: data section at offset %zu starts past the end of the file "
-                              "(%zu bytes)",
-                         g->path, g->data_offset, g->map_size);
+    for (uint64_t i = 0; rc == 0 && i < g->n_tensors; i++) {
+        slots[i].t = &g->tensors[i];
+        rc = ss_read_tensor_info(&c, &g->tensors[i], &slots[i].begin, i, err);
     }
-    for (uint64_t i = 0; rc == 0 && i < g->n_tensors; i++)
-        rc = ss_place_tensor(g, &g->tensors[i], offsets[i], err);
     if (rc == 0)
         rc = ss_check_duplicates(g, err);
-    free(offsets);
+    if (rc == 0)
+        g->data_offset = (c.pos + g->alignment - 1) / g->alignment * g->alignment;
+    /* A file without tensors (a vocabulary) need not pad up to its data section. */
+    if (rc == 0 && g->n_tensors > 0)
+        rc = ss_mapped_place(file, g->data_offset, g->alignment, 0, slots, g->n_tensors, err);
+    free(slots);
     return rc;
-}
-
-static int ss_map_file(ss_gguf *g, ss_error *err)
-{
-    int fd = open(g->path, O_RDONLY);
-    if (fd < 0)
-        return ss_fail(err, "%s: cannot open: %s", g->path, strerror(errno));
-    struct stat st;
-    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-        close(fd);
-        return ss_fail(err, "%s: not a regular file", g->path);
-    }
-    g->map_size = (size_t)st.st_size;
-    if (g->map_size == 0) {
-        close(fd);
-        return ss_fail(err, "%s: empty file (not a GGUF file)", g->path);
-    }
-    void *p = mmap(NULL, g->map_size, PROT_READ, MAP_PRIVATE, fd, 0);
-    close(fd);
-    if (p == MAP_FAILED)
-        return ss_fail(err, "%s: mmap of %zu bytes failed: %s", g->path, g->map_size,
-                       strerror(errno));
-    g->map = p;
-    return 0;
 }
 
 int ss_gguf_open(const char *path, ss_gguf **out, ss_error *err)
@@ -373,7 +330,14 @@ int ss_gguf_open(const char *path, ss_gguf **out, ss_error *err)
     if (!g)
         return -1;
     strcpy(g->path, path);
-    if (ss_map_file(g, err) || ss_parse(g, err)) {
+    ss_mapped_file file;
+    if (ss_mapped_open(path, &file, err)) {
+        ss_gguf_close(g);
+        return -1;
+    }
+    g->map = file.map;
+    g->map_size = file.size;
+    if (ss_parse(g, &file, err)) {
         ss_gguf_close(g);
         return -1;
     }

@@ -109,6 +109,22 @@ static void ss_shape_dims(const ss_config *c, ss_shape s, int64_t *d0, int64_t *
     }
 }
 
+/* Norm weights are small, so a NaN or infinity in one is refused at load,
+ * named by tensor, row and column (engines check the matrices as they
+ * decode them; doing it here would read every weight twice). */
+static int ss_check_norms(const ss_model *m, ss_error *err)
+{
+    float *buf = ss_malloc((size_t)m->cfg.d_model * sizeof *buf, err); /* [d_model] */
+    int rc = buf ? ss_model_tensor_rows(m, &m->output_norm, 0, 1, buf, err) : -1;
+    for (int l = 0; rc == 0 && l < m->cfg.n_layers; l++)
+        rc = ss_model_tensor_rows(m, &m->layers[l].attn_norm, 0, 1, buf, err) ||
+                     ss_model_tensor_rows(m, &m->layers[l].ffn_norm, 0, 1, buf, err)
+                 ? -1
+                 : 0;
+    free(buf);
+    return rc;
+}
+
 static int ss_bind_all(ss_model *m, ss_error *err)
 {
     const ss_config *c = &m->cfg;
@@ -127,6 +143,13 @@ static int ss_bind_all(ss_model *m, ss_error *err)
     } else if (ss_bind(m, &m->output, out_name, c->d_model, c->vocab_size, err)) {
         return -1;
     }
+    const ss_tensor *all;
+    size_t n_tensors, per_layer = sizeof ss_layer_slots / sizeof ss_layer_slots[0];
+    ss_model_tensors(m, &all, &n_tensors);
+    if ((size_t)c->n_layers > n_tensors / per_layer) /* before allocating for each layer */
+        return ss_fail(err, "%s: %s = %d, but %d layers need %zu tensors and the file holds %zu",
+                       m->path, hf ? "num_hidden_layers" : "llama.block_count", c->n_layers,
+                       c->n_layers, (size_t)c->n_layers * per_layer, n_tensors);
     m->layers = ss_calloc((size_t)c->n_layers, sizeof *m->layers, err);
     if (!m->layers)
         return -1;
@@ -140,7 +163,7 @@ static int ss_bind_all(ss_model *m, ss_error *err)
             if (ss_bind(m, dst, name, d0, d1, err))
                 return -1;
         }
-    return 0;
+    return ss_check_norms(m, err);
 }
 
 /* ---------------------------------------------------------------- config checks */
@@ -159,8 +182,8 @@ static int ss_check_config(const char *path, const ss_config *c, ss_error *err)
     if (c->head_dim % 2)
         return ss_fail(err, "%s: head_dim %d is odd (rotary embedding needs pairs)", path,
                        c->head_dim);
-    if (!(c->rms_eps > 0) || !(c->rope_theta > 0))
-        return ss_fail(err, "%s: rms eps %g and rope theta %g must be positive", path,
+    if (!(c->rms_eps > 0) || !(c->rope_theta > 0) || isinf(c->rms_eps) || isinf(c->rope_theta))
+        return ss_fail(err, "%s: rms eps %g and rope theta %g must be positive and finite", path,
                        (double)c->rms_eps, (double)c->rope_theta);
     return 0;
 }

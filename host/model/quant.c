@@ -12,6 +12,9 @@
 
 #include <stdio.h>
 #include <string.h>
+#ifdef SS_X86
+#include <cpuid.h>
+#endif
 
 #define SS_QK 32 /* elements per quantised block */
 
@@ -225,9 +228,11 @@ int ss_have_avx2(void)
 #ifdef SS_X86
     static int cached = -1;
     if (cached < 0) {
+        /* F16C from CPUID: clang's __builtin_cpu_supports does not know it */
+        unsigned a, b, c, d;
+        int f16c = __get_cpuid(1, &a, &b, &c, &d) && (c & bit_F16C);
         __builtin_cpu_init();
-        cached = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
-                 __builtin_cpu_supports("f16c");
+        cached = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && f16c;
     }
     return cached;
 #else

@@ -9,25 +9,38 @@
 #include "model/model_internal.h"
 
 #include <errno.h>
-#include <fcntl.h>
 #include <inttypes.h>
 #include <jansson.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 /* ---------------------------------------------------------------- config.json */
 
-static int ss_json_int(const json_t *root, const char *file, const char *key, int required,
-                       int fallback, int *out, ss_error *err)
+/* A present key must hold a value: null stands for "absent" only where
+ * transformers' LlamaConfig documents None as the default (nullable = 1:
+ * head_dim, num_key_value_heads). */
+static int ss_json_get(const json_t *root, const char *file, const char *key, int required,
+                       int nullable, const json_t **out, ss_error *err)
 {
     const json_t *v = json_object_get(root, key);
-    if (!v || json_is_null(v)) {
-        if (required)
-            return ss_fail(err, "%s: missing key \"%s\"", file, key);
+    if (v && json_is_null(v) && !nullable)
+        return ss_fail(err, "%s: key \"%s\" is null, expected a value", file, key);
+    *out = v && !json_is_null(v) ? v : NULL;
+    if (!*out && required)
+        return ss_fail(err, "%s: missing key \"%s\"", file, key);
+    return 0;
+}
+
+static int ss_json_int(const json_t *root, const char *file, const char *key, int required,
+                       int nullable, int fallback, int *out, ss_error *err)
+{
+    const json_t *v = NULL;
+    if (ss_json_get(root, file, key, required, nullable, &v, err))
+        return -1;
+    if (!v) {
         *out = fallback;
         return 0;
     }
@@ -44,18 +57,20 @@ static int ss_json_int(const json_t *root, const char *file, const char *key, in
 static int ss_json_num(const json_t *root, const char *file, const char *key, int required,
                        double fallback, double *out, ss_error *err)
 {
-    const json_t *v = json_object_get(root, key);
-    if (!v || json_is_null(v)) {
-        if (required)
-            return ss_fail(err, "%s: missing key \"%s\"", file, key);
+    const json_t *v = NULL;
+    if (ss_json_get(root, file, key, required, 0, &v, err))
+        return -1;
+    if (!v) {
         *out = fallback;
         return 0;
     }
     if (!json_is_number(v))
         return ss_fail(err, "%s: key \"%s\" must be a number", file, key);
     *out = json_number_value(v);
-    if (!(*out > 0))
-        return ss_fail(err, "%s: key \"%s\" = %g must be positive", file, key, *out);
+    float stored = (float)*out; /* ss_config keeps floats: 1e-85 would become 0 */
+    if (!(stored > 0) || isinf(stored))
+        return ss_fail(err, "%s: key \"%s\" = %g is not a positive, finite 32-bit float", file,
+                       key, *out);
     return 0;
 }
 
@@ -105,7 +120,7 @@ static int ss_parse_rope_scaling(const json_t *root, const char *file, ss_config
     if (ss_json_num(rs, where, "factor", 1, 0, &factor, err) ||
         ss_json_num(rs, where, "low_freq_factor", 1, 0, &low, err) ||
         ss_json_num(rs, where, "high_freq_factor", 1, 0, &high, err) ||
-        ss_json_int(rs, where, "original_max_position_embeddings", 1, 0, &orig, err))
+        ss_json_int(rs, where, "original_max_position_embeddings", 1, 0, 0, &orig, err))
         return -1;
     if (!(high > low))
         return ss_fail(err, "%s: high_freq_factor %g must exceed low_freq_factor %g", where,
@@ -126,23 +141,25 @@ static int ss_parse_config(const json_t *root, const char *file, ss_config *cfg,
     if (ss_check_llama(root, file, err))
         return -1;
     double eps, theta;
-    if (ss_json_int(root, file, "hidden_size", 1, 0, &cfg->d_model, err) ||
-        ss_json_int(root, file, "num_hidden_layers", 1, 0, &cfg->n_layers, err) ||
-        ss_json_int(root, file, "num_attention_heads", 1, 0, &cfg->n_heads, err) ||
-        ss_json_int(root, file, "num_key_value_heads", 0, cfg->n_heads, &cfg->n_kv_heads, err) ||
-        ss_json_int(root, file, "intermediate_size", 1, 0, &cfg->d_ff, err) ||
-        ss_json_int(root, file, "vocab_size", 1, 0, &cfg->vocab_size, err) ||
-        ss_json_int(root, file, "max_position_embeddings", 1, 0, &cfg->max_ctx, err) ||
+    if (ss_json_int(root, file, "hidden_size", 1, 0, 0, &cfg->d_model, err) ||
+        ss_json_int(root, file, "num_hidden_layers", 1, 0, 0, &cfg->n_layers, err) ||
+        ss_json_int(root, file, "num_attention_heads", 1, 0, 0, &cfg->n_heads, err) ||
+        ss_json_int(root, file, "num_key_value_heads", 0, 1, cfg->n_heads, &cfg->n_kv_heads,
+                    err) ||
+        ss_json_int(root, file, "intermediate_size", 1, 0, 0, &cfg->d_ff, err) ||
+        ss_json_int(root, file, "vocab_size", 1, 0, 0, &cfg->vocab_size, err) ||
+        ss_json_int(root, file, "max_position_embeddings", 1, 0, 0, &cfg->max_ctx, err) ||
         ss_json_num(root, file, "rms_norm_eps", 1, 0, &eps, err) ||
         ss_json_num(root, file, "rope_theta", 0, 10000.0, &theta, err))
         return -1;
     if (cfg->d_model % cfg->n_heads)
         return ss_fail(err, "%s: hidden_size %d is not a multiple of num_attention_heads %d",
                        file, cfg->d_model, cfg->n_heads);
-    if (ss_json_int(root, file, "head_dim", 0, cfg->d_model / cfg->n_heads, &cfg->head_dim, err))
+    if (ss_json_int(root, file, "head_dim", 0, 1, cfg->d_model / cfg->n_heads, &cfg->head_dim,
+                    err))
         return -1;
     const json_t *tie = json_object_get(root, "tie_word_embeddings");
-    if (tie && !json_is_boolean(tie) && !json_is_null(tie))
+    if (tie && !json_is_boolean(tie) && !json_is_null(tie)) /* transformers: None is untied */
         return ss_fail(err, "%s: key \"tie_word_embeddings\" must be true or false", file);
     cfg->tied_embeddings = json_is_true(tie);
     cfg->rms_eps = (float)eps;
@@ -156,7 +173,7 @@ int ss_hf_read_config(const char *dir, ss_config *cfg, ss_error *err)
     char file[1100];
     snprintf(file, sizeof file, "%s/config.json", dir);
     json_error_t jerr;
-    json_t *root = json_load_file(file, 0, &jerr);
+    json_t *root = json_load_file(file, JSON_REJECT_DUPLICATES, &jerr);
     if (!root)
         return ss_fail(err, "%s: %s (line %d)", file, jerr.text, jerr.line);
     int rc = ss_parse_config(root, file, cfg, err);
@@ -165,33 +182,6 @@ int ss_hf_read_config(const char *dir, ss_config *cfg, ss_error *err)
 }
 
 /* ---------------------------------------------------------------- safetensors */
-
-static int ss_map(const char *path, ss_hf_file *f, ss_error *err)
-{
-    if (strlen(path) >= sizeof f->path)
-        return ss_fail(err, "%s: path is too long", path);
-    strcpy(f->path, path);
-    int fd = open(path, O_RDONLY);
-    if (fd < 0)
-        return ss_fail(err, "%s: cannot open: %s", path, strerror(errno));
-    struct stat st;
-    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-        close(fd);
-        return ss_fail(err, "%s: not a regular file", path);
-    }
-    f->size = (size_t)st.st_size;
-    if (f->size < 8) {
-        close(fd);
-        return ss_fail(err, "%s: file of %zu bytes is too small for the 8-byte header length",
-                       path, f->size);
-    }
-    void *p = mmap(NULL, f->size, PROT_READ, MAP_PRIVATE, fd, 0);
-    close(fd);
-    if (p == MAP_FAILED)
-        return ss_fail(err, "%s: mmap of %zu bytes failed: %s", path, f->size, strerror(errno));
-    f->map = p;
-    return 0;
-}
 
 static int ss_st_dtype(const char *dtype, int *type, int *esize)
 {
@@ -206,9 +196,19 @@ static int ss_st_dtype(const char *dtype, int *type, int *esize)
     return -1;
 }
 
-/* Fills t from one header entry; data_size is the byte count after the header. */
-static int ss_st_tensor(const ss_hf_file *f, const char *name, const json_t *e,
-                        const uint8_t *data, size_t data_size, ss_tensor *t, ss_error *err)
+/* A JSON array entry that must be a non-negative integer. */
+static int ss_st_u64(const json_t *v, uint64_t *out)
+{
+    if (!json_is_integer(v) || json_integer_value(v) < 0)
+        return -1;
+    *out = (uint64_t)json_integer_value(v);
+    return 0;
+}
+
+/* Shapes t from one header entry and gives the offset of its data;
+ * data_size is the byte count after the header. */
+static int ss_st_tensor(const ss_mapped_file *f, const char *name, const json_t *e,
+                        size_t data_size, ss_tensor *t, uint64_t *begin, ss_error *err)
 {
     if (strlen(name) >= sizeof t->name)
         return ss_fail(err, "%s: tensor name \"%s\" is longer than %zu bytes", f->path, name,
@@ -222,46 +222,45 @@ static int ss_st_tensor(const ss_hf_file *f, const char *name, const json_t *e,
         return ss_fail(err, "%s: tensor %s: header entry needs dtype, shape and data_offsets "
                             "[begin, end]",
                        f->path, name);
-    int esize;
-    if (ss_st_dtype(json_string_value(dt), &t->type, &esize))
+    int type, esize;
+    if (ss_st_dtype(json_string_value(dt), &type, &esize))
         return ss_fail(err, "%s: tensor %s has dtype %s (supported: F32, F16, BF16)", f->path,
                        name, json_string_value(dt));
     size_t nd = json_array_size(shape);
     if (nd > 4)
-        return ss_fail(err, "%s: tensor %s has %zu dims (at most 4)", f->path, name, nd);
-    t->n_dims = nd ? (int)nd : 1;
-    int64_t nelem = 1;
-    for (int d = 0; d < 4; d++) {
-        json_int_t v = 1;
-        if ((size_t)d < nd) {
-            const json_t *jd = json_array_get(shape, nd - 1 - (size_t)d); /* reversed */
-            v = json_is_integer(jd) ? json_integer_value(jd) : -1;
-        }
-        if (v <= 0 || v > INT64_MAX / nelem)
-            return ss_fail(err, "%s: tensor %s: shape entry %" JSON_INTEGER_FORMAT
-                                " is not a positive size (or overflows)",
-                           f->path, name, v);
-        t->dims[d] = v;
-        nelem *= v;
+        return ss_fail(err, "%s: tensor %s: n_dims = %zu, expected 1..4", f->path, name, nd);
+    uint64_t dims[4] = {1, 1, 1, 1}; /* shape [] is a scalar */
+    for (size_t d = 0; d < nd; d++) {
+        const json_t *jd = json_array_get(shape, nd - 1 - d); /* reversed: innermost first */
+        if (ss_st_u64(jd, &dims[d]))
+            return ss_fail(err, "%s: tensor %s: shape entry %zu is not a size", f->path, name,
+                           nd - 1 - d);
     }
-    json_int_t b = json_integer_value(json_array_get(offs, 0));
-    json_int_t en = json_integer_value(json_array_get(offs, 1));
-    if (b < 0 || en < b || (uint64_t)en > data_size)
-        return ss_fail(err, "%s: tensor %s: data_offsets [%" JSON_INTEGER_FORMAT
-                            ", %" JSON_INTEGER_FORMAT "] lie outside the %zu data bytes of the file",
-                       f->path, name, b, en, data_size);
-    if ((uint64_t)(en - b) != (uint64_t)nelem * (uint64_t)esize)
-        return ss_fail(err, "%s: tensor %s: data_offsets span %" JSON_INTEGER_FORMAT
-                            " bytes but shape and dtype need %" PRId64,
-                       f->path, name, en - b, nelem * esize);
-    t->data = data + b;
-    t->nbytes = (size_t)(en - b);
+    if (ss_tensor_set_shape(t, f->path, type, nd ? (int)nd : 1, dims, err))
+        return -1;
+    uint64_t end;
+    if (ss_st_u64(json_array_get(offs, 0), begin) || ss_st_u64(json_array_get(offs, 1), &end) ||
+        end < *begin || end > data_size) {
+        char *text = json_dumps(offs, JSON_COMPACT | JSON_ENCODE_ANY);
+        ss_fail(err, "%s: tensor %s: data_offsets %.80s are not [begin, end] inside the %zu "
+                     "data bytes of the file",
+                f->path, name, text ? text : "?", data_size);
+        free(text);
+        return -1;
+    }
+    if (end - *begin != t->nbytes)
+        return ss_fail(err, "%s: tensor %s: data_offsets span %" PRIu64 " bytes but shape and "
+                            "dtype need %zu",
+                       f->path, name, end - *begin, t->nbytes);
     return 0;
 }
 
 /* Appends the tensors of one mapped file to hf->tensors. */
-static int ss_st_parse(struct ss_hf_folder *hf, const ss_hf_file *f, ss_error *err)
+static int ss_st_parse(struct ss_hf_folder *hf, const ss_mapped_file *f, ss_error *err)
 {
+    if (f->size < 8)
+        return ss_fail(err, "%s: file of %zu bytes is too small for the 8-byte header length",
+                       f->path, f->size);
     uint64_t hlen;
     memcpy(&hlen, f->map, 8);
     if (hlen > f->size - 8)
@@ -269,47 +268,54 @@ static int ss_st_parse(struct ss_hf_folder *hf, const ss_hf_file *f, ss_error *e
                             "(%zu bytes)",
                        f->path, hlen, f->size);
     json_error_t jerr;
-    json_t *root = json_loadb((const char *)f->map + 8, (size_t)hlen, 0, &jerr);
+    json_t *root = json_loadb((const char *)f->map + 8, (size_t)hlen, JSON_REJECT_DUPLICATES,
+                              &jerr);
     if (!root || !json_is_object(root)) {
         json_decref(root);
         return ss_fail(err, "%s: header is not a JSON object: %s", f->path,
                        root ? "wrong type" : jerr.text);
     }
     size_t n_new = json_object_size(root);
-    ss_tensor *grown = realloc(hf->tensors, (hf->n_tensors + n_new) * sizeof *grown);
-    if (!grown) {
+    ss_tensor *grown = realloc(hf->tensors, (hf->n_tensors + n_new + 1) * sizeof *grown);
+    ss_tensor_slot *slots = ss_calloc(n_new, sizeof *slots, err); /* [n_new] */
+    if (grown)
+        hf->tensors = grown;
+    if (!grown || !slots) {
         json_decref(root);
+        free(slots);
         return ss_fail(err, "%s: out of memory for %zu tensor entries", f->path, n_new);
     }
-    hf->tensors = grown;
-    const uint8_t *data = f->map + 8 + hlen;
-    size_t data_size = f->size - 8 - (size_t)hlen;
+    size_t data_size = f->size - 8 - (size_t)hlen, n = 0;
     const char *name;
     json_t *e;
     int rc = 0;
     json_object_foreach(root, name, e) {
         if (!strcmp(name, "__metadata__"))
             continue;
-        ss_tensor *t = &hf->tensors[hf->n_tensors];
+        ss_tensor *t = &hf->tensors[hf->n_tensors + n];
         memset(t, 0, sizeof *t);
-        rc = ss_st_tensor(f, name, e, data, data_size, t, err);
-        if (rc)
+        slots[n].t = t;
+        if ((rc = ss_st_tensor(f, name, e, data_size, t, &slots[n].begin, err)))
             break;
-        hf->n_tensors++;
+        n++;
     }
+    if (rc == 0)
+        rc = ss_mapped_place(f, 8 + (size_t)hlen, 1, 1, slots, n, err);
+    if (rc == 0)
+        hf->n_tensors += n;
+    free(slots);
     json_decref(root);
     return rc;
 }
 
 static int ss_hf_add_file(struct ss_hf_folder *hf, const char *path, ss_error *err)
 {
-    ss_hf_file *grown = realloc(hf->files, (size_t)(hf->n_files + 1) * sizeof *grown);
+    ss_mapped_file *grown = realloc(hf->files, (size_t)(hf->n_files + 1) * sizeof *grown);
     if (!grown)
         return ss_fail(err, "%s: out of memory", path);
     hf->files = grown;
-    ss_hf_file *f = &hf->files[hf->n_files];
-    memset(f, 0, sizeof *f);
-    if (ss_map(path, f, err))
+    ss_mapped_file *f = &hf->files[hf->n_files];
+    if (ss_mapped_open(path, f, err))
         return -1;
     hf->n_files++;
     return ss_st_parse(hf, f, err);
@@ -319,7 +325,7 @@ static int ss_hf_add_file(struct ss_hf_folder *hf, const char *path, ss_error *e
 static int ss_hf_open_index(struct ss_hf_folder *hf, const char *index, ss_error *err)
 {
     json_error_t jerr;
-    json_t *root = json_load_file(index, 0, &jerr);
+    json_t *root = json_load_file(index, JSON_REJECT_DUPLICATES, &jerr);
     if (!root)
         return ss_fail(err, "%s: %s (line %d)", index, jerr.text, jerr.line);
     const json_t *wm = json_object_get(root, "weight_map");
@@ -347,12 +353,18 @@ static int ss_hf_open_index(struct ss_hf_folder *hf, const char *index, ss_error
 
 static int ss_hf_check_unique(const struct ss_hf_folder *hf, ss_error *err)
 {
-    for (size_t i = 1; i < hf->n_tensors; i++)
-        for (size_t j = 0; j < i; j++)
-            if (!strcmp(hf->tensors[i].name, hf->tensors[j].name))
-                return ss_fail(err, "%s: tensor %s appears in more than one shard", hf->dir,
-                               hf->tensors[i].name);
-    return 0;
+    ss_gguf_str *names = ss_malloc((hf->n_tensors ? hf->n_tensors : 1) * sizeof *names, err);
+    if (!names)
+        return -1;
+    for (size_t i = 0; i < hf->n_tensors; i++)
+        names[i] = (ss_gguf_str){hf->tensors[i].name, strlen(hf->tensors[i].name)};
+    size_t a, b;
+    int rc = ss_find_duplicate(names, hf->n_tensors, &a, &b, err);
+    free(names);
+    if (rc > 0)
+        return ss_fail(err, "%s: tensor %s appears in more than one shard", hf->dir,
+                       hf->tensors[a].name);
+    return rc;
 }
 
 int ss_hf_open(const char *dir, struct ss_hf_folder **out, ss_error *err)
@@ -387,8 +399,7 @@ void ss_hf_close(struct ss_hf_folder *hf)
     if (!hf)
         return;
     for (int i = 0; i < hf->n_files; i++)
-        if (hf->files[i].map)
-            munmap((void *)hf->files[i].map, hf->files[i].size);
+        ss_mapped_close(&hf->files[i]);
     free(hf->files);
     free(hf->tensors);
     free(hf);
@@ -421,7 +432,7 @@ int ss_hf_chat_template(const char *dir, char **out, ss_error *err)
     snprintf(path, sizeof path, "%s/tokenizer_config.json", dir);
     if (access(path, F_OK) == 0) {
         json_error_t jerr;
-        json_t *root = json_load_file(path, 0, &jerr);
+        json_t *root = json_load_file(path, JSON_REJECT_DUPLICATES, &jerr);
         if (!root)
             return ss_fail(err, "%s: %s (line %d)", path, jerr.text, jerr.line);
         const char *t = ss_template_of(json_object_get(root, "chat_template"));

@@ -91,7 +91,8 @@ static int cmp_rows(const void *a, const void *b)
 
 int recs_write(const char *path, rec_list *r, ss_error *err)
 {
-    qsort(r->rows, (size_t)r->n, sizeof *r->rows, cmp_rows);
+    if (r->n > 0) /* rows is NULL when empty: qsort's pointer must not be (UBSan) */
+        qsort(r->rows, (size_t)r->n, sizeof *r->rows, cmp_rows);
     size_t cap = 1 << 16, len = 0;
     char *buf = ss_malloc(cap, err);
     if (!buf)

@@ -2,6 +2,7 @@
  * the shared symbol-merge loop, decoding and streaming decoding. */
 #include "tokenizer/tokenizer_internal.h"
 
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -137,6 +138,8 @@ int ss_tok_add_merge(ss_tokenizer *t, const char *a, size_t alen, const char *b,
 /* At most half full, so probes stay short. */
 int ss_tok_reserve_merges(ss_tokenizer *t, uint64_t n, ss_error *err)
 {
+    if (n > INT32_MAX / 2) /* ranks are ints; the table size a uint32 */
+        return ss_fail(err, "%llu merges (at most %d)", (unsigned long long)n, INT32_MAX / 2);
     t->merges.cap = ss_pow2_at_least(2 * n + 1);
     t->merges.slots = ss_malloc(sizeof *t->merges.slots * t->merges.cap, err);
     if (!t->merges.slots)
@@ -483,18 +486,19 @@ static int ss_tok_gguf_merges(ss_tokenizer *t, const ss_gguf *g, ss_error *err)
     const ss_gguf_kv *kv;
     if (ss_gguf_array(g, "tokenizer.ggml.merges", SS_GGUF_STRING, 0, &kv, err))
         return -1;
-    ss_gguf_str *strs;
-    if (ss_tok_reserve_merges(t, kv->arr_len, err) || ss_gguf_arr_strs(kv, &strs, err))
-        return -1;
     char where[1100];
     snprintf(where, sizeof where, "%s: tokenizer.ggml.merges", g->path);
+    ss_gguf_str *strs;
+    if (ss_tok_reserve_merges(t, kv->arr_len, err) || ss_gguf_arr_strs(kv, &strs, err))
+        return ss_fail_context(err, "%s", where);
     for (uint64_t i = 0; i < kv->arr_len; i++) {
         const char *s = strs[i].ptr;
         const char *sp = memchr(s + 1, ' ', strs[i].len ? strs[i].len - 1 : 0);
         if (!sp) {
-            free(strs);
-            return ss_fail(err, "%s: entry %llu '%.*s' is not 'left right'", where,
-                           (unsigned long long)i, (int)strs[i].len, s);
+            ss_fail(err, "%s: entry %llu '%.*s' is not 'left right'", where,
+                    (unsigned long long)i, (int)strs[i].len, s);
+            free(strs); /* after the message: it quotes the entry */
+            return -1;
         }
         if (ss_tok_add_merge(t, s, (size_t)(sp - s), sp + 1, strs[i].len - (size_t)(sp - s) - 1,
                              (int)i, where, err)) {
@@ -543,7 +547,7 @@ static int ss_tok_load_gguf(const ss_gguf *g, ss_tokenizer **out, ss_error *err)
     const ss_gguf_kv *tokens, *types;
     if (ss_gguf_array(g, "tokenizer.ggml.tokens", SS_GGUF_STRING, 0, &tokens, err))
         return -1;
-    if (tokens->arr_len == 0 || tokens->arr_len > INT32_MAX)
+    if (tokens->arr_len == 0 || tokens->arr_len > INT32_MAX / 2) /* hash table of 2n slots */
         return ss_fail(err, "%s: tokenizer.ggml.tokens has %llu entries", g->path,
                        (unsigned long long)tokens->arr_len);
     int n = (int)tokens->arr_len;
@@ -572,6 +576,12 @@ static int ss_tok_load_gguf(const ss_gguf *g, ss_tokenizer **out, ss_error *err)
         if (!t->scores)
             goto fail;
         memcpy(t->scores, scores->data, sizeof *t->scores * (size_t)n);
+        for (int i = 0; i < n; i++)
+            if (!isfinite(t->scores[i])) { /* merges would happen in no defined order */
+                ss_fail(err, "%s: tokenizer.ggml.scores[%d] = %g", g->path, i,
+                        (double)t->scores[i]);
+                goto fail;
+            }
         int prefix = ss_gguf_opt_bool(g, "tokenizer.ggml.add_space_prefix", 1);
         t->spm_prefix = prefix ? SS_PREFIX_ALWAYS : SS_PREFIX_NONE;
         t->strip_leading_space = prefix;

@@ -75,6 +75,13 @@ static int ss_json_vocab(ss_tokenizer *t, const json_t *model, const json_t *add
     }
     if (max_id < 0)
         return ss_fail(err, "%s: model.vocab is empty", c->path);
+    /* ids index a table: a few holes are fine, an id far past the number of
+     * tokens is a damaged file (and would allocate for every missing id) */
+    size_t n_entries = json_object_size(vocab) + json_array_size(added);
+    if ((size_t)max_id >= n_entries)
+        return ss_fail(err, "%s: token id %lld, but model.vocab and added_tokens hold %zu "
+                            "tokens",
+                       c->path, max_id, n_entries);
     int n = (int)max_id + 1;
     const char **texts = ss_calloc((size_t)n, sizeof *texts, err);
     size_t *lens = ss_calloc((size_t)n, sizeof *lens, err);
@@ -111,10 +118,10 @@ static int ss_json_merges(ss_tokenizer *t, const json_t *model, const ss_json_ct
     const json_t *merges = json_object_get(model, "merges");
     if (!json_is_array(merges))
         return ss_fail(err, "%s: model.merges is not an array", c->path);
-    if (ss_tok_reserve_merges(t, json_array_size(merges), err))
-        return -1;
     char where[1200];
     snprintf(where, sizeof where, "%s: model.merges", c->path);
+    if (ss_tok_reserve_merges(t, json_array_size(merges), err))
+        return ss_fail_context(err, "%s", where);
     size_t i;
     const json_t *m;
     json_array_foreach((json_t *)merges, i, m) {
@@ -292,7 +299,7 @@ static int ss_json_config(ss_tokenizer *t, const char *folder, const json_t *pos
         return 0; /* optional */
     fclose(f);
     json_error_t je;
-    json_t *cfg = json_load_file(path, 0, &je);
+    json_t *cfg = json_load_file(path, JSON_REJECT_DUPLICATES, &je);
     if (!cfg)
         return ss_fail(err, "%s: line %d: %s", path, je.line, je.text);
     int id = ss_json_token_id(t, json_object_get(cfg, "bos_token"));
@@ -375,7 +382,7 @@ int ss_tokenizer_load_json(const char *folder, ss_tokenizer **out, ss_error *err
     ss_json_ctx c;
     snprintf(c.path, sizeof c.path, "%s/tokenizer.json", folder);
     json_error_t je;
-    json_t *root = json_load_file(c.path, 0, &je);
+    json_t *root = json_load_file(c.path, JSON_REJECT_DUPLICATES, &je);
     if (!root)
         return ss_fail(err, "%s: line %d: %s", c.path, je.line, je.text);
     int rc = ss_json_build(out, root, folder, &c, err);

@@ -50,6 +50,13 @@ hid_t ss_h5_f16_type(void)
     return t;
 }
 
+int ss_h5_fail_in(ss_error *err, const char *path)
+{
+    if (err && !strstr(err->msg, path))
+        ss_fail_context(err, "%s", path);
+    return -1;
+}
+
 const char *ss_h5_name(hid_t obj)
 {
     static char buf[256];
@@ -70,10 +77,11 @@ hid_t ss_h5_vlen_str_type(void)
 
 int ss_h5_attr_exists(hid_t loc, const char *name) { return H5Aexists(loc, name) > 0; }
 
-int ss_h5_attr_get_str_opt(hid_t loc, const char *name, char *dst, size_t cap, ss_error *err)
+int ss_h5_attr_get_str_buf(hid_t loc, const char *name, int optional, char *dst, size_t cap,
+                           ss_error *err)
 {
     dst[0] = 0;
-    if (!ss_h5_attr_exists(loc, name))
+    if (optional && !ss_h5_attr_exists(loc, name))
         return 0;
     char *s;
     if (ss_h5_attr_get_str(loc, name, &s, err) < 0)
@@ -132,6 +140,8 @@ int ss_h5_attr_set_f64(hid_t loc, const char *name, double value, ss_error *err)
     return attr_set(loc, name, H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, &value, err);
 }
 
+/* Opens a one-value attribute: the readers read it into one variable, so an
+ * attribute holding several values would overrun it. */
 static hid_t attr_open(hid_t loc, const char *name, ss_error *err)
 {
     if (H5Aexists(loc, name) <= 0) {
@@ -139,8 +149,20 @@ static hid_t attr_open(hid_t loc, const char *name, ss_error *err)
         return -1;
     }
     hid_t a = H5Aopen(loc, name, H5P_DEFAULT);
-    if (a < 0)
+    if (a < 0) {
         ss_fail(err, "%s: cannot open attribute %s", ss_h5_name(loc), name);
+        return -1;
+    }
+    hid_t sp = H5Aget_space(a);
+    hssize_t n = sp < 0 ? -1 : H5Sget_simple_extent_npoints(sp);
+    if (sp >= 0)
+        H5Sclose(sp);
+    if (n != 1) {
+        ss_fail(err, "%s: attribute %s holds %lld values, expected one", ss_h5_name(loc), name,
+                (long long)n);
+        H5Aclose(a);
+        return -1;
+    }
     return a;
 }
 

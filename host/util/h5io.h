@@ -41,8 +41,9 @@ int ss_h5_attr_get_str(hid_t loc, const char *name, char **out, ss_error *err);
 int ss_h5_attr_get_i64(hid_t loc, const char *name, int64_t *out, ss_error *err);
 int ss_h5_attr_get_f64(hid_t loc, const char *name, double *out, ss_error *err);
 int ss_h5_attr_exists(hid_t loc, const char *name);
-/* An optional string attribute into dst[cap] ("" when absent). */
-int ss_h5_attr_get_str_opt(hid_t loc, const char *name, char *dst, size_t cap, ss_error *err);
+/* A string attribute into dst[cap]; an optional one absent reads as "". */
+int ss_h5_attr_get_str_buf(hid_t loc, const char *name, int optional, char *dst, size_t cap,
+                           ss_error *err);
 
 /* ---------------------------------------------------------------- datasets */
 
@@ -84,6 +85,11 @@ int ss_h5_write_strs(hid_t dset, hsize_t row0, hsize_t n, const char *const *str
  * ss_h5_free_strs. */
 int ss_h5_read_strs(hid_t file, const char *name, char ***out, hsize_t *n, ss_error *err);
 void ss_h5_free_strs(char **strs, hsize_t n);
+
+/* h5io's messages name the object ("/acts"), not the file: a reader calls
+ * this on its failure path so the message names path too (once).
+ * Returns -1. */
+int ss_h5_fail_in(ss_error *err, const char *path);
 
 /* A dataset's name for messages ("/acts"), into a static buffer. */
 const char *ss_h5_name(hid_t obj);

@@ -68,6 +68,28 @@ static int alloc_core(ss_vector_set *v, int C, int L, int d, ss_error *err)
     return v->categories && v->layers && v->vectors ? 0 : -1;
 }
 
+/* Layers are looked up by value, so each must be a layer and appear once; a
+ * NaN or infinity would only show later, as logits that are not finite.
+ * where names the source in messages (a path, or "vector array"). */
+static int check_set(const ss_vector_set *v, const char *where, ss_error *err)
+{
+    for (int l = 0; l < v->n_layers; l++)
+        for (int k = 0; k <= l; k++)
+            if (v->layers[l] < 0 || (k < l && v->layers[k] == v->layers[l]))
+                return ss_fail(err, "%s: /layers[%d] = %d is %s", where, l, (int)v->layers[l],
+                               v->layers[l] < 0 ? "negative" : "listed twice");
+    size_t d = (size_t)v->d_model;
+    for (int c = 0; c < v->n_categories; c++)
+        for (int l = 0; l < v->n_layers; l++) {
+            const float *x = v->vectors + ((size_t)c * v->n_layers + l) * d;
+            for (size_t j = 0; j < d; j++)
+                if (!isfinite(x[j]))
+                    return ss_fail(err, "%s: vector of category %s, layer %d has %g at dim %zu",
+                                   where, v->categories[c], (int)v->layers[l], (double)x[j], j);
+        }
+    return 0;
+}
+
 int ss_vectors_from_array(const char *category, int site, const int32_t *layers, int n_layers,
                           int d_model, const float *vectors, ss_vector_set *out, ss_error *err)
 {
@@ -77,10 +99,6 @@ int ss_vectors_from_array(const char *category, int site, const int32_t *layers,
                             "layers of %d)", n_layers, d_model);
     if (site < 0 || site >= SS_SITE_COUNT)
         return ss_fail(err, "vector array: site %d out of range", site);
-    for (int l = 0; l < n_layers; l++)
-        for (int k = 0; k < l; k++)
-            if (layers[k] == layers[l])
-                return ss_fail(err, "vector array: layer %d is listed twice", layers[l]);
     if (alloc_core(out, 1, n_layers, d_model, err) < 0 ||
         !(out->categories[0] = strdup(category ? category : "array"))) {
         ss_vectors_free(out);
@@ -90,14 +108,7 @@ int ss_vectors_from_array(const char *category, int site, const int32_t *layers,
     memcpy(out->vectors, vectors, (size_t)n_layers * d_model * sizeof(float));
     out->site = site;
     snprintf(out->method, sizeof out->method, "array");
-    for (size_t j = 0; j < (size_t)n_layers * d_model; j++)
-        if (!isfinite(vectors[j])) {
-            ss_vectors_free(out);
-            return ss_fail(err, "vector array: value %g at layer row %zu, index %zu is not "
-                                "finite", (double)vectors[j], j / (size_t)d_model,
-                           j % (size_t)d_model);
-        }
-    if (ss_vectors_fill_stats(out, err) < 0) {
+    if (check_set(out, "vector array", err) < 0 || ss_vectors_fill_stats(out, err) < 0) {
         ss_vectors_free(out);
         return -1;
     }
@@ -249,7 +260,7 @@ static int read_h5_attrs(hid_t f, ss_vector_set *v, ss_error *err)
         {"safe_label", v->safe_label, sizeof v->safe_label},
     };
     for (size_t i = 0; i < sizeof strs / sizeof strs[0]; i++)
-        if (ss_h5_attr_get_str_opt(f, strs[i].name, strs[i].dst, strs[i].cap, err) < 0)
+        if (ss_h5_attr_get_str_buf(f, strs[i].name, 1, strs[i].dst, strs[i].cap, err) < 0)
             return -1;
     int64_t iv;
     if (ss_h5_attr_exists(f, "passes") && ss_h5_attr_get_i64(f, "passes", &iv, err) == 0)
@@ -274,7 +285,7 @@ static int read_h5_stats(hid_t f, const char *path, ss_vector_set *v, ss_error *
     if (H5Lexists(f, "/safe_pool", H5P_DEFAULT) > 0) {
         hsize_t n;
         if (ss_h5_read_strs(f, "/safe_pool", &v->safe_pool, &n, err) < 0)
-            return ss_fail_context(err, "%s", path);
+            return -1;
         if (n != C) {
             ss_h5_free_strs(v->safe_pool, n);
             v->safe_pool = NULL;
@@ -321,23 +332,28 @@ static int load_h5_vectors(const char *path, ss_vector_set *v, ss_error *err)
     char format[64], site[32];
     void *p;
     hid_t d = -1;
-    if (ss_h5_attr_get_str_opt(f, "format", format, sizeof format, err) < 0)
+    if (ss_h5_attr_get_str_buf(f, "format", 0, format, sizeof format, err) < 0)
         goto out;
     if (strcmp(format, "safesteer.vectors")) {
         ss_fail(err, "%s: format is \"%s\", expected \"safesteer.vectors\"", path, format);
         goto out;
     }
-    if (ss_h5_attr_get_str_opt(f, "site", site, sizeof site, err) < 0 ||
-        ss_site_parse(site, &v->site, err) < 0 || read_h5_attrs(f, v, err) < 0) {
-        ss_fail_context(err, "%s", path);
+    if (ss_h5_attr_get_str_buf(f, "site", 0, site, sizeof site, err) < 0 ||
+        ss_site_parse(site, &v->site, err) < 0 || read_h5_attrs(f, v, err) < 0)
         goto out;
-    }
     if ((d = ss_h5_open_dataset(f, path, "/vectors", err)) < 0 || ss_h5_shape(d, &rank, dims, err))
         goto out;
     H5Dclose(d);
     d = -1;
     if (rank != 3) {
         ss_fail(err, "%s: /vectors has rank %d, expected [C][L][d_model]", path, rank);
+        goto out;
+    }
+    if (!dims[0] || !dims[1] || !dims[2] || dims[0] > 1 << 16 || dims[1] > 1 << 16 ||
+        dims[2] > 1 << 20) { /* they size the allocations below */
+        ss_fail(err, "%s: /vectors has shape [%llu][%llu][%llu]", path,
+                (unsigned long long)dims[0], (unsigned long long)dims[1],
+                (unsigned long long)dims[2]);
         goto out;
     }
     v->n_categories = (int)dims[0];
@@ -359,6 +375,8 @@ static int load_h5_vectors(const char *path, ss_vector_set *v, ss_error *err)
     v->layers = p;
     rc = read_h5_stats(f, path, v, err) < 0 || ss_vectors_fill_stats(v, err) < 0 ? -1 : 0;
 out:
+    if (rc < 0)
+        ss_h5_fail_in(err, path); /* messages from h5io name only the dataset */
     if (d >= 0)
         H5Dclose(d);
     H5Fclose(f);
@@ -381,6 +399,8 @@ int ss_vectors_load(const char *path, ss_vector_set *v, ss_error *err)
         rc = load_h5_vectors(path, v, err);
     else
         rc = ss_fail(err, "%s: neither a GGUF control vector nor an HDF5 vector file", path);
+    if (rc == 0)
+        rc = check_set(v, path, err);
     if (rc < 0)
         ss_vectors_free(v);
     snprintf(v->path, sizeof v->path, "%s", path);

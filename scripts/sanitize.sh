@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# The sanitizer build: clang with AddressSanitizer + UndefinedBehaviorSanitizer
+# (any report is fatal) and the libFuzzer targets of tests/fuzz, CPU only.
+# Runs the C tests under it, then a short smoke run of every fuzz target.
+# scripts/test.sh calls it; docs/testing.md ("Robustness") explains.
+#
+#   scripts/sanitize.sh [--build-only] [--fuzz-seconds N]   (default 20 s per target)
+#
+#   SAFESTEER_SANITIZE_BUILD  build folder (default <repo>/build-sanitize)
+set -euo pipefail
+repo=$(cd "$(dirname "$0")/.." && pwd)
+build=${SAFESTEER_SANITIZE_BUILD:-$repo/build-sanitize}
+build_only=0 seconds=20
+while [ $# -gt 0 ]; do
+    case $1 in
+        --build-only) build_only=1; shift ;;
+        --fuzz-seconds) seconds=$2; shift 2 ;;
+        *) echo "usage: $0 [--build-only] [--fuzz-seconds N]" >&2; exit 2 ;;
+    esac
+done
+
+CC=clang cmake -S "$repo" -B "$build" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DSAFESTEER_CUDA=OFF \
+    -DSAFESTEER_FUZZ=ON >/dev/null
+if ! cmake --build "$build" -j"$(nproc)" >"$build/build.log" 2>&1; then
+    grep -E "error" "$build/build.log" | head -40 >&2
+    echo "sanitize: build failed (full log: $build/build.log)" >&2
+    exit 1
+fi
+[ "$build_only" = 1 ] && exit 0
+
+# detect_leaks: the tests free what they allocate; halt_on_error with
+# -fno-sanitize-recover makes the first report fail its test.
+export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:halt_on_error=1:abort_on_error=1}
+export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
+export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-PASSIVE}
+(cd "$build" && ctest --output-on-failure -j"$(nproc)")
+SAFESTEER_SANITIZE_BUILD=$build "$repo/scripts/fuzz.sh" --seconds "$seconds" --jobs "$(nproc)"
