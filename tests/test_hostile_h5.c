@@ -149,6 +149,24 @@ Test(hostile_h5, vector_layers_and_shape)
     unlink(path);
 }
 
+/* Fewer names than category rows: the names were freed as if there were one
+ * per row (heap-buffer-overflow under ASan, found by fuzz_vectors). */
+Test(hostile_h5, vector_categories_that_do_not_match_the_rows)
+{
+    const float vec[12] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12};
+    const int32_t layers[2] = {5, 9};
+    write_vectors(vec, layers, 2); /* one name, "crime" */
+    hid_t f = H5Fopen(path, H5F_ACC_RDWR, H5P_DEFAULT);
+    cr_assert_geq(H5Ldelete(f, "/vectors", H5P_DEFAULT), 0);
+    hsize_t dims[3] = {2, 2, 3};
+    ss_error err = {.msg = ""};
+    cr_assert_eq(ss_h5_write_all(f, "/vectors", H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, 3, dims, vec,
+                                 &err), 0, "%s", err.msg);
+    H5Fclose(f);
+    expect_vectors_refused(path, "/categories has 1 names for 2 vector rows");
+    unlink(path);
+}
+
 /* Attributes the readers read into one variable, holding several values:
  * H5Aread wrote past the variable (stack-buffer-overflow under ASan). */
 Test(hostile_h5, attributes_must_hold_one_value)

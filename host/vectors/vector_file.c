@@ -361,9 +361,11 @@ static int load_h5_vectors(const char *path, ss_vector_set *v, ss_error *err)
     v->d_model = (int)dims[2];
     if (ss_h5_read_strs(f, "/categories", &v->categories, &nc, err) < 0)
         goto out;
-    if ((int)nc != v->n_categories) {
+    if (nc != dims[0]) { /* ss_vectors_free frees n_categories names: free these here */
         ss_fail(err, "%s: /categories has %llu names for %d vector rows", path,
                 (unsigned long long)nc, v->n_categories);
+        ss_h5_free_strs(v->categories, nc);
+        v->categories = NULL;
         goto out;
     }
     if (read_array(f, path, "/vectors", 0, H5T_NATIVE_FLOAT, 4, 3, dims[0], dims[1], dims[2], &p,
