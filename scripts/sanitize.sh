@@ -5,17 +5,21 @@
 # scripts/test.sh calls it; docs/testing.md ("Robustness") explains.
 #
 #   scripts/sanitize.sh [--build-only] [--fuzz-seconds N]   (default 20 s per target)
+#   scripts/sanitize.sh --pytest [PYTEST ARGS]   the Python tests against the sanitized CLI
+#                                                (default: all of tests/python) instead
 #
 #   SAFESTEER_SANITIZE_BUILD  build folder (default <repo>/build-sanitize)
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 build=${SAFESTEER_SANITIZE_BUILD:-$repo/build-sanitize}
-build_only=0 seconds=20
+build_only=0 seconds=20 pytest=0
 while [ $# -gt 0 ]; do
     case $1 in
         --build-only) build_only=1; shift ;;
         --fuzz-seconds) seconds=$2; shift 2 ;;
-        *) echo "usage: $0 [--build-only] [--fuzz-seconds N]" >&2; exit 2 ;;
+        --pytest) pytest=1; shift; break ;;
+        *) echo "usage: $0 [--build-only] [--fuzz-seconds N] | --pytest [PYTEST ARGS]" >&2
+           exit 2 ;;
     esac
 done
 
@@ -33,5 +37,26 @@ fi
 export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:halt_on_error=1:abort_on_error=1}
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
 export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-PASSIVE}
+if [ "$pytest" = 1 ]; then
+    # The tests run the sanitized CLI; the Python package keeps the normal
+    # build's library (an ASan library cannot load into an uninstrumented
+    # python).  Reports go to files, so an expected failure (exit 1) cannot
+    # hide one; abort_on_error makes a reporting run exit by SIGABRT.
+    reports=$(mktemp -d)
+    export SAFESTEER_BIN=$build/safesteer SAFESTEER_BUILD=${SAFESTEER_BUILD:-$repo/build}
+    export PATH="$repo/.venv/bin:$PATH"
+    export ASAN_OPTIONS=detect_leaks=1:halt_on_error=1:abort_on_error=1:log_path=$reports/asan
+    export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1:abort_on_error=1:log_path=$reports/ubsan
+    [ $# -gt 0 ] || set -- "$repo/tests/python"
+    rc=0
+    python3 -m pytest -q "$@" || rc=$?
+    if [ -n "$(ls -A "$reports")" ]; then
+        echo "sanitize: reports from the sanitized CLI in $reports:" >&2
+        for f in "$reports"/*; do grep -m1 -E "runtime error|ERROR" "$f" >&2; done
+        exit 1
+    fi
+    rmdir "$reports"
+    exit $rc
+fi
 (cd "$build" && ctest --output-on-failure -j"$(nproc)")
 SAFESTEER_SANITIZE_BUILD=$build "$repo/scripts/fuzz.sh" --seconds "$seconds" --jobs "$(nproc)"

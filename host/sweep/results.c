@@ -422,7 +422,8 @@ static int write_results(const char *path, const cell_row *rows, int n, const ch
         snprintf(name, sizeof name, "cells/%.63s", cols[k].name);
         for (int i = 0; i < n; i++) {
             dv[i] = column_value(&rows[i], cols[k].name);
-            iv[i] = (int32_t)dv[i];
+            if (cols[k].integer) /* a rate column may be NaN: no int of it (UBSan) */
+                iv[i] = (int32_t)dv[i];
         }
         if (cols[k].integer
                 ? ss_h5_write_all(f, name, H5T_STD_I32LE, H5T_NATIVE_INT32, 1, dims, iv, err)

@@ -245,7 +245,8 @@ def test_fresh_venv_installs_the_package(tmp_path, default_model):
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", venv], check=True)
     py = venv / "bin" / "python"
-    build = pathlib.Path(os.environ.get("SAFESTEER_BIN", REPO / "build" / "safesteer")).parent
+    # the library's build (conftest sets it from SAFESTEER_BIN when unset)
+    build = pathlib.Path(os.environ.get("SAFESTEER_BUILD", REPO / "build"))
     env = dict(os.environ, SAFESTEER_BUILD=str(build))
     env.pop("SAFESTEER_LIB", None)
     subprocess.run([py, "-m", "pip", "install", "-q", str(REPO / "analysis")], check=True,
