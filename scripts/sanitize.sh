@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The sanitizer build: clang with AddressSanitizer + UndefinedBehaviorSanitizer
 # (any report is fatal) and the libFuzzer targets of tests/fuzz, CPU only.
-# Runs the C tests under it, then a short smoke run of every fuzz target.
+# Runs the C tests under it, the hostile-input and sweep Python tests against
+# its CLI, then a short smoke run of every fuzz target.
 # scripts/test.sh calls it; docs/testing.md ("Robustness") explains.
 #
 #   scripts/sanitize.sh [--build-only] [--fuzz-seconds N]   (default 20 s per target)
@@ -37,17 +38,16 @@ fi
 export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:halt_on_error=1:abort_on_error=1}
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
 export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-PASSIVE}
-if [ "$pytest" = 1 ]; then
-    # The tests run the sanitized CLI; the Python package keeps the normal
-    # build's library (an ASan library cannot load into an uninstrumented
-    # python).  Reports go to files, so an expected failure (exit 1) cannot
-    # hide one; abort_on_error makes a reporting run exit by SIGABRT.
+# The Python tests against the sanitized CLI; the Python package keeps the
+# normal build's library (an ASan library cannot load into an uninstrumented
+# python).  Reports go to files, so an expected failure (exit 1) cannot hide
+# one; abort_on_error makes a reporting run exit by SIGABRT.
+sanitized_pytest() (
     reports=$(mktemp -d)
     export SAFESTEER_BIN=$build/safesteer SAFESTEER_BUILD=${SAFESTEER_BUILD:-$repo/build}
     export PATH="$repo/.venv/bin:$PATH"
     export ASAN_OPTIONS=detect_leaks=1:halt_on_error=1:abort_on_error=1:log_path=$reports/asan
     export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1:abort_on_error=1:log_path=$reports/ubsan
-    [ $# -gt 0 ] || set -- "$repo/tests/python"
     rc=0
     python3 -m pytest -q "$@" || rc=$?
     if [ -n "$(ls -A "$reports")" ]; then
@@ -57,6 +57,13 @@ if [ "$pytest" = 1 ]; then
     fi
     rmdir "$reports"
     exit $rc
+)
+if [ "$pytest" = 1 ]; then
+    [ $# -gt 0 ] || set -- "$repo/tests/python"
+    sanitized_pytest "$@"
+    exit
 fi
 (cd "$build" && ctest --output-on-failure -j"$(nproc)")
+# the hostile-input and sweep tests: every reader and the whole sweep path (1 min)
+sanitized_pytest "$repo/tests/python/test_hostile_inputs.py" "$repo/tests/python/test_sweep.py"
 SAFESTEER_SANITIZE_BUILD=$build "$repo/scripts/fuzz.sh" --seconds "$seconds" --jobs "$(nproc)"
