@@ -1,7 +1,6 @@
 /* dataset.c - prompt sets from JSONL and CSV files. */
 #include "safesteer/dataset.h"
 
-#include <errno.h>
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -71,37 +70,6 @@ static char *dup_str(const char *s, size_t len, ss_error *err)
         o[len] = '\0';
     }
     return o;
-}
-
-static int read_file(const char *path, char **buf, size_t *len, ss_error *err)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        return ss_fail(err, "%s: cannot open: %s", path, strerror(errno));
-    size_t cap = 1 << 16, n = 0;
-    char *b = ss_malloc(cap, err);
-    while (b) {
-        n += fread(b + n, 1, cap - n - 1, f);
-        if (n < cap - 1)
-            break;
-        cap *= 2;
-        char *nb = realloc(b, cap);
-        if (!nb)
-            free(b);
-        b = nb;
-    }
-    int bad = ferror(f);
-    fclose(f);
-    if (!b)
-        return ss_fail(err, "%s: out of memory reading the file", path);
-    if (bad) {
-        free(b);
-        return ss_fail(err, "%s: read error", path);
-    }
-    b[n] = '\0';
-    *buf = b;
-    *len = n;
-    return 0;
 }
 
 /* Appends a zeroed record to d (grown geometrically). */
@@ -432,7 +400,7 @@ int ss_dataset_load(const char *path, const ss_dataset_fields *f, ss_dataset **o
     snprintf(d->path, sizeof d->path, "%s", path);
     char *buf = NULL;
     size_t len = 0;
-    if (read_file(path, &buf, &len, err) < 0) {
+    if (ss_read_file(path, &buf, &len, err) < 0) {
         free(d);
         return -1;
     }

@@ -452,28 +452,45 @@ hid_t ss_h5_open_dataset(hid_t file, const char *path, const char *name, ss_erro
     return d;
 }
 
-int ss_h5_read_1d(hid_t file, const char *path, const char *name, hid_t mtype, size_t elem,
-                  hsize_t n, int at_least, void **out, hsize_t *n_out, ss_error *err)
+/* "[2][3][4]" (the rank's first dims; ">=" before dims[0] when at_least). */
+static void shape_str(char *dst, size_t cap, int rank, const hsize_t *dims, int at_least)
+{
+    size_t n = 0;
+    snprintf(dst, cap, "%s", rank ? "" : "[] (a scalar)");
+    for (int k = 0; k < rank && n < cap; k++)
+        n += (size_t)snprintf(dst + n, cap - n, "[%s%llu]", k == 0 && at_least ? ">=" : "",
+                              (unsigned long long)dims[k]);
+}
+
+int ss_h5_read_array(hid_t file, const char *path, const char *name, hid_t mtype, size_t elem,
+                     int rank, const hsize_t *want, int at_least, void **out, hsize_t *rows,
+                     ss_error *err)
 {
     *out = NULL;
     hid_t d = ss_h5_open_dataset(file, path, name, err);
     if (d < 0)
         return -1;
-    int rank, rc = -1;
+    int r, rc = -1;
     hsize_t dims[8];
-    if (ss_h5_shape(d, &rank, dims, err) < 0)
+    if (ss_h5_shape(d, &r, dims, err) < 0)
         goto out;
-    if (rank != 1 || (at_least ? dims[0] < n : dims[0] != n)) {
-        ss_fail(err, "%s: %s has shape [%llu]%s, expected [%s%llu]", path, name,
-                (unsigned long long)dims[0], rank != 1 ? " (not 1-D)" : "",
-                at_least ? ">=" : "", (unsigned long long)n);
+    int ok = r == rank && (at_least ? dims[0] >= want[0] : dims[0] == want[0]);
+    size_t count = (size_t)dims[0], bytes = 0; /* dims come from the file: no wrap */
+    for (int k = 1; ok && k < rank; k++)
+        ok = dims[k] == want[k] && !__builtin_mul_overflow(count, (size_t)dims[k], &count);
+    ok = ok && !__builtin_mul_overflow(count ? count : 1, elem, &bytes);
+    if (!ok) {
+        char got[128], expected[128];
+        shape_str(got, sizeof got, r, dims, 0);
+        shape_str(expected, sizeof expected, rank, want, at_least);
+        ss_fail(err, "%s: %s has shape %s, expected %s", path, name, got, expected);
         goto out;
     }
-    *out = ss_malloc((dims[0] ? dims[0] : 1) * elem, err);
-    if (!*out || ss_h5_read_rows(d, mtype, 0, dims[0], *out, err) < 0)
+    *out = ss_malloc(bytes, err);
+    if (!*out || (count && ss_h5_read_rows(d, mtype, 0, dims[0], *out, err) < 0))
         goto out;
-    if (n_out)
-        *n_out = dims[0];
+    if (rows)
+        *rows = dims[0];
     rc = 0;
 out:
     if (rc < 0) {
@@ -482,4 +499,10 @@ out:
     }
     H5Dclose(d);
     return rc;
+}
+
+int ss_h5_read_1d(hid_t file, const char *path, const char *name, hid_t mtype, size_t elem,
+                  hsize_t n, int at_least, void **out, hsize_t *n_out, ss_error *err)
+{
+    return ss_h5_read_array(file, path, name, mtype, elem, 1, &n, at_least, out, n_out, err);
 }

@@ -62,9 +62,14 @@ int ss_h5_read_rows(hid_t dset, hid_t mtype, hsize_t row0, hsize_t n, void *buf,
                     ss_error *err);
 /* Opens dataset name of file; a missing one is an error naming path. */
 hid_t ss_h5_open_dataset(hid_t file, const char *path, const char *name, ss_error *err);
-/* Reads a whole 1-D dataset of n rows (at_least: n or more) of memory type
- * mtype (elem bytes each) into a malloc'd *out; *n_out (may be NULL) gets
- * its length.  Errors name path, the dataset and the shapes. */
+/* Reads a whole dataset of shape want[rank] (at_least: dims[0] may be
+ * larger) of memory type mtype (elem bytes each) into a malloc'd *out;
+ * *rows (may be NULL) gets dims[0].  Errors name path, the dataset and the
+ * shapes. */
+int ss_h5_read_array(hid_t file, const char *path, const char *name, hid_t mtype, size_t elem,
+                     int rank, const hsize_t *want, int at_least, void **out, hsize_t *rows,
+                     ss_error *err);
+/* ss_h5_read_array of a 1-D dataset of n rows. */
 int ss_h5_read_1d(hid_t file, const char *path, const char *name, hid_t mtype, size_t elem,
                   hsize_t n, int at_least, void **out, hsize_t *n_out, ss_error *err);
 /* Sets dims[0] of an extendible dataset (shrinking drops rows). */

@@ -208,8 +208,8 @@ out:
 
 /* ---------------------------------------------------------------- HDF5 */
 
-/* Dataset name holding exactly n0 x n1 x n2 values (n1, n2 0 when of lower
- * rank) of mtype into a malloc'd *out; absent and optional: *out NULL. */
+/* Dataset name of exactly n0 x n1 x n2 values (rank of them) into a
+ * malloc'd *out; absent and optional: *out NULL. */
 static int read_array(hid_t f, const char *path, const char *name, int optional, hid_t mtype,
                       size_t elem, int rank, hsize_t n0, hsize_t n1, hsize_t n2, void **out,
                       ss_error *err)
@@ -217,33 +217,8 @@ static int read_array(hid_t f, const char *path, const char *name, int optional,
     *out = NULL;
     if (optional && H5Lexists(f, name, H5P_DEFAULT) <= 0)
         return 0;
-    hid_t d = ss_h5_open_dataset(f, path, name, err);
-    if (d < 0)
-        return -1;
-    int r, rc = -1;
-    hsize_t dims[8], want[3] = {n0, n1, n2};
-    if (ss_h5_shape(d, &r, dims, err) < 0)
-        goto out;
-    int ok = r == rank;
-    for (int k = 0; ok && k < rank; k++)
-        ok = dims[k] == want[k];
-    if (!ok) {
-        ss_fail(err, "%s: %s has rank %d shape [%llu, ...], expected rank %d [%llu, %llu, %llu]",
-                path, name, r, (unsigned long long)(r ? dims[0] : 0), rank,
-                (unsigned long long)n0, (unsigned long long)n1, (unsigned long long)n2);
-        goto out;
-    }
-    size_t count = (size_t)n0 * (rank > 1 ? n1 : 1) * (rank > 2 ? n2 : 1);
-    *out = ss_malloc((count ? count : 1) * elem, err);
-    if (*out && (!n0 || ss_h5_read_rows(d, mtype, 0, n0, *out, err) == 0))
-        rc = 0;
-out:
-    if (rc < 0) {
-        free(*out);
-        *out = NULL;
-    }
-    H5Dclose(d);
-    return rc;
+    const hsize_t want[3] = {n0, n1, n2};
+    return ss_h5_read_array(f, path, name, mtype, elem, rank, want, 0, out, NULL, err);
 }
 
 /* Optional numeric attributes of a vector file. */
