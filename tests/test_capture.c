@@ -225,10 +225,13 @@ Test(capture, existing_outputs_need_force_or_resume)
     ss_capture_data d;
     cr_assert_eq(ss_capture_load("/nonexistent/x.h5", 0, &d, &err), -1);
     float norm;
-    cr_assert_eq(ss_capture_layer_norm(path, 2, tm->cfg.d_model, &norm, &err), 0, "%s", err.msg);
+    ss_capture_file *a;
+    cr_assert_eq(ss_capture_open(path, &a, &err), 0, "%s", err.msg);
+    cr_assert_eq(ss_capture_layer_norm(a, 2, tm->cfg.d_model, &norm, &err), 0, "%s", err.msg);
     cr_assert_gt(norm, 0.0f);
-    cr_assert_eq(ss_capture_layer_norm(path, 1, tm->cfg.d_model, &norm, &err), -1);
+    cr_assert_eq(ss_capture_layer_norm(a, 1, tm->cfg.d_model, &norm, &err), -1);
     cr_assert(strstr(err.msg, "layer 1 was not captured"), "%s", err.msg);
+    ss_capture_close(a);
 }
 
 Test(capture, layer_specs)

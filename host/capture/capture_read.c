@@ -388,22 +388,20 @@ int ss_capture_load(const char *path, int allow_incomplete, ss_capture_data *out
     return rc;
 }
 
-int ss_capture_layer_norm(const char *path, int layer, int d_model, float *norm, ss_error *err)
+int ss_capture_layer_norm(const ss_capture_file *a, int layer, int d_model, float *norm,
+                          ss_error *err)
 {
-    ss_capture_file *a;
-    if (ss_capture_open(path, &a, err) < 0)
-        return -1;
     const ss_capture_info *in = &a->info;
-    int rc = ss_capture_require_complete(a, err), row = -1;
-    if (!rc && in->d_model != d_model)
-        rc = ss_fail(err, "%s: captured with d_model %d, the steered model has %d", path,
-                     in->d_model, d_model);
-    if (!rc && !in->layer_norms)
-        rc = ss_fail(err, "%s: dataset /layer_norms is missing", path);
-    if (!rc && (row = ss_capture_layer_row(a, layer, err)) < 0)
-        rc = -1;
-    if (!rc)
-        *norm = in->layer_norms[row];
-    ss_capture_close(a);
-    return rc;
+    if (ss_capture_require_complete(a, err) < 0)
+        return -1;
+    if (in->d_model != d_model)
+        return ss_fail(err, "%s: captured with d_model %d, the steered model has %d", in->path,
+                       in->d_model, d_model);
+    if (!in->layer_norms)
+        return ss_fail(err, "%s: dataset /layer_norms is missing", in->path);
+    int row = ss_capture_layer_row(a, layer, err);
+    if (row < 0)
+        return -1;
+    *norm = in->layer_norms[row];
+    return 0;
 }

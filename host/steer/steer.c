@@ -249,9 +249,9 @@ static int source_layers(const ss_steer_plan *p, const ss_steer_source *s, int *
 }
 
 /* vec scaled to unit length times the mean activation norm that the capture
- * file acts recorded at layer. */
-static int normalize_to(const char *acts, const ss_vector_set *v, int layer, float *vec,
-                        ss_error *err)
+ * acts recorded at layer. */
+static int normalize_to(const ss_capture_file *acts, const ss_vector_set *v, int layer,
+                        float *vec, ss_error *err)
 {
     int d = v->d_model;
     double nn = 0;
@@ -271,6 +271,7 @@ int ss_steer_plan_add_vectors(ss_steer_plan *p, const ss_steer_source *s, ss_err
 {
     const ss_vector_set *v = s->vectors;
     int d = p->d_model, cat, n = 0, *layers = NULL, rc = -1;
+    ss_capture_file *acts = NULL;
     if (v->d_model != d)
         return ss_fail(err, "%s: vectors have d_model %d, the model %d", v->path, v->d_model, d);
     if (s->op == SS_STEER_ABLATE && s->normalize_acts)
@@ -284,6 +285,9 @@ int ss_steer_plan_add_vectors(ss_steer_plan *p, const ss_steer_source *s, ss_err
                 s->n_strengths, n);
         goto out;
     }
+    /* the capture is opened once for all layers: opening reads its prompt tables */
+    if (s->normalize_acts && ss_capture_open(s->normalize_acts, &acts, err) < 0)
+        goto out;
     float *vec = ss_malloc((size_t)d * sizeof(float), err);
     if (!vec)
         goto out;
@@ -296,7 +300,7 @@ int ss_steer_plan_add_vectors(ss_steer_plan *p, const ss_steer_source *s, ss_err
             break;
         }
         memcpy(vec, ss_vectors_row(v, cat, row), (size_t)d * sizeof(float));
-        rc = (s->normalize_acts && normalize_to(s->normalize_acts, v, layers[i], vec, err) < 0) ||
+        rc = (acts && normalize_to(acts, v, layers[i], vec, err) < 0) ||
                      ss_steer_plan_add(p, s->site >= 0 ? s->site : v->site, layers[i], s->op,
                                        strength, vec, err) < 0
                  ? -1
@@ -304,6 +308,7 @@ int ss_steer_plan_add_vectors(ss_steer_plan *p, const ss_steer_source *s, ss_err
     }
     free(vec);
 out:
+    ss_capture_close(acts);
     free(layers);
     return rc;
 }

@@ -159,10 +159,10 @@ void ss_capture_data_free(ss_capture_data *d);
 int ss_capture_to_memory(ss_engine *e, const ss_capture_source *src, const ss_capture_opts *o,
                          ss_capture_data *out, ss_error *err);
 
-/* Mean activation norm of model layer `layer` from a complete capture
- * file's /layer_norms (to scale unit directions when steering); d_model is
- * checked. */
-int ss_capture_layer_norm(const char *path, int layer, int d_model, float *norm,
+/* Mean activation norm of model layer `layer` from an open, complete
+ * capture's /layer_norms (to scale unit directions when steering); d_model
+ * is checked. */
+int ss_capture_layer_norm(const ss_capture_file *a, int layer, int d_model, float *norm,
                           ss_error *err);
 
 #endif
