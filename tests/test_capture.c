@@ -1,6 +1,7 @@
 /* test_capture.c - capture files from a tiny in-memory model: pooling
  * consistency (mean of `all` == `mean`, `last` == last prompt row), batch
- * independence, f16 storage, overwrite/resume rules, layer norms. */
+ * independence, f16 storage, overwrite/resume rules, layer norms and the
+ * plans they normalise. */
 #include <criterion/criterion.h>
 #include <criterion/redirect.h>
 #include <math.h>
@@ -11,6 +12,8 @@
 
 #include "safesteer/util.h"
 #include "safesteer/capture.h"
+#include "safesteer/steer.h"
+#include "safesteer/vectors.h"
 #include "tiny_model.h"
 
 #define N_ITEMS 9
@@ -232,6 +235,58 @@ Test(capture, existing_outputs_need_force_or_resume)
     cr_assert_eq(ss_capture_layer_norm(a, 1, tm->cfg.d_model, &norm, &err), -1);
     cr_assert(strstr(err.msg, "layer 1 was not captured"), "%s", err.msg);
     ss_capture_close(a);
+}
+
+/* A plan normalised by a capture (--normalize): each added vector is its
+ * unit direction times the strength and that layer's /layer_norms value,
+ * every layer from one open of the capture; a layer it lacks is named. */
+Test(capture, normalised_plan_scales_by_the_layer_norms)
+{
+    const char *path = run_capture("norms.h5", SS_POOL_MEAN, 2, 0, 0, 0, 0);
+    int d = tm->cfg.d_model;
+    float *vec = calloc((size_t)2 * d, sizeof(float));
+    for (int j = 0; j < 2 * d; j++)
+        vec[j] = (float)(j % 7) - 3.0f;
+    const int32_t vlayers[2] = {2, 3};
+    ss_vector_set v;
+    ss_error err = {.msg = ""};
+    cr_assert_eq(ss_vectors_from_array("crime", SS_SITE_RESID_POST, vlayers, 2, d, vec, &v, &err),
+                 0, "%s", err.msg);
+    ss_capture_data cap;
+    load(path, &cap);
+    ss_steer_plan p;
+    ss_steer_plan_init(&p, tm->cfg.n_layers, d);
+    const float strength = 2.5f;
+    ss_steer_source s = {.vectors = &v, .site = -1, .strengths = &strength, .n_strengths = 1,
+                         .op = SS_STEER_ADD, .normalize_acts = path};
+    cr_assert_eq(ss_steer_plan_add_vectors(&p, &s, &err), 0, "%s", err.msg);
+    cr_assert_eq(p.n_entries, 2);
+    for (int e = 0; e < 2; e++) {
+        const float *src = vec + (size_t)e * d, *got = p.entries[e].vector;
+        double nn = 0;
+        for (int j = 0; j < d; j++)
+            nn += (double)src[j] * src[j];
+        float norm = cap.layer_norms[e + 1]; /* captured layers {0, 2, 3} */
+        cr_assert_eq(p.entries[e].layer, vlayers[e]);
+        cr_assert_eq(p.entries[e].strength, strength);
+        for (int j = 0; j < d; j++)
+            cr_assert_float_eq(got[j], (float)(src[j] / sqrt(nn) * norm),
+                               1e-6f * (1 + norm), "layer %d dim %d", vlayers[e], j);
+    }
+    ss_steer_plan_free(&p);
+    const int32_t uncaptured = 1;
+    ss_vector_set v1;
+    cr_assert_eq(ss_vectors_from_array("crime", SS_SITE_RESID_POST, &uncaptured, 1, d, vec, &v1,
+                                       &err), 0, "%s", err.msg);
+    s.vectors = &v1;
+    ss_steer_plan_init(&p, tm->cfg.n_layers, d);
+    cr_assert_eq(ss_steer_plan_add_vectors(&p, &s, &err), -1);
+    cr_assert(strstr(err.msg, "layer 1 was not captured"), "%s", err.msg);
+    ss_steer_plan_free(&p);
+    ss_vectors_free(&v1);
+    ss_vectors_free(&v);
+    ss_capture_data_free(&cap);
+    free(vec);
 }
 
 Test(capture, layer_specs)
